@@ -1,0 +1,5 @@
+import sys
+
+from kidneyseg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,184 @@
+"""Reading and writing images and label maps without losing geometry.
+
+Entry points
+------------
+:func:`read`
+    Any supported image (NIfTI, NRRD, MHA/MHD, DICOM series folder, PNG/JPEG/
+    BMP/TIFF) into a :class:`~kidneyseg.case.Case`.
+:func:`read_label`
+    A label map, checked against the grid of its image when one is given.
+:func:`write`
+    An array (label map or image) on the grid of a case read earlier, in the
+    format given by the output suffix (or ``fmt``), atomically.
+
+Formats are chosen by suffix (see :data:`kidneyseg.io._common.SUFFIXES`); a
+folder is read as a DICOM series.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kidneyseg.case import Case
+from kidneyseg.errors import GeometryError, InputError, OutputError
+from kidneyseg.io._common import (
+    IMAGE_2D_FORMATS,
+    SUFFIXES,
+    atomic_path,
+    check_exists,
+    check_output,
+    format_of,
+    stem_of,
+)
+
+__all__ = [
+    "SUFFIXES",
+    "atomic_path",
+    "check_output",
+    "format_of",
+    "read",
+    "read_label",
+    "read_pair",
+    "same_grid",
+    "stem_of",
+    "write",
+]
+
+WRITE_FORMATS = ("nifti", "nrrd", "seg.nrrd", "mha", "png")
+
+
+def read(
+    path: str | os.PathLike[str],
+    *,
+    is_label: bool = False,
+    spacing: tuple[float, float] | None = None,
+    series_uid: str | None = None,
+    modality: str | None = None,
+) -> Case:
+    """Read an image (or, with ``is_label``, a label map) into a :class:`Case`.
+
+    Parameters
+    ----------
+    path:
+        File, or folder holding one or more DICOM series.
+    is_label:
+        Read integer label values into ``case.label`` (uint8) instead of
+        intensities into ``case.image`` (float32).
+    spacing:
+        Pixel spacing ``(row, col)`` in mm for 2D images; otherwise a sidecar
+        JSON ``<stem>.json`` with ``{"spacing": [row, col]}`` is used, else
+        1 mm with a warning.
+    series_uid:
+        For a DICOM folder with several series, the SeriesInstanceUID to read
+        (default: the series with the most slices, with a log message).
+    modality:
+        ``"ct"``, ``"mr"`` or ``"us"``; DICOM sets it from the header.
+    """
+    p = check_exists(path)
+    fmt = format_of(p)
+    if fmt == "nifti":
+        from kidneyseg.io.nifti import read_nifti
+
+        case = read_nifti(p, is_label=is_label)
+    elif fmt in ("nrrd", "seg.nrrd", "mha"):
+        from kidneyseg.io.itk import read_itk
+
+        case = read_itk(p, is_label=is_label)
+    elif fmt == "dicom":
+        from kidneyseg.io.dicom import read_dicom_series
+
+        case = read_dicom_series(p, series_uid=series_uid)
+        if is_label:
+            raise InputError(
+                "a DICOM image series is not a label map",
+                path=p,
+                expected="a label map file (NIfTI, NRRD, PNG)",
+                fix="pass the segmentation file, not the image series",
+            )
+    elif fmt in IMAGE_2D_FORMATS:
+        from kidneyseg.io.png import read_2d
+
+        case = read_2d(p, is_label=is_label, spacing=spacing)
+    else:  # pragma: no cover - format_of only returns the formats above
+        raise InputError("unsupported format", path=p, found=fmt)
+    if modality is not None:
+        case.modality = modality
+    return case
+
+
+def same_grid(a: Case, b: Case, *, atol_mm: float = 1e-3) -> bool:
+    """True when ``a`` and ``b`` have the same shape and the same affine within ``atol_mm``."""
+    return a.shape == b.shape and bool(np.allclose(a.affine, b.affine, atol=atol_mm))
+
+
+def read_label(path: str | os.PathLike[str], like: Case | None = None, *, spacing=None) -> Case:  # type: ignore[no-untyped-def]
+    """Read a label map; with ``like``, refuse it unless it lies on ``like``'s grid.
+
+    The returned case has ``label`` set (uint8) and ``image`` None.
+    """
+    if like is not None and spacing is None and like.ndim == 2:
+        spacing = like.spacing
+    lab = read(path, is_label=True, spacing=spacing)
+    if like is not None and not same_grid(lab, like):
+        raise GeometryError(
+            "label map grid differs from its image",
+            path=path,
+            found=f"shape {lab.shape}, spacing {_fmt(lab.spacing)}, origin {_fmt(lab.affine[:3, 3])}",
+            expected=f"shape {like.shape}, spacing {_fmt(like.spacing)}, origin {_fmt(like.affine[:3, 3])} "
+            f"(the grid of {like.source})",
+            fix="resample the label map onto the image grid (nearest neighbour) or pair it with the right image",
+        )
+    return lab
+
+
+def read_pair(image: str | os.PathLike[str], label: str | os.PathLike[str], **kwargs) -> Case:  # type: ignore[no-untyped-def]
+    """Read an image and its label map into one case; the grids must agree."""
+    case = read(image, **kwargs)
+    lab = read_label(label, like=case, spacing=kwargs.get("spacing"))
+    case.label = lab.label
+    case.meta["label_source"] = str(label)
+    return case
+
+
+def write(
+    array: np.ndarray,
+    path: str | os.PathLike[str],
+    like: Case,
+    *,
+    is_label: bool = True,
+    fmt: str | None = None,
+    task: str | None = None,
+) -> Path:
+    """Write ``array`` on the grid of ``like`` (the case read from the input), atomically.
+
+    ``fmt`` defaults to the format named by the suffix of ``path``.  The output
+    may not be the input file.  For ``seg.nrrd``, ``task`` names the segments.
+    """
+    out = check_output(path, [like.source] if like.source is not None else [])
+    fmt = fmt or format_of(out)
+    if fmt not in WRITE_FORMATS:
+        raise OutputError(
+            "cannot write this format",
+            path=out,
+            found=fmt,
+            expected="one of " + ", ".join(WRITE_FORMATS) + " (DICOM-SEG through kidneyseg predict)",
+            fix="use a .nii.gz, .nrrd, .seg.nrrd, .mha or .png output name",
+        )
+    if fmt == "nifti":
+        from kidneyseg.io.nifti import write_nifti
+
+        return write_nifti(array, out, like, is_label=is_label)
+    if fmt in ("nrrd", "mha", "seg.nrrd"):
+        from kidneyseg.io.itk import write_itk
+
+        return write_itk(array, out, like, is_label=is_label, fmt=fmt, task=task)
+    from kidneyseg.io.png import write_2d
+
+    return write_2d(array, out, like, is_label=is_label)
+
+
+def _fmt(values) -> str:  # type: ignore[no-untyped-def]
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"

@@ -1,0 +1,169 @@
+"""Shared helpers of the readers and writers: format detection, atomic writes, checks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from kidneyseg.errors import GeometryError, InputError, OutputError
+
+# suffix -> format name; longest suffixes first when matching.
+SUFFIXES: dict[str, str] = {
+    ".seg.nrrd": "seg.nrrd",
+    ".nii.gz": "nifti",
+    ".nii": "nifti",
+    ".nrrd": "nrrd",
+    ".nhdr": "nrrd",
+    ".mha": "mha",
+    ".mhd": "mha",
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".bmp": "bmp",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".dcm": "dicom",
+}
+
+IMAGE_2D_FORMATS = ("png", "jpeg", "bmp", "tiff")
+
+
+def format_of(path: str | os.PathLike[str]) -> str:
+    """Format name of a path from its suffix; a folder is ``"dicom"``.
+
+    Raises :class:`InputError` for an unknown suffix, listing the known ones.
+    """
+    p = Path(path)
+    if p.is_dir():
+        return "dicom"
+    name = p.name.lower()
+    for suffix in sorted(SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return SUFFIXES[suffix]
+    raise InputError(
+        "unknown file type",
+        path=p,
+        found=repr(p.suffix or "no suffix"),
+        expected="one of " + ", ".join(sorted(SUFFIXES)) + " or a DICOM folder",
+        fix="rename the file with its format's suffix or convert it first",
+    )
+
+
+def stem_of(path: str | os.PathLike[str]) -> str:
+    """File name without its (possibly double) format suffix: ``a.nii.gz`` -> ``a``."""
+    p = Path(path)
+    name = p.name
+    for suffix in sorted(SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return p.stem
+
+
+def check_exists(path: str | os.PathLike[str]) -> Path:
+    """The path as :class:`Path`; a missing path raises :class:`InputError`."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(
+            "no such file or folder",
+            path=p,
+            fix="check the path (relative paths start from the current folder: " + os.getcwd() + ")",
+        )
+    return p
+
+
+def check_affine(affine: np.ndarray, shape: tuple[int, ...], path: str | os.PathLike[str] | None) -> None:
+    """Refuse zero, negative or NaN spacing and non-invertible affines.
+
+    Parameters
+    ----------
+    affine:
+        4x4 voxel-to-world matrix (mm).
+    shape:
+        Array shape, used to decide how many axes carry spacing.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)):
+        raise GeometryError(
+            "the voxel-to-world matrix contains NaN or infinite values",
+            path=path,
+            found=np.array2string(affine[:3, :4], precision=4).replace("\n", ""),
+            expected="finite numbers",
+            fix="repair the header (e.g. set pixdim / spacing) with the tool that wrote the file",
+        )
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))[: min(len(shape), 3)]
+    if np.any(spacing <= 0) or np.any(~np.isfinite(spacing)):
+        raise GeometryError(
+            "voxel spacing is zero, negative or not a number",
+            path=path,
+            found=tuple(float(s) for s in spacing),
+            expected="positive spacing in mm on every axis",
+            fix="set the voxel size in the header (NIfTI pixdim, NRRD space directions, DICOM PixelSpacing)",
+        )
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise GeometryError(
+            "the voxel-to-world matrix is not invertible",
+            path=path,
+            found=np.array2string(affine[:3, :3], precision=4).replace("\n", ""),
+            expected="a 3x3 direction/spacing block with non-zero determinant",
+            fix="repair the orientation in the header (NIfTI qform/sform, NRRD space directions)",
+        )
+
+
+def check_ndim(shape: tuple[int, ...], path: str | os.PathLike[str] | None, allowed: tuple[int, ...] = (2, 3)) -> None:
+    """Refuse arrays that are not 2D or 3D (after squeezing trailing singleton axes)."""
+    if len(shape) not in allowed:
+        raise InputError(
+            f"{len(shape)}D image",
+            path=path,
+            found=f"shape {tuple(shape)}",
+            expected=" or ".join(f"{a}D" for a in allowed),
+            fix="extract one 3D volume (e.g. one time point or channel) before using kidneyseg",
+        )
+
+
+def check_output(out: str | os.PathLike[str], inputs: list[str | os.PathLike[str]] | tuple = ()) -> Path:
+    """Refuse an output path equal to an input path; create the parent folder."""
+    o = Path(out)
+    for inp in inputs:
+        if inp is None:
+            continue
+        try:
+            same = o.resolve() == Path(inp).resolve()
+        except OSError:  # pragma: no cover
+            same = False
+        if same:
+            raise OutputError(
+                "output path is the same as an input",
+                path=o,
+                found=str(inp),
+                expected="a different path",
+                fix="choose another output name so the input is not overwritten",
+            )
+    o.parent.mkdir(parents=True, exist_ok=True)
+    return o
+
+
+@contextlib.contextmanager
+def atomic_path(out: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``out`` with the same suffix; rename on success.
+
+    On any exception the temporary file is removed and ``out`` is untouched.
+    """
+    o = Path(out)
+    o.parent.mkdir(parents=True, exist_ok=True)
+    name = o.name
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + name, dir=o.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, o)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise

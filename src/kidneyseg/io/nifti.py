@@ -1,0 +1,143 @@
+"""NIfTI (.nii, .nii.gz) reading and writing with nibabel, keeping the header exactly."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from kidneyseg.case import Case
+from kidneyseg.errors import InputError
+from kidneyseg.io._common import atomic_path, check_affine, check_ndim, stem_of
+
+
+def _squeeze_trailing(arr: np.ndarray) -> np.ndarray:
+    while arr.ndim > 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return arr
+
+
+def read_nifti(path: str | os.PathLike[str], *, is_label: bool = False) -> Case:
+    """Read a NIfTI file into a :class:`Case`.
+
+    Intensities are scaled by the header's slope/intercept and returned as
+    float32; with ``is_label`` the array is returned as uint8 (values must be
+    integers in 0..255).  ``meta["nifti_header"]`` keeps the header for writing
+    back with the same qform/sform codes.
+    """
+    import nibabel as nib
+
+    p = Path(path)
+    try:
+        img = nib.load(str(p))
+        if is_label:
+            arr = np.asanyarray(img.dataobj)
+        else:
+            arr = np.asarray(img.get_fdata(dtype=np.float32))
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, nib.filebasedimages.ImageFileError) as exc:
+        raise InputError(
+            "cannot read NIfTI file (unreadable or truncated)",
+            path=p,
+            found=f"{type(exc).__name__}: {exc}",
+            expected="a complete .nii or .nii.gz file",
+            fix="re-export or re-download the file",
+        ) from exc
+    arr = _squeeze_trailing(arr)
+    check_ndim(arr.shape, p)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    check_affine(affine, arr.shape, p)
+    if is_label:
+        arr = to_label_array(arr, p)
+    header = img.header.copy()
+    return Case(
+        image=None if is_label else arr,
+        label=arr if is_label else None,
+        affine=affine,
+        name=stem_of(p),
+        source=p,
+        meta={
+            "format": "nifti",
+            "nifti_header": header,
+            "qform_code": int(header["qform_code"]),
+            "sform_code": int(header["sform_code"]),
+            "dtype": str(img.get_data_dtype()),
+        },
+    )
+
+
+def to_label_array(arr: np.ndarray, path: str | os.PathLike[str] | None = None) -> np.ndarray:
+    """Check that ``arr`` holds integer labels 0..255 and return it as uint8."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise InputError(
+                "label map holds non-integer values",
+                path=path,
+                found=f"dtype {arr.dtype}, e.g. {arr[arr != np.round(arr)][:3].tolist() if np.isfinite(arr).all() else 'NaN'}",
+                expected="integer label values 0..255",
+                fix="pass a label map (segmentation), not an image or probability map",
+            )
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise InputError(
+            "label values out of range",
+            path=path,
+            found=f"{arr.min()}..{arr.max()}",
+            expected="0..255",
+            fix="pass a label map with small non-negative integer values",
+        )
+    return arr.astype(np.uint8, copy=False)
+
+
+def write_nifti(
+    array: np.ndarray,
+    path: str | os.PathLike[str],
+    like: Case,
+    *,
+    is_label: bool = True,
+) -> Path:
+    """Write ``array`` on ``like``'s grid as NIfTI, atomically.
+
+    The affine, qform/sform (with their codes) and the other header fields of
+    ``like`` are kept when ``like`` was read from NIfTI.  Labels are written as
+    uint8 with slope 1 and intercept 0; images as float32.
+    """
+    import nibabel as nib
+
+    array = np.asarray(array)
+    if tuple(array.shape) != like.shape:
+        raise InputError(
+            "array does not match the grid it is written on",
+            path=path,
+            found=f"shape {array.shape}",
+            expected=f"shape {like.shape}",
+            fix="write the prediction after undoing the preprocessing (kidneyseg.preprocessing.geometry.undo)",
+        )
+    dtype = np.uint8 if is_label else np.float32
+    data = array.astype(dtype, copy=False)
+    if data.ndim == 2:
+        data = data[:, :, None]
+    header = like.meta.get("nifti_header")
+    if header is not None:
+        header = header.copy()
+        img = nib.Nifti1Image(data, None, header=header)
+        # Restore both matrices with their original codes; nibabel would
+        # otherwise derive one from the other.
+        img.set_qform(header.get_qform(), code=int(header["qform_code"]))
+        img.set_sform(header.get_sform(), code=int(header["sform_code"]))
+        if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+            img.set_sform(like.affine, code=1)
+    else:
+        img = nib.Nifti1Image(data, like.affine)
+        img.set_qform(like.affine, code=1)
+        img.set_sform(like.affine, code=1)
+    img.set_data_dtype(dtype)
+    img.header.set_slope_inter(1.0 if is_label else np.nan, 0.0 if is_label else np.nan)
+    if is_label:
+        img.header["cal_min"] = 0
+        img.header["cal_max"] = float(data.max()) if data.size else 0.0
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)

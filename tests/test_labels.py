@@ -1,0 +1,43 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kidneyseg.errors import RegistryError
+from kidneyseg.labels import TASKS, get_task
+
+
+def test_kits23_regions_are_the_official_ones():
+    t = get_task("kits23")
+    assert [(r.name, r.labels) for r in t.regions] == [
+        ("kidney_and_masses", (1, 2, 3)),
+        ("masses", (2, 3)),
+        ("tumor", (2,)),
+    ]
+    assert t.region("tumor").tolerance_mm == pytest.approx(1.1498198361434828)
+
+
+def test_chaos_values():
+    t = get_task("chaos-mr")
+    assert t.labels[2] == "kidney_right" and t.labels[3] == "kidney_left"
+    assert t.region("kidney").labels == (2, 3)
+
+
+def test_region_mask_binary_and_union():
+    lab = np.array([0, 1, 2, 3, 7])
+    assert get_task("binary").region("foreground").mask(lab).tolist() == [False, True, True, True, True]
+    assert get_task("kits23").region("masses").mask(lab).tolist() == [False, False, True, True, False]
+
+
+def test_unknown_task_lists_valid_names():
+    with pytest.raises(RegistryError) as exc:
+        get_task("kits99")
+    for name in TASKS:
+        assert name in str(exc.value)
+
+
+def test_label_registry_imports_without_torch():
+    code = "import sys, kidneyseg.labels; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
