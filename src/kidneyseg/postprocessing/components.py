@@ -1,0 +1,186 @@
+"""Connected components, small-blob removal, hole filling and label consistency.
+
+All functions take integer label maps (uint8) indexed ``[i, j, k]`` (volumes)
+or ``[row, col]`` (2D images) and the voxel spacing in mm along the same axes,
+so thresholds are physical: volumes in mL (mm^3 / 1000), or for 2D images the
+pixel area in mm^2 / 1000 ("mL" of a 1 mm thick slab).
+
+Connectivity is full (26 in 3D, 8 in 2D).  Components are found with ``cc3d``
+when it is installed, else with :func:`scipy.ndimage.label`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from kidneyseg.labels import CYST, KIDNEY, TUMOR
+
+
+def _unit_ml(spacing: Sequence[float], ndim: int) -> float:
+    sp = [float(s) for s in spacing][:ndim]
+    if len(sp) != ndim or any(s <= 0 for s in sp):
+        from kidneyseg.errors import GeometryError
+
+        raise GeometryError(
+            "spacing does not match the label map",
+            found=tuple(spacing),
+            expected=f"{ndim} positive values in mm",
+            fix="pass case.spacing of the grid the label map lies on",
+        )
+    return float(np.prod(sp)) / 1000.0
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Label the connected components of a boolean mask (full connectivity).
+
+    Returns ``(labels, n)``: an int32 array of the mask's shape with 0 for
+    background and ``1..n`` for the components.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim in (2, 3):
+        try:
+            import cc3d
+
+            conn = 26 if mask.ndim == 3 else 8
+            lab, n = cc3d.connected_components(mask, connectivity=conn, return_N=True)
+            return lab.astype(np.int32, copy=False), int(n)
+        except ImportError:  # pragma: no cover - cc3d is an ml extra
+            pass
+    from scipy import ndimage
+
+    structure = np.ones((3,) * mask.ndim, dtype=bool)
+    lab, n = ndimage.label(mask, structure=structure)
+    return lab.astype(np.int32, copy=False), int(n)
+
+
+def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
+    """Voxel count of components ``1..n`` (index 0 of the result is component 1)."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.int64)
+
+
+def keep_largest_components(mask: np.ndarray, max_components: int = 2, min_ratio: float = 1.0 / 3.0) -> np.ndarray:
+    """Keep at most ``max_components`` components of ``mask``.
+
+    The largest is always kept (if any); each further one, in decreasing size,
+    only when its voxel count is at least ``min_ratio`` times the largest.
+    Returns a boolean mask.
+    """
+    lab, n = label_components(mask)
+    if n == 0:
+        return np.zeros(np.shape(mask), dtype=bool)
+    sizes = component_sizes(lab, n)
+    order = np.argsort(-sizes, kind="stable")
+    keep = [int(order[0]) + 1]
+    for idx in order[1:max_components]:
+        if sizes[idx] >= min_ratio * sizes[order[0]]:
+            keep.append(int(idx) + 1)
+    return np.isin(lab, keep)
+
+
+def remove_small_components(mask: np.ndarray, spacing: Sequence[float], min_volume_ml: float) -> np.ndarray:
+    """Drop components of ``mask`` smaller than ``min_volume_ml`` (mL; spacing in mm)."""
+    mask = np.asarray(mask, dtype=bool)
+    if min_volume_ml <= 0 or not mask.any():
+        return mask.copy()
+    unit = _unit_ml(spacing, mask.ndim)
+    lab, n = label_components(mask)
+    sizes = component_sizes(lab, n)
+    keep = np.flatnonzero(sizes * unit >= min_volume_ml) + 1
+    return np.isin(lab, keep)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill enclosed holes of a boolean mask.
+
+    A hole is background not connected to the array border in the mask's own
+    dimension (3D for volumes).  Cavities open to the outside in 3D, such as
+    the renal sinus and pelvis, are not holes and stay background.
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return mask.copy()
+    return ndimage.binary_fill_holes(mask)
+
+
+def touching(mask: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """Components of ``mask`` that touch ``anchor`` (share a voxel or a face/edge/corner)."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return mask.copy()
+    lab, n = label_components(mask)
+    grown = ndimage.binary_dilation(np.asarray(anchor, dtype=bool), structure=np.ones((3,) * mask.ndim, bool))
+    hit = np.unique(lab[grown & mask])
+    hit = hit[hit != 0]
+    return np.isin(lab, hit)
+
+
+def postprocess_label(
+    label: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    kidney_labels: Iterable[int] = (KIDNEY,),
+    lesion_labels: Iterable[int] = (TUMOR, CYST),
+    max_kidneys: int = 2,
+    second_kidney_ratio: float = 1.0 / 3.0,
+    min_volume_ml: float = 0.1,
+    fill: bool = True,
+) -> np.ndarray:
+    """Clean a predicted label map (uint8, ``[i, j, k]`` or ``[row, col]``).
+
+    Steps, on the *kidney region* = kidney labels + lesion labels:
+
+    1. blobs smaller than ``min_volume_ml`` (mL, from ``spacing`` in mm) are removed;
+    2. at most ``max_kidneys`` components are kept, a further one only if its
+       volume is at least ``second_kidney_ratio`` of the largest;
+    3. enclosed holes are filled with the kidney label (``fill``);
+    4. lesion voxels (tumour, cyst) are kept only in components that touch
+       kidney and hold at least ``min_volume_ml``; dropped lesion voxels become
+       background (or kidney, when step 3 finds them enclosed by kidney).
+
+    Labels other than kidney and lesion labels (e.g. liver in CHAOS) are left
+    untouched.  Where several kidney labels exist (MR: right 2, left 3) each is
+    kept to its own largest component after steps 1-2 on the union.
+
+    Returns a new uint8 array of the same shape.
+    """
+    lab = np.asarray(label)
+    out = lab.astype(np.uint8, copy=True)
+    kidney_labels = tuple(int(v) for v in kidney_labels)
+    lesion_labels = tuple(int(v) for v in lesion_labels if int(v) not in kidney_labels)
+    kidney = np.isin(out, kidney_labels)
+    lesion = np.isin(out, lesion_labels)
+    region = kidney | lesion
+    if not region.any():
+        return out
+    region_clean = remove_small_components(region, spacing, min_volume_ml)
+    region_clean = keep_largest_components(region_clean, max_kidneys, second_kidney_ratio)
+    out[region & ~region_clean] = 0
+    if len(kidney_labels) > 1:
+        for v in kidney_labels:
+            m = out == v
+            if m.any():
+                out[m & ~keep_largest_components(m, max_kidneys, second_kidney_ratio)] = 0
+    kidney = np.isin(out, kidney_labels)
+    lesion = np.isin(out, lesion_labels)
+    if lesion.any():
+        lesion_keep = touching(lesion, kidney) if kidney.any() else np.zeros_like(lesion)
+        lesion_keep = remove_small_components(lesion_keep, spacing, min_volume_ml)
+        # dropped lesion blobs become background; enclosed ones are refilled below
+        out[lesion & ~lesion_keep] = 0
+    if fill:
+        if len(kidney_labels) == 1:
+            holes = fill_holes(np.isin(out, kidney_labels + lesion_labels)) & (out == 0)
+            out[holes] = kidney_labels[0]
+        else:
+            for v in kidney_labels:
+                holes = fill_holes(out == v) & (out == 0)
+                out[holes] = v
+    return out

@@ -1,0 +1,78 @@
+"""Known-answer tests for post-processing on small synthetic label maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kidneyseg.postprocessing import (
+    fill_holes,
+    keep_largest_components,
+    postprocess_label,
+    remove_small_components,
+)
+
+
+def _box(shape, lo, hi, value=1, out=None):
+    out = np.zeros(shape, np.uint8) if out is None else out
+    out[tuple(slice(a, b) for a, b in zip(lo, hi))] = value
+    return out
+
+
+def test_second_kidney_kept_only_if_one_third_of_first():
+    lab = _box((40, 20, 20), (2, 2, 2), (12, 12, 12))  # 1000 voxels
+    _box(lab.shape, (20, 2, 2), (27, 12, 12), out=lab)  # 700 -> kept
+    _box(lab.shape, (30, 2, 2), (32, 12, 12), out=lab)  # 200 -> third component, dropped
+    kept = keep_largest_components(lab > 0, 2, 1 / 3)
+    assert kept.sum() == 1700
+    lab2 = _box((40, 20, 20), (2, 2, 2), (12, 12, 12))
+    _box(lab2.shape, (20, 2, 2), (23, 12, 12), out=lab2)  # 300 < 1000/3 -> dropped
+    assert keep_largest_components(lab2 > 0, 2, 1 / 3).sum() == 1000
+
+
+def test_small_blob_threshold_is_physical():
+    lab = _box((30, 30, 30), (0, 0, 0), (5, 5, 5))  # 125 voxels
+    # at 2 mm isotropic: 125 * 8 mm^3 = 1.0 mL
+    assert remove_small_components(lab > 0, (2, 2, 2), 0.9).sum() == 125
+    assert remove_small_components(lab > 0, (2, 2, 2), 1.1).sum() == 0
+    # at 1 mm: 0.125 mL
+    assert remove_small_components(lab > 0, (1, 1, 1), 0.2).sum() == 0
+
+
+def test_fill_holes_fills_enclosed_cavity_only():
+    m = np.zeros((12, 12, 12), bool)
+    m[2:10, 2:10, 2:10] = True
+    m[5:7, 5:7, 5:7] = False  # enclosed
+    m[3, 3, 0:5] = False  # a dent open to the border: not a hole
+    filled = fill_holes(m)
+    assert filled[5, 5, 6]
+    assert not filled[3, 3, 3]
+
+
+def test_postprocess_lesions_must_touch_kidney_and_holes_filled():
+    lab = _box((50, 30, 30), (5, 5, 5), (20, 20, 20), value=1)
+    _box(lab.shape, (18, 10, 10), (24, 15, 15), value=2, out=lab)  # tumour touching kidney
+    _box(lab.shape, (40, 10, 10), (45, 15, 15), value=3, out=lab)  # cyst far away
+    lab[10, 10, 10] = 0  # enclosed hole
+    lab[0, 0, 0] = 1  # one-voxel blob
+    out = postprocess_label(lab, (1.0, 1.0, 1.0), min_volume_ml=0.01)
+    assert (out == 2).sum() == (lab == 2).sum()
+    assert (out == 3).sum() == 0
+    assert out[10, 10, 10] == 1
+    assert out[0, 0, 0] == 0
+    assert out.dtype == np.uint8 and out.shape == lab.shape
+
+
+def test_postprocess_2d_and_mr_labels():
+    lab = _box((40, 40), (2, 2), (12, 12), value=2)
+    _box(lab.shape, (20, 20), (30, 30), value=3, out=lab)
+    _box(lab.shape, (35, 35), (36, 36), value=2, out=lab)  # tiny blob
+    out = postprocess_label(lab, (1.0, 1.0), kidney_labels=(2, 3), lesion_labels=(), min_volume_ml=0.005)
+    assert (out == 2).sum() == 100 and (out == 3).sum() == 100
+
+
+def test_bad_spacing_raises():
+    from kidneyseg.errors import GeometryError
+
+    with pytest.raises(GeometryError):
+        remove_small_components(np.ones((3, 3, 3), bool), (1.0, 1.0), 1.0)
