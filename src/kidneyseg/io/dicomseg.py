@@ -1,0 +1,269 @@
+"""DICOM-SEG output (highdicom) for a label map predicted on a DICOM series.
+
+:func:`write_dicom_seg` writes one Segmentation instance that references the
+source series (same Study, Frame of Reference, one frame per source slice that
+holds a segment), with one segment per label and standard SNOMED CT codes:
+
+========== ============================================ ===========================
+label      segmented property category                  segmented property type
+========== ============================================ ===========================
+kidney     Anatomical structure (SCT 91723000)          Kidney (SCT 64033007)
+tumour     Morphologically abnormal structure (49755003) Neoplasm (SCT 108369006), region Kidney
+cyst       Morphologically abnormal structure (49755003) Cyst (SCT 367643001), region Kidney
+========== ============================================ ===========================
+
+Source headers are checked first (:func:`check_sources`).  What the standard
+lets us derive is repaired on in-memory copies and logged (SOPClassUID and
+SOPInstanceUID from the file meta's MediaStorage UIDs; empty Type 2 patient and
+study attributes).  A required attribute that cannot be derived (for example an
+empty SeriesInstanceUID, StudyInstanceUID or a missing FrameOfReferenceUID)
+refuses the output with one :class:`DicomSegError` naming the attribute and
+suggesting another output format.  Unreadable files never crash: they raise
+:class:`~kidneyseg.errors.InputError`.
+
+The label map is sampled onto each source slice by world position (nearest
+voxel), so the result does not depend on how the reader ordered the slices.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kidneyseg.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+# Type 1 attributes every source image must carry, non-empty, for a SEG referencing it.
+REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "FrameOfReferenceUID",
+            "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
+# Type 2 attributes copied into the SEG: may be empty, so an absent one is added empty.
+TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber",
+         "StudyDate", "StudyTime", "ReferringPhysicianName")
+
+
+class DicomSegError(OutputError):
+    """A DICOM-SEG cannot be written for this input (the message names the attribute)."""
+
+
+def _codes() -> dict[str, tuple[Any, Any, list[Any]]]:
+    from pydicom.sr.codedict import codes
+
+    sct = codes.SCT
+    return {
+        "kidney": (sct.AnatomicalStructure, sct.Kidney, []),
+        "kidney_right": (sct.AnatomicalStructure, sct.Kidney, []),
+        "kidney_left": (sct.AnatomicalStructure, sct.Kidney, []),
+        "capsule": (sct.AnatomicalStructure, sct.Kidney, []),
+        "tumor": (sct.MorphologicallyAbnormalStructure, sct.Neoplasm, [sct.Kidney]),
+        "tumour": (sct.MorphologicallyAbnormalStructure, sct.Neoplasm, [sct.Kidney]),
+        "cyst": (sct.MorphologicallyAbnormalStructure, sct.Cyst, [sct.Kidney]),
+    }
+
+
+def read_sources(files: Sequence[str | os.PathLike[str]]) -> list[Any]:
+    """Read the headers (no pixel data) of the source slices; unreadable files raise InputError."""
+    import pydicom
+
+    out = []
+    for f in files:
+        try:
+            try:
+                ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+            except pydicom.errors.InvalidDicomError:
+                # files without the 128-byte preamble are legal in old archives
+                ds = pydicom.dcmread(str(f), stop_before_pixels=True, force=True)
+            if "Rows" not in ds:
+                raise ValueError("no image attributes (Rows) found")
+            out.append(ds)
+        except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input, never a crash
+            raise InputError(
+                "cannot read DICOM file", path=f, found=f"{type(exc).__name__}: {exc}",
+                expected="a DICOM image file", fix="remove the file from the series folder",
+            ) from exc
+    if not out:
+        raise InputError("no DICOM source files", expected="the files of the input series",
+                         fix="pass the DICOM series folder as input")
+    return out
+
+
+def _empty(ds: Any, name: str) -> bool:
+    if name not in ds:
+        return True
+    v = ds.get(name)
+    return v is None or (isinstance(v, str) and v.strip() == "") or (hasattr(v, "__len__") and len(v) == 0)
+
+
+def check_sources(datasets: list[Any], path: str | os.PathLike[str] | None = None) -> list[str]:
+    """Repair derivable attributes in place and refuse underivable ones.
+
+    Returns the list of repairs made (each also logged).  Raises
+    :class:`DicomSegError` for the first required attribute that is empty or
+    absent and cannot be derived, naming it.
+    """
+    repairs: list[str] = []
+    for ds in datasets:
+        meta = getattr(ds, "file_meta", None)
+        for attr, meta_attr in (("SOPClassUID", "MediaStorageSOPClassUID"),
+                                ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+            if _empty(ds, attr) and meta is not None and not _empty(meta, meta_attr):
+                setattr(ds, attr, meta.get(meta_attr))
+                repairs.append(f"{attr} taken from the file meta {meta_attr}")
+        for attr in TYPE2:
+            if attr not in ds:
+                setattr(ds, attr, "")
+                repairs.append(f"{attr} (Type 2) added empty")
+    for attr in REQUIRED:
+        bad = [ds for ds in datasets if _empty(ds, attr)]
+        if bad:
+            raise DicomSegError(
+                f"cannot write DICOM-SEG: {attr} is empty or absent in {len(bad)} of {len(datasets)} "
+                f"source slices and cannot be derived",
+                path=path,
+                fix="choose another output format, e.g. --output-format nifti, nrrd or seg.nrrd",
+            )
+    for attr in ("SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID"):
+        values = {str(ds.get(attr)) for ds in datasets}
+        if len(values) > 1:
+            raise DicomSegError(
+                f"cannot write DICOM-SEG: the source slices have {len(values)} different {attr} values",
+                path=path, expected="one series", fix="pass a folder holding a single series, "
+                "or choose another output format (nifti, nrrd, seg.nrrd)",
+            )
+    uids = [str(ds.SOPInstanceUID) for ds in datasets]
+    if len(set(uids)) != len(uids):
+        raise DicomSegError("cannot write DICOM-SEG: duplicate SOPInstanceUID in the source slices", path=path,
+                            fix="choose another output format (nifti, nrrd, seg.nrrd)")
+    unique = sorted(set(repairs))
+    for r in unique:
+        log.info("DICOM-SEG source repair: %s", r)
+    return unique
+
+
+def label_to_frames(label: np.ndarray, affine: np.ndarray, datasets: list[Any]) -> np.ndarray:
+    """Sample a label map onto the pixel grid of each source slice.
+
+    Parameters
+    ----------
+    label:
+        uint8 ``[i, j, k]`` label map on the grid of the series as read.
+    affine:
+        4x4 voxel-to-RAS+ (mm) matrix of ``label``.
+    datasets:
+        Source slice headers (ImagePositionPatient, ImageOrientationPatient,
+        PixelSpacing in DICOM LPS mm).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 ``(n_slices, Rows, Columns)`` in the order of ``datasets``;
+        pixels falling outside the label grid are 0.
+    """
+    inv = np.linalg.inv(np.asarray(affine, dtype=np.float64))
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    frames = []
+    shape = np.asarray(label.shape)
+    for ds in datasets:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        ipp = np.asarray([float(v) for v in ds.ImagePositionPatient])
+        iop = np.asarray([float(v) for v in ds.ImageOrientationPatient])
+        dr, dc = (float(v) for v in ds.PixelSpacing)  # between rows, between columns
+        row_dir, col_dir = iop[:3], iop[3:]  # direction of increasing column index, of increasing row index
+        origin = inv[:3, :3] @ (lps_to_ras @ ipp) + inv[:3, 3]
+        step_col = inv[:3, :3] @ (lps_to_ras @ (row_dir * dc))
+        step_row = inv[:3, :3] @ (lps_to_ras @ (col_dir * dr))
+        r = np.arange(rows, dtype=np.float64)[:, None, None]
+        c = np.arange(cols, dtype=np.float64)[None, :, None]
+        idx = np.rint(origin + r * step_row + c * step_col).astype(np.int64)  # (rows, cols, 3)
+        inside = np.all((idx >= 0) & (idx < shape), axis=-1)
+        frame = np.zeros((rows, cols), np.uint8)
+        ii = idx[inside]
+        frame[inside] = label[ii[:, 0], ii[:, 1], ii[:, 2]]
+        frames.append(frame)
+    return np.stack(frames)
+
+
+def write_dicom_seg(
+    label: np.ndarray,
+    affine: np.ndarray,
+    source_files: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    labels: Mapping[Any, str] | None = None,
+    series_description: str = "kidneyseg segmentation",
+    software_version: str | None = None,
+) -> Path:
+    """Write ``label`` as a DICOM Segmentation referencing the source series.
+
+    Parameters
+    ----------
+    label, affine:
+        uint8 ``[i, j, k]`` label map on the grid of the series as read, and its
+        voxel-to-RAS+ affine (mm).
+    source_files:
+        The files of the source series.
+    labels:
+        ``{value: name}``; names ``kidney``, ``tumor``, ``cyst`` (and
+        ``kidney_right``/``kidney_left``) get standard codes.  Default KiTS.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from kidneyseg import __version__
+    from kidneyseg.io._common import atomic_path, check_output
+
+    out_p = check_output(out, list(source_files))
+    folder = Path(source_files[0]).parent if source_files else None
+    datasets = read_sources(source_files)
+    check_sources(datasets, folder)
+    labels = {int(k): str(v) for k, v in (labels or {0: "background", 1: "kidney", 2: "tumor", 3: "cyst"}).items()}
+    frames = label_to_frames(np.asarray(label), affine, datasets)
+    known = _codes()
+    values = [v for v in sorted(labels) if v != 0]
+    algo = hd.AlgorithmIdentificationSequence(
+        name="kidneyseg", version=software_version or __version__, family=codes.DCM.ArtificialIntelligence
+    )
+    descriptions = []
+    seg_array = np.zeros(frames.shape, np.uint8)
+    for number, value in enumerate(values, start=1):
+        name = labels[value]
+        category, prop, regions = known.get(name.lower(), (codes.SCT.AnatomicalStructure, codes.SCT.Kidney, []))
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=name,
+            segmented_property_category=category,
+            segmented_property_type=prop,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algo,
+            anatomic_regions=regions or None,
+            tracking_uid=hd.UID(),
+            tracking_id=f"kidneyseg {name}",
+        ))
+        seg_array[frames == value] = number
+    if not values:
+        raise DicomSegError("cannot write DICOM-SEG: the model declares no foreground labels",
+                            fix="choose another output format")
+    seg = hd.seg.Segmentation(
+        source_images=datasets,
+        pixel_array=seg_array,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=int(datasets[0].get("SeriesNumber") or 0) + 900,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="kidneyseg",
+        manufacturer_model_name="kidneyseg",
+        software_versions=software_version or __version__,
+        device_serial_number="0",
+        series_description=series_description,
+        omit_empty_frames=bool(seg_array.any()),
+    )
+    with atomic_path(out_p) as tmp:
+        seg.save_as(str(tmp))
+    return out_p

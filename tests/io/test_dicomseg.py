@@ -1,0 +1,121 @@
+"""DICOM-SEG output: references the source series, standard codes, repairs and refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pydicom = pytest.importorskip("pydicom")
+pytest.importorskip("highdicom")
+
+from kidneyseg.io.dicomseg import DicomSegError, check_sources, label_to_frames, read_sources, write_dicom_seg  # noqa: E402
+
+
+def write_ct_series(folder, n=6, rows=24, cols=20, spacing=(1.5, 1.25), dz=2.0, origin=(-20.0, -30.0, 100.0),
+                    frame_of_reference=True):
+    """Write a small well-formed CT series with pydicom; returns (files, series_uid, affine).
+
+    The returned affine maps label indices ``[col, row, slice]`` to RAS+ mm.
+    """
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series, for_uid = generate_uid(), generate_uid(), generate_uid()
+    files = []
+    for k in range(n):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        sop = generate_uid()
+        meta.MediaStorageSOPInstanceUID = sop
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        f = folder / f"slice{k:03d}.dcm"
+        ds = FileDataset(str(f), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = sop
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = series
+        if frame_of_reference:
+            ds.FrameOfReferenceUID = for_uid
+        ds.PatientName = "Phantom^Kidney"
+        ds.PatientID = "P1"
+        ds.PatientBirthDate = ""
+        ds.PatientSex = "O"
+        ds.StudyDate = "20240101"
+        ds.StudyTime = "120000"
+        ds.StudyID = "1"
+        ds.AccessionNumber = ""
+        ds.ReferringPhysicianName = ""
+        ds.Modality = "CT"
+        ds.SeriesNumber = 3
+        ds.InstanceNumber = k + 1
+        ds.Manufacturer = "test"
+        ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + k * dz]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [spacing[0], spacing[1]]
+        ds.SliceThickness = dz
+        ds.Rows, ds.Columns = rows, cols
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1
+        ds.RescaleIntercept = 0
+        ds.RescaleSlope = 1
+        ds.PositionReferenceIndicator = ""
+        ds.PixelData = (np.full((rows, cols), 40, np.int16)).tobytes()
+        ds.save_as(str(f), enforce_file_format=True)
+        files.append(f)
+    dr, dc = spacing
+    affine = np.array([[-dc, 0, 0, -origin[0]], [0, -dr, 0, -origin[1]], [0, 0, dz, origin[2]], [0, 0, 0, 1.0]])
+    return files, series, affine
+
+
+def test_seg_references_series_with_codes(tmp_path):
+    files, series_uid, affine = write_ct_series(tmp_path / "ct")
+    label = np.zeros((20, 24, 6), np.uint8)  # [col, row, slice]
+    label[4:12, 5:15, 1:5] = 1
+    label[6:9, 7:10, 2:4] = 2
+    label[10:12, 12:14, 3] = 3
+    frames = label_to_frames(label, affine, read_sources(files))
+    for k in range(6):
+        np.testing.assert_array_equal(frames[k], label[:, :, k].T)
+    out = write_dicom_seg(label, affine, files, tmp_path / "out" / "seg.dcm")
+    seg = pydicom.dcmread(str(out))
+    assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage
+    assert seg.Modality == "SEG"
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series_uid
+    types = [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in seg.SegmentSequence]
+    assert types == ["64033007", "108369006", "367643001"]  # kidney, neoplasm, cyst (SNOMED CT)
+    import highdicom as hd
+
+    back = hd.seg.segread(str(out))
+    vol = back.get_volume(combine_segments=True) if hasattr(back, "get_volume") else None
+    assert back.number_of_segments == 3
+    assert vol is None or int(np.asarray(vol.array).max()) == 3
+
+
+def test_missing_frame_of_reference_is_refused_by_name(tmp_path):
+    files, _, affine = write_ct_series(tmp_path / "ct", frame_of_reference=False)
+    with pytest.raises(DicomSegError, match="FrameOfReferenceUID") as err:
+        write_dicom_seg(np.ones((20, 24, 6), np.uint8), affine, files, tmp_path / "seg.dcm")
+    assert "nifti" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "seg.dcm").exists()
+
+
+def test_corrupt_source_is_an_input_error(tmp_path):
+    from kidneyseg.errors import InputError
+
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"not dicom at all")
+    with pytest.raises(InputError):
+        read_sources([bad])
+
+
+def test_example_ct_dicom_repairs_sop_class_then_refuses(shared_data, tmp_path, caplog):
+    folder = shared_data / "totalseg_example" / "example_ct_dicom"
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    datasets = read_sources(files)
+    with pytest.raises(DicomSegError, match="SeriesInstanceUID|StudyInstanceUID"):
+        check_sources(datasets, folder)
+    assert all(str(ds.SOPClassUID) == "1.2.840.10008.5.1.4.1.1.2" for ds in datasets)  # repaired from file meta
