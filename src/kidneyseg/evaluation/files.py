@@ -1,0 +1,208 @@
+"""Evaluating files and folders: match cases by name, read, check grids, score, write tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kidneyseg.errors import GeometryError, InputError
+from kidneyseg.evaluation.aggregate import aggregate
+from kidneyseg.evaluation.case import COLUMNS, evaluate_case_full
+from kidneyseg.labels import Task, get_task
+
+__all__ = ["EvaluationResult", "evaluate_paths", "match_cases", "write_csv", "write_summary"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationResult:
+    """Rows of every case and region, the summed confusion matrix and the summary."""
+
+    rows: list[dict] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    confusion: np.ndarray | None = None
+    summary: dict = field(default_factory=dict)
+    missing_predictions: list[str] = field(default_factory=list)
+
+
+def _label_files(folder: Path) -> dict[str, Path]:
+    from kidneyseg.io import SUFFIXES, stem_of
+
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_file() and any(p.name.lower().endswith(s) for s in SUFFIXES):
+            stem = stem_of(p)
+            if stem in found:
+                raise InputError(
+                    "two files in one folder have the same case name",
+                    path=folder,
+                    found=f"{found[stem].name} and {p.name}",
+                    expected="one file per case name",
+                    fix="remove or rename one of them",
+                )
+            found[stem] = p
+    return found
+
+
+def _names(names: list[str], limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def match_cases(
+    pred: str | os.PathLike[str], ref: str | os.PathLike[str], *, allow_missing: bool = False
+) -> list[tuple[str, Path | None, Path]]:
+    """Pair prediction and reference files by case name (file stem).
+
+    Parameters
+    ----------
+    pred, ref:
+        Two files (one case, named after the reference) or two folders.
+    allow_missing:
+        Allow references without a prediction (returned with ``None``, scored
+        as an empty prediction).  A prediction without a reference is always
+        an error.
+
+    Returns
+    -------
+    list of ``(case, prediction path or None, reference path)``, sorted by case.
+    """
+    from kidneyseg.io import stem_of
+    from kidneyseg.io._common import check_exists
+
+    p, r = check_exists(pred), check_exists(ref)
+    if p.is_dir() != r.is_dir():
+        raise InputError(
+            "--pred and --ref must both be files or both be folders",
+            found=f"pred {'folder' if p.is_dir() else 'file'} {p}, ref {'folder' if r.is_dir() else 'file'} {r}",
+            expected="two files or two folders",
+            fix="pass a prediction folder with a reference folder, or one file with one file",
+        )
+    if not r.is_dir():
+        return [(stem_of(r), p, r)]
+    pf, rf = _label_files(p), _label_files(r)
+    if not rf:
+        raise InputError("no label files in the reference folder", path=r, fix="check the folder")
+    extra = sorted(set(pf) - set(rf))
+    if extra:
+        raise InputError(
+            "predictions without a reference",
+            path=p,
+            found=_names(extra),
+            expected=f"a file of the same name in {r}",
+            fix="remove those predictions or add their references",
+        )
+    missing = sorted(set(rf) - set(pf))
+    if missing and not allow_missing:
+        raise InputError(
+            "references without a prediction",
+            path=r,
+            found=_names(missing),
+            expected=f"a file of the same name in {p}",
+            fix="add the missing predictions, or pass --allow-missing to score them as empty predictions",
+        )
+    return [(name, pf.get(name), rf[name]) for name in sorted(rf)]
+
+
+def _fmt(v: float, *, digits: int = 4) -> str:
+    return "n/a" if v is None else f"{v:.{digits}g}"
+
+
+def evaluate_paths(
+    pred: str | os.PathLike[str],
+    ref: str | os.PathLike[str],
+    task: Task | str,
+    *,
+    allow_missing: bool = False,
+) -> EvaluationResult:
+    """Score prediction file(s) against reference file(s).
+
+    Each label map is read with :func:`kidneyseg.io.read` (``is_label=True``);
+    the prediction must lie on the reference grid (same shape, affine within
+    1e-3 mm); spacing is the reference's.  See :func:`match_cases` for pairing.
+    """
+    from kidneyseg.io import read, same_grid
+
+    t = task if isinstance(task, Task) else get_task(task)
+    pairs = match_cases(pred, ref, allow_missing=allow_missing)
+    res = EvaluationResult()
+    total: np.ndarray | None = None
+    for name, ppath, rpath in pairs:
+        rcase = read(rpath, is_label=True)
+        if ppath is None:
+            log.warning("case %s: no prediction, scored as an empty prediction", name)
+            res.missing_predictions.append(name)
+            parr = np.zeros_like(rcase.label)
+        else:
+            pcase = read(ppath, is_label=True, spacing=rcase.spacing if rcase.ndim == 2 else None)
+            if not same_grid(pcase, rcase):
+                raise GeometryError(
+                    "prediction is not on the reference grid",
+                    path=ppath,
+                    found=f"shape {pcase.shape}, spacing {tuple(round(s, 4) for s in pcase.spacing)}, "
+                    f"origin {tuple(round(float(v), 3) for v in pcase.affine[:3, 3])}",
+                    expected=f"shape {rcase.shape}, spacing {tuple(round(s, 4) for s in rcase.spacing)}, "
+                    f"origin {tuple(round(float(v), 3) for v in rcase.affine[:3, 3])} (the grid of {rpath})",
+                    fix="resample the prediction onto the reference grid (nearest neighbour), "
+                    "e.g. write it with kidneyseg.io.write(array, path, like=reference_case)",
+                )
+            parr = pcase.label
+        rows, (labels, matrix) = evaluate_case_full(parr, rcase.label, rcase.spacing, t, case=name)
+        res.rows.extend(rows)
+        res.labels = labels
+        total = matrix.copy() if total is None else total + matrix
+        for row in rows:
+            log.info(
+                "%s %s: dice %s, surface dice %s, hd95 %s mm",
+                name,
+                row["region"],
+                _fmt(row["dice"]),
+                _fmt(row["surface_dice"]),
+                _fmt(row["hd95_mm"]),
+            )
+    res.confusion = total
+    res.summary = aggregate(res.rows, (res.labels, total) if total is not None else None, task=t)
+    res.summary["missing_predictions"] = res.missing_predictions
+    if res.summary["confusion_matrix"] is not None:
+        res.summary["confusion_matrix"]["names"] = [t.label_name(v) for v in res.labels]
+    return res
+
+
+def _cell(v: object) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else repr(v)
+    return str(v)
+
+
+def write_csv(rows: list[dict], path: str | os.PathLike[str]) -> Path:
+    """Write rows to ``path`` with the columns of :data:`COLUMNS` (NaN written as ``nan``), atomically."""
+    from kidneyseg.io import atomic_path, check_output
+
+    out = check_output(path)
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(COLUMNS)
+        for row in rows:
+            w.writerow([_cell(row[c]) for c in COLUMNS])
+    return out
+
+
+def write_summary(summary: dict, path: str | os.PathLike[str]) -> Path:
+    """Write the summary as JSON (NaN-free: undefined statistics are ``null``), atomically."""
+    from kidneyseg.io import atomic_path, check_output
+
+    out = check_output(path)
+    with atomic_path(out) as tmp, open(tmp, "w") as fh:
+        json.dump(summary, fh, indent=2, allow_nan=False)
+        fh.write("\n")
+    return out
