@@ -1,1 +1,12 @@
-"""models stage."""
+"""models stage: registry of networks, model folders and the named pipelines.
+
+Importing this package does not import torch; the functions do.
+"""
+
+from kidneyseg.models.pipelines import PIPELINES, Pipeline, StageDef, get_pipeline, pipeline_names
+from kidneyseg.models.registry import ModelInfo, create_model, model_info, model_names
+
+__all__ = [
+    "PIPELINES", "Pipeline", "StageDef", "get_pipeline", "pipeline_names",
+    "ModelInfo", "create_model", "model_info", "model_names",
+]
