@@ -47,7 +47,7 @@ __all__ = [
     "write",
 ]
 
-WRITE_FORMATS = ("nifti", "nrrd", "seg.nrrd", "mha", "png")
+WRITE_FORMATS = ("nifti", "nrrd", "seg.nrrd", "mha", "png", "bmp", "tiff")
 
 
 def read(
@@ -90,14 +90,14 @@ def read(
     elif fmt == "dicom":
         from kidneyseg.io.dicom import read_dicom_series
 
-        case = read_dicom_series(p, series_uid=series_uid)
         if is_label:
             raise InputError(
                 "a DICOM image series is not a label map",
                 path=p,
-                expected="a label map file (NIfTI, NRRD, PNG)",
+                expected="a label map file (NIfTI, NRRD, .seg.nrrd, MHA, PNG)",
                 fix="pass the segmentation file, not the image series",
             )
+        case = read_dicom_series(p, series_uid=series_uid)
     elif fmt in IMAGE_2D_FORMATS:
         from kidneyseg.io.png import read_2d
 
@@ -157,7 +157,8 @@ def write(
     ``fmt`` defaults to the format named by the suffix of ``path``.  The output
     may not be the input file.  For ``seg.nrrd``, ``task`` names the segments.
     """
-    out = check_output(path, [like.source] if like.source is not None else [])
+    inputs = [like.source, like.meta.get("label_source")] + list(like.meta.get("dicom_files", []))
+    out = check_output(path, [i for i in inputs if i is not None])
     fmt = fmt or format_of(out)
     if fmt not in WRITE_FORMATS:
         raise OutputError(
@@ -165,7 +166,7 @@ def write(
             path=out,
             found=fmt,
             expected="one of " + ", ".join(WRITE_FORMATS) + " (DICOM-SEG through kidneyseg predict)",
-            fix="use a .nii.gz, .nrrd, .seg.nrrd, .mha or .png output name",
+            fix="use a .nii.gz, .nrrd, .seg.nrrd, .mha/.mhd or .png/.bmp/.tif output name",
         )
     if fmt == "nifti":
         from kidneyseg.io.nifti import write_nifti

@@ -167,3 +167,66 @@ def atomic_path(out: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+# ----------------------------------------------------------------------------- conventions
+
+#: Multiply a RAS+ affine by this (on the left) to get LPS+ (ITK, DICOM, NRRD) and back.
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def lps_to_ras(affine_lps: np.ndarray) -> np.ndarray:
+    """Voxel-to-LPS (ITK/DICOM) 4x4 affine -> voxel-to-RAS (NIfTI) affine; exact (sign flips)."""
+    return RAS_TO_LPS @ np.asarray(affine_lps, dtype=np.float64)
+
+
+def ras_to_lps(affine_ras: np.ndarray) -> np.ndarray:
+    """Voxel-to-RAS 4x4 affine -> voxel-to-LPS affine; exact (sign flips)."""
+    return RAS_TO_LPS @ np.asarray(affine_ras, dtype=np.float64)
+
+
+def check_grid_shape(array: np.ndarray, like_shape: tuple[int, ...], path: str | os.PathLike[str] | None) -> None:
+    """Refuse an array that is not on the grid it is written on (shape ``like_shape``)."""
+    shape = tuple(int(s) for s in np.shape(array))
+    squeezed = shape[:2] if len(shape) == 3 and shape[2] == 1 else shape
+    if shape != tuple(like_shape) and squeezed != tuple(like_shape):
+        raise OutputError(
+            "array does not match the grid it is written on",
+            path=path,
+            found=f"shape {shape}",
+            expected=f"shape {tuple(like_shape)}",
+            fix="write the prediction after undoing the preprocessing (kidneyseg.preprocessing.geometry.undo)",
+        )
+
+
+def image_dtype(array: np.ndarray, source_dtype: str | None = None) -> np.dtype:
+    """On-disk dtype for an image: the source's integer dtype (or int16) when the values fit, else float32.
+
+    Integer-valued intensities (CT in HU, 8-bit ultrasound) are kept as
+    integers so a conversion does not inflate the file; anything else is
+    float32.
+    """
+    arr = np.asarray(array)
+    if arr.size == 0:
+        return np.dtype(np.float32)
+    if source_dtype:
+        try:
+            if np.dtype(source_dtype).kind == "f":
+                return np.dtype(np.float32)
+        except TypeError:
+            source_dtype = None
+    if arr.dtype.kind in "iub":
+        integral = True
+    elif arr.dtype.kind == "f":
+        integral = bool(np.all(np.isfinite(arr))) and bool(np.all(arr == np.round(arr)))
+    else:
+        integral = False
+    if not integral:
+        return np.dtype(np.float32)
+    lo, hi = float(arr.min()), float(arr.max())
+    candidates = [np.dtype(source_dtype)] if source_dtype else []
+    candidates += [np.dtype(np.uint8), np.dtype(np.int16), np.dtype(np.int32)]
+    for dt in candidates:
+        if dt.kind in "iu" and np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+            return dt
+    return np.dtype(np.float32)

@@ -11,7 +11,7 @@ import numpy as np
 
 from kidneyseg.case import Case
 from kidneyseg.errors import InputError
-from kidneyseg.io._common import atomic_path, check_affine, check_ndim, stem_of
+from kidneyseg.io._common import atomic_path, check_affine, check_grid_shape, check_ndim, image_dtype, stem_of
 
 
 def _squeeze_trailing(arr: np.ndarray) -> np.ndarray:
@@ -102,21 +102,16 @@ def write_nifti(
 
     The affine, qform/sform (with their codes) and the other header fields of
     ``like`` are kept when ``like`` was read from NIfTI.  Labels are written as
-    uint8 with slope 1 and intercept 0; images as float32.
+    uint8 with slope 1 and intercept 0; images in the source's integer type
+    when their values are integers that fit (CT in HU: int16), else float32.
+    A 2D case is written as ``(rows, cols, 1)``.
     """
     import nibabel as nib
 
     array = np.asarray(array)
-    if tuple(array.shape) != like.shape:
-        raise InputError(
-            "array does not match the grid it is written on",
-            path=path,
-            found=f"shape {array.shape}",
-            expected=f"shape {like.shape}",
-            fix="write the prediction after undoing the preprocessing (kidneyseg.preprocessing.geometry.undo)",
-        )
-    dtype = np.uint8 if is_label else np.float32
-    data = array.astype(dtype, copy=False)
+    check_grid_shape(array, like.shape, path)
+    dtype = np.uint8 if is_label else image_dtype(array, like.meta.get("dtype"))
+    data = to_label_array(array, path) if is_label else array.astype(dtype, copy=False)
     if data.ndim == 2:
         data = data[:, :, None]
     header = like.meta.get("nifti_header")
