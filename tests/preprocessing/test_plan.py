@@ -1,0 +1,104 @@
+"""apply_plan and plan_from_fingerprint on small synthetic cases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kidneyseg.case import Case
+from kidneyseg.errors import KidneysegError
+from kidneyseg.preprocessing.geometry import undo
+from kidneyseg.preprocessing.plan import apply_plan, load_plan, plan_from_fingerprint, save_plan
+
+
+def _volume(rng: np.random.Generator) -> Case:
+    """A 40x36x10 LAS volume (1.25 x 1.25 x 7.7 mm, like CHAOS) with a label block."""
+    affine = np.diag([-1.25, 1.25, 7.7, 1.0])
+    affine[:3, 3] = (20.0, -30.0, 5.0)
+    image = rng.normal(100, 20, (40, 36, 10)).astype(np.float32)
+    label = np.zeros(image.shape, np.uint8)
+    label[5:15, 8:20, 2:6] = 2
+    label[25:33, 8:20, 3:8] = 3
+    return Case(image=image, affine=affine, label=label, name="v", modality="mr")
+
+
+def _plan(**kw):  # type: ignore[no-untyped-def]
+    plan = {"modality": "ct", "spatial_dims": 2, "orientation": "RAS", "target_spacing": [2.0, 2.0],
+            "patch_size": [64, 64], "intensity": {"kind": "window", "low": -60, "high": 300}, "denoise": None,
+            "labels": {"0": "background", "1": "kidney"}}
+    plan.update(kw)
+    return plan
+
+
+def test_2d_plan_on_volume_resamples_in_plane_only(rng: np.random.Generator) -> None:
+    case = _volume(rng)
+    out = apply_plan(case, _plan())
+    assert out.orientation == ("R", "A", "S")
+    assert out.spacing == pytest.approx((2.0, 2.0, 7.7), rel=0.03)
+    assert out.shape == (25, 22, 10)  # axis 2 untouched
+    assert out.image.dtype == np.float32 and 0.0 <= out.image.min() and out.image.max() <= 1.0
+    assert set(np.unique(out.label)) <= {0, 2, 3}  # nearest neighbour: no new label values
+    assert [h.name for h in out.history] == ["reorient", "resample"]
+    back = undo(out, out.label)
+    assert back.shape == case.shape
+    assert (back == case.label).mean() > 0.97
+
+
+def test_3d_plan_with_denoise_and_zscore(rng: np.random.Generator) -> None:
+    case = _volume(rng)
+    plan = _plan(spatial_dims=3, target_spacing=[2.5, 2.5, 5.0], patch_size=[32, 32, 16],
+                 intensity={"kind": "zscore", "mean": 100.0, "std": 20.0, "low": 0, "high": 200},
+                 denoise={"method": "median", "size": 3})
+    out = apply_plan(case, plan)
+    assert out.spacing == pytest.approx((2.5, 2.5, 5.0), rel=0.05)
+    assert abs(float(out.image.mean())) < 0.2 and float(out.image.std()) < 0.5  # median removed most noise
+    assert undo(out, out.label).shape == case.shape
+
+
+def test_undo_lands_on_input_grid_exactly_without_resampling(rng: np.random.Generator) -> None:
+    case = _volume(rng)
+    out = apply_plan(case, _plan(target_spacing=None, intensity={"kind": "percentile_zscore"}))
+    np.testing.assert_array_equal(undo(out, out.label), case.label)
+    assert abs(float(out.image.mean())) < 1e-3
+
+
+def test_2d_plan_on_image_and_body_crop(rng: np.random.Generator) -> None:
+    img = np.full((50, 40), -1000.0, np.float32)
+    img[10:40, 8:30] = 40.0
+    lab = np.zeros(img.shape, np.uint8)
+    lab[20:25, 15:20] = 1
+    case = Case(image=img, affine=np.diag([0.5, 0.5, 1.0, 1.0]), label=lab, modality="ct")
+    out = apply_plan(case, _plan(orientation=None, target_spacing=[1.0, 1.0], crop="body"))
+    assert [h.name for h in out.history] == ["crop", "resample"]
+    assert out.shape[0] < 25 and out.label.sum() > 0
+    np.testing.assert_array_equal(undo(out, out.label).shape, case.shape)
+
+
+def test_plan_from_fingerprint_and_roundtrip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    fp = {"modality": "ct", "spatial_dims": 3, "task": "kits23",
+          "spacings": [[0.8, 0.8, 1.0], [0.7, 0.7, 5.0], [0.9, 0.9, 5.0]],
+          "shapes": [[512, 512, 300], [512, 512, 60], [512, 512, 80]],
+          "intensity_foreground": {"mean": 120.0, "std": 50.0, "p00_5": -40.0, "p99_5": 290.0}}
+    p3 = plan_from_fingerprint(fp, 3)
+    # median spacing (0.8, 0.8, 5.0) is anisotropic (6.25 > 3): the coarse axis takes the
+    # 10th percentile of (1, 5, 5) = 1.8 mm, as nnU-Net does
+    assert p3["target_spacing"] == [0.8, 0.8, 1.8]
+    assert np.prod(p3["patch_size"]) <= 160 * 160 * 80 and all(s % 16 == 0 for s in p3["patch_size"])
+    assert p3["intensity"] == {"kind": "zscore", "mean": 120.0, "std": 50.0, "low": -40.0, "high": 290.0}
+    assert p3["labels"]["3"] == "cyst"
+    p2 = plan_from_fingerprint(fp, 2)
+    assert p2["target_spacing"] == [0.8, 0.8] and p2["patch_size"] == [512, 512]
+    mr = plan_from_fingerprint(dict(fp, modality="mr"), 3)
+    assert mr["intensity"]["kind"] == "percentile_zscore"
+    path = save_plan(p2, tmp_path / "plan.json")
+    assert load_plan(path) == json.loads(json.dumps(p2))
+
+
+def test_bad_plan_raises() -> None:
+    with pytest.raises(KidneysegError, match="lacks keys"):
+        apply_plan(Case(image=np.zeros((4, 4)), affine=np.eye(4)), {"modality": "ct"})
+    with pytest.raises(KidneysegError, match="denoising method"):
+        apply_plan(Case(image=np.zeros((4, 4)), affine=np.eye(4)),
+                   _plan(orientation=None, target_spacing=None, denoise={"method": "wavelet"}))
