@@ -1,0 +1,150 @@
+"""`kidneyseg report`: a self-contained HTML report of one segmentation, or of a predict output folder.
+
+One case::
+
+    kidneyseg report --image ct.nii.gz --seg pred.nii.gz [--ref truth.nii.gz] [--model DIR] -o report.html
+
+A folder of predictions (one report per label file, plus ``index.html``)::
+
+    kidneyseg report --batch PRED_DIR --images IMAGE_DIR [--refs REF_DIR] -o REPORT_DIR
+
+Images and references are matched to predictions by case name (the file
+name without its format suffix; an nnU-Net channel suffix ``_0000`` on the
+image is ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+from pathlib import Path
+
+from kidneyseg.errors import InputError
+
+NAME = "report"
+HELP = "write an HTML report (overlays, 3D view, volumes, metrics) of a segmentation"
+DESCRIPTION = __doc__
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", type=Path, help="image (NIfTI, NRRD, DICOM folder, PNG)")
+    parser.add_argument("--seg", type=Path, help="label map on the image grid (the prediction)")
+    parser.add_argument("--ref", type=Path, help="reference label map: adds metrics and the agreement figure")
+    parser.add_argument("--batch", type=Path, metavar="PRED_DIR", help="folder of predicted label maps")
+    parser.add_argument("--images", type=Path, metavar="DIR", help="with --batch: folder of the images")
+    parser.add_argument("--refs", type=Path, metavar="DIR", help="with --batch: folder of reference label maps")
+    parser.add_argument("--model", type=Path, metavar="DIR", help="model folder: training curves (and its task)")
+    parser.add_argument("--task", help="label convention (kits19, kits23, chaos-mr, openkidney-us, ...)")
+    parser.add_argument("--modality", choices=("ct", "mr", "us"), help="modality when the file does not say")
+    parser.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
+                        help="pixel spacing of 2D images when they have no sidecar")
+    parser.add_argument("-o", "--output", type=Path, required=True,
+                        help="report .html (one case) or output folder (--batch)")
+
+
+def _model_task(model: Path | None) -> str | None:
+    if model is None:
+        return None
+    spec = model / "model.json"
+    if not spec.is_file():
+        raise InputError("model folder has no model.json", path=model, expected="a folder from `kidneyseg train`",
+                         fix="pass the model folder itself")
+    try:
+        return json.loads(spec.read_text()).get("task")
+    except ValueError as exc:
+        raise InputError("model.json is not valid JSON", path=spec, found=str(exc)) from exc
+
+
+def guess_task(case, seg, model: Path | None = None, task: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    """The task named, else the model's, else from modality and label values."""
+    import numpy as np
+
+    if task:
+        return task
+    t = _model_task(model)
+    if t:
+        return t
+    top = int(np.max(seg)) if np.size(seg) else 0
+    if case.modality == "us":
+        return "openkidney-us" if top <= 1 else "openkidney-us-regions"
+    if case.modality == "mr" and top >= 4:
+        return "chaos-mr"
+    return "kits23"
+
+
+def report_one(image: Path, seg: Path, out: Path, *, ref: Path | None = None, model: Path | None = None,
+               task: str | None = None, modality: str | None = None, spacing=None) -> Path:  # type: ignore[no-untyped-def]
+    """Read the files and write one HTML report; returns its path."""
+    from kidneyseg import io
+    from kidneyseg.labels import get_task
+    from kidneyseg.reporting.html import ReportInputs, write_report
+
+    kw = {"spacing": tuple(spacing)} if spacing else {}
+    case = io.read(image, modality=modality, **kw)
+    seg_case = io.read_label(seg, like=case)
+    ref_arr = io.read_label(ref, like=case).label if ref is not None else None
+    t = get_task(guess_task(case, seg_case.label, model, task))
+    inp = ReportInputs(case=case, seg=seg_case.label, task=t, ref=ref_arr, model_dir=model,
+                       seg_source=str(seg), ref_source=str(ref) if ref else None)
+    return write_report(inp, out)
+
+
+def _strip_channel(stem: str) -> str:
+    return stem[:-5] if len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit() else stem
+
+
+def _files_by_case(folder: Path) -> dict[str, Path]:
+    from kidneyseg.io import SUFFIXES, stem_of
+
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.name.endswith(".json"):
+            continue
+        if p.is_file() and any(p.name.lower().endswith(s) for s in SUFFIXES):
+            out.setdefault(_strip_channel(stem_of(p)), p)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    log = logging.getLogger("kidneyseg.report")
+    if args.batch is None:
+        if args.image is None or args.seg is None:
+            raise InputError("--image and --seg are needed (or --batch PRED_DIR --images DIR)",
+                             fix="kidneyseg report --image ct.nii.gz --seg pred.nii.gz -o report.html")
+        path = report_one(args.image, args.seg, args.output, ref=args.ref, model=args.model, task=args.task,
+                          modality=args.modality, spacing=args.spacing)
+        log.info("wrote %s (%.2f MB)", path, path.stat().st_size / 1e6)
+        return 0
+    for what, p in (("--batch", args.batch), ("--images", args.images)):
+        if p is None or not p.is_dir():
+            raise InputError(f"{what} needs a folder", path=p, fix="--batch PRED_DIR --images IMAGE_DIR")
+    preds = _files_by_case(args.batch)
+    if not preds:
+        raise InputError("no label files in the prediction folder", path=args.batch,
+                         expected="files such as case_00001.nii.gz written by `kidneyseg predict`")
+    images = _files_by_case(args.images)
+    refs = _files_by_case(args.refs) if args.refs else {}
+    missing = sorted(set(preds) - set(images))
+    if missing:
+        raise InputError("predictions without an image", path=args.images, found=", ".join(missing[:10]),
+                         expected="an image with the same case name for every prediction",
+                         fix="point --images at the folder the predictions were made from")
+    out_dir: Path = args.output
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, seg in preds.items():
+        out = out_dir / f"{name}.html"
+        report_one(images[name], seg, out, ref=refs.get(name), model=args.model, task=args.task,
+                   modality=args.modality, spacing=args.spacing)
+        rows.append(f'<li><a href="{html.escape(out.name)}">{html.escape(name)}</a>'
+                    f"{' (with reference)' if name in refs else ''}</li>")
+        log.info("wrote %s", out)
+    index = out_dir / "index.html"
+    index.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>kidneyseg reports</title></head>"
+                     f"<body><h1>kidneyseg reports ({len(rows)})</h1><ul>{''.join(rows)}</ul></body></html>",
+                     encoding="utf-8")
+    log.info("wrote %s with %d reports", index, len(rows))
+    return 0
