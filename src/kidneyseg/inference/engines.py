@@ -1,0 +1,251 @@
+"""Inference engines on plain ``torch.nn.Module`` networks (no model folder needed).
+
+All engines return softmax **probabilities** as float32 numpy arrays with the
+class channel first.  Networks return logits ``(N, C, *spatial)`` (for the
+``ensemble-mean`` network, log-probabilities, whose softmax is the mean
+probability).
+
+Axis conventions
+----------------
+* volumes: ``image`` is ``(C_in, I, J, K)`` in the case's RAS voxel order;
+  probabilities are ``(C_out, I, J, K)``.
+* slice-wise 2D on a volume: axial slices are ``[:, :, :, k]``, fed to the
+  2D network as ``(C_in, I, J)`` images (rows = I, columns = J).
+* 2D images: ``(C_in, rows, cols)`` -> ``(C_out, rows, cols)``.
+
+Test-time augmentation (``tta=True``) mirrors the input along every
+combination of the spatial axes (8 passes in 3D, 4 in 2D), un-mirrors the
+outputs and averages the probabilities (nnU-Net's mirroring).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _torch():  # type: ignore[no-untyped-def]
+    from kidneyseg._optional import require
+
+    return require("torch", "running a network")
+
+
+def mirror_axes_combinations(spatial_dims: int, axes: Sequence[int] | None = None) -> list[tuple[int, ...]]:
+    """Flip combinations for TTA: ``[(), (2,), (3,), (2, 3), ...]`` over tensor axes ``2..``.
+
+    ``axes`` restricts mirroring to some spatial axes (0-based spatial indices).
+    """
+    spatial = list(range(spatial_dims)) if axes is None else [int(a) for a in axes]
+    tensor_axes = [a + 2 for a in spatial]
+    combos: list[tuple[int, ...]] = []
+    for r in range(len(tensor_axes) + 1):
+        combos.extend(itertools.combinations(tensor_axes, r))
+    return combos
+
+
+def predict_with_tta(
+    forward: Callable[[Any], Any], x: Any, *, tta: bool, spatial_dims: int, mirror_axes: Sequence[int] | None = None
+) -> Any:
+    """Softmax probabilities of ``forward(x)``, averaged over mirrored copies when ``tta``.
+
+    ``x`` is a tensor ``(N, C, *spatial)``; returns ``(N, C_out, *spatial)``.
+    """
+    torch = _torch()
+    combos = mirror_axes_combinations(spatial_dims, mirror_axes) if tta else [()]
+    acc = None
+    for flip in combos:
+        xi = torch.flip(x, flip) if flip else x
+        p = torch.softmax(forward(xi).float(), dim=1)
+        if flip:
+            p = torch.flip(p, flip)
+        acc = p if acc is None else acc + p
+    return acc / len(combos)
+
+
+def sliding_window_3d(
+    module: Any,
+    image: np.ndarray,
+    patch_size: Sequence[int],
+    *,
+    overlap: float = 0.5,
+    sw_batch_size: int = 1,
+    tta: bool = False,
+    mirror_axes: Sequence[int] | None = None,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Gaussian-weighted sliding-window prediction of a 3D network (MONAI).
+
+    Parameters
+    ----------
+    module:
+        3D segmentation network in eval mode, logits ``(N, C_out, X, Y, Z)``.
+    image:
+        ``(C_in, I, J, K)`` float32 (normalised) volume.
+    patch_size:
+        Window size in voxels ``(pi, pj, pk)``; volumes smaller than it are padded.
+    overlap:
+        Fraction of overlap between windows (0.5 as nnU-Net).
+    tta:
+        Mirror along all spatial axes (or ``mirror_axes``) and average.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C_out, I, J, K)`` float32 probabilities.
+    """
+    torch = _torch()
+    from monai.inferers import sliding_window_inference
+
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
+    roi = tuple(int(p) for p in patch_size)
+
+    def window_probs(batch: Any) -> Any:
+        return predict_with_tta(module, batch, tta=tta, spatial_dims=3, mirror_axes=mirror_axes)
+
+    with torch.inference_mode():
+        probs = sliding_window_inference(
+            x, roi_size=roi, sw_batch_size=sw_batch_size, predictor=window_probs, overlap=overlap,
+            mode="gaussian", sigma_scale=0.125, padding_mode="constant", cval=float(x.min()) if x.numel() else 0.0,
+        )
+    return probs[0].cpu().numpy().astype(np.float32, copy=False)
+
+
+def predict_2d(
+    module: Any,
+    image: np.ndarray,
+    *,
+    tta: bool = False,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Whole-image prediction of a 2D network: ``(C_in, rows, cols)`` -> ``(C_out, rows, cols)``.
+
+    2D networks are fully convolutional (the registry pads to the encoder's
+    multiple), so the image is fed whole at the plan's spacing.
+    """
+    torch = _torch()
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
+    with torch.inference_mode():
+        p = predict_with_tta(module, x, tta=tta, spatial_dims=2)
+    return p[0].cpu().numpy().astype(np.float32, copy=False)
+
+
+def predict_slicewise(
+    module: Any,
+    volume: np.ndarray,
+    *,
+    batch_size: int = 8,
+    tta: bool = False,
+    device: str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Batched slice-wise prediction of a 2D network on a volume.
+
+    Parameters
+    ----------
+    volume:
+        ``(C_in, I, J, K)`` float32; slices ``[:, :, :, k]`` (axial for RAS).
+    batch_size:
+        Slices per forward pass.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C_out, I, J, K)`` float32 probabilities, slices stacked back along K.
+    """
+    torch = _torch()
+    vol = np.ascontiguousarray(np.moveaxis(np.asarray(volume, dtype=np.float32), -1, 0))  # (K, C, I, J)
+    out: np.ndarray | None = None
+    with torch.inference_mode():
+        for start in range(0, vol.shape[0], batch_size):
+            x = torch.from_numpy(vol[start : start + batch_size]).to(device)
+            p = predict_with_tta(module, x, tta=tta, spatial_dims=2).cpu().numpy()
+            if out is None:
+                out = np.empty((p.shape[1],) + volume.shape[1:], dtype=np.float32)
+            out[..., start : start + p.shape[0]] = np.moveaxis(p, 0, -1)
+            if progress is not None:
+                progress(p.shape[0])
+    if out is None:
+        raise ValueError("volume has no slices")
+    return out
+
+
+def detect_slices(
+    detector: Any,
+    volume: np.ndarray,
+    *,
+    batch_size: int = 4,
+    score_threshold: float = 0.5,
+    device: str = "cpu",
+) -> dict[int, np.ndarray]:
+    """Run a 2D box detector on each axial slice of ``volume``.
+
+    Parameters
+    ----------
+    detector:
+        A torchvision-style detector in eval mode: a list of ``(C, H, W)``
+        tensors in, a list of dicts with ``boxes`` ``(n, 4)`` ``(x1, y1, x2, y2)``
+        (x = column = J, y = row = I) and ``scores`` out.
+    volume:
+        ``(C, I, J, K)`` windowed intensities in [0, 1].
+
+    Returns
+    -------
+    dict
+        slice index ``k`` -> ``(n, 5)`` float32 rows ``(x1, y1, x2, y2, score)``
+        with score >= ``score_threshold``; slices with no box are absent.
+    """
+    torch = _torch()
+    out: dict[int, np.ndarray] = {}
+    n = volume.shape[-1]
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            ims = [torch.from_numpy(np.ascontiguousarray(volume[..., k], dtype=np.float32)).to(device)
+                   for k in range(start, min(n, start + batch_size))]
+            dets = detector(ims)
+            for off, d in enumerate(dets):
+                scores = d["scores"].cpu().numpy()
+                keep = scores >= score_threshold
+                if keep.any():
+                    boxes = d["boxes"].cpu().numpy()[keep]
+                    out[start + off] = np.c_[boxes, scores[keep]].astype(np.float32)
+    return out
+
+
+def boxes_to_3d(
+    detections: dict[int, np.ndarray], shape: Sequence[int], *, max_kidneys: int = 2, min_ratio: float = 1.0 / 3.0
+) -> list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
+    """3D box per kidney from per-slice 2D boxes.
+
+    Every slice box is painted into an ``(I, J, K)`` occupancy volume; the
+    (at most ``max_kidneys``) largest 26-connected components, a second one
+    kept only if at least ``min_ratio`` of the first, give one box each.
+
+    Returns
+    -------
+    list
+        ``[((i0, i1), (j0, j1), (k0, k1)), ...]`` half-open voxel boxes, largest first.
+    """
+    from kidneyseg.postprocessing import component_sizes, keep_largest_components, label_components
+
+    occ = np.zeros(tuple(int(s) for s in shape), dtype=bool)
+    for k, boxes in detections.items():
+        for x1, y1, x2, y2, *_ in boxes:
+            i0, i1 = int(np.floor(y1)), int(np.ceil(y2))
+            j0, j1 = int(np.floor(x1)), int(np.ceil(x2))
+            occ[max(0, i0) : max(0, i1), max(0, j0) : max(0, j1), k] = True
+    kept = keep_largest_components(occ, max_kidneys, min_ratio)
+    lab, n = label_components(kept)
+    sizes = component_sizes(lab, n)
+    out = []
+    from scipy import ndimage
+
+    objs = ndimage.find_objects(lab)
+    for idx in np.argsort(-sizes, kind="stable"):
+        sl = objs[int(idx)]
+        if sl is None:
+            continue
+        out.append(tuple((s.start, s.stop) for s in sl))
+    return out  # type: ignore[return-value]
