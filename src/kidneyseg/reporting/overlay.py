@@ -58,12 +58,14 @@ DEFAULT_ALPHA = 0.45
 def display_window(image: np.ndarray, modality: str | None) -> tuple[float, float]:
     """Intensity window ``(low, high)`` used to show ``image`` in grey.
 
-    CT (HU): the soft-tissue window W400/L40, i.e. -160..240 HU.  MR, US and
-    unknown modalities: the 1st..99th percentile of the non-constant image.
+    CT (HU), or an image of unknown modality whose minimum is at most -500 and
+    maximum at least 100 (air in HU): the soft-tissue window W400/L40, i.e.
+    -160..240 HU.  MR, US and other images: the 1st..99th percentile of the non-constant image.
     """
-    if modality == "ct":
-        return -160.0, 240.0
     arr = np.asarray(image, dtype=np.float32)
+    if modality == "ct" or (modality is None and arr.size and float(arr.min()) <= -500.0 and float(arr.max()) >= 100.0):
+        # CT, or an unlabelled image whose air is at HU values
+        return -160.0, 240.0
     if arr.size > 2_000_000:
         arr = arr.ravel()[:: arr.size // 2_000_000 + 1]
     lo, hi = np.percentile(arr, [1.0, 99.0])
@@ -252,7 +254,7 @@ class Mosaic:
 
 
 TITLE_H = 17  # pixel rows above each tile for "z = 12" style captions and edge letters
-GAP = 4
+GAP = 8
 
 
 def _draw_text(rgb: np.ndarray, texts: list[tuple[int, int, str, tuple[int, int, int]]]) -> np.ndarray:
