@@ -37,3 +37,12 @@ def test_empty_policy():
     assert missed["accuracy"] == pytest.approx(5 / 8)
     spurious = overlap_metrics(confusion(full, e))  # empty reference
     assert spurious["dice"] == spurious["jaccard"] == spurious["precision"] == spurious["recall"] == 0.0
+
+
+def test_ratios_accept_masks():
+    ref = np.array([1, 1, 0, 0], bool)
+    pred = np.array([1, 0, 1, 0], bool)
+    assert dice(pred, ref) == pytest.approx(0.5) and recall(pred, ref) == pytest.approx(0.5)
+    assert accuracy(pred, ref) == pytest.approx(0.5)
+    with pytest.raises(TypeError):
+        dice(pred)

@@ -49,7 +49,7 @@ def _label_values(task: Task) -> list[int]:
     return sorted(task.labels)
 
 
-def _check_values(arr: np.ndarray, counts: np.ndarray, task: Task, which: str) -> None:
+def _check_values(counts: np.ndarray, task: Task, which: str) -> None:
     present = [int(v) for v in np.flatnonzero(counts)]
     unknown = [v for v in present if v not in task.labels]
     if unknown:
@@ -112,8 +112,8 @@ def _confusion_matrix(p: np.ndarray, r: np.ndarray, t: Task, box) -> tuple[list[
         p, r = p[box], r[box]
     joint = np.bincount((r.astype(np.uint16) * k + p).ravel(), minlength=k * k).reshape(k, k)
     joint[0, 0] += n_total - r.size
-    _check_values(r, joint.sum(axis=1), t, "reference")
-    _check_values(p, joint.sum(axis=0), t, "prediction")
+    _check_values(joint.sum(axis=1), t, "reference")
+    _check_values(joint.sum(axis=0), t, "prediction")
     return labels, joint[np.ix_(labels, labels)].astype(np.int64)
 
 

@@ -12,6 +12,9 @@ Empty-mask policy (one rule for every ratio)
 * the usual formula otherwise.
 
 ``accuracy`` is ``(tp + tn) / n`` and always defined (n > 0).
+
+Each ratio takes a :class:`Confusion` or, for convenience, two boolean masks
+``(pred, ref)`` of the same shape.
 """
 
 from __future__ import annotations
@@ -78,6 +81,15 @@ def confusion(pred: np.ndarray, ref: np.ndarray, *, n_total: int | None = None) 
     return Confusion(tp=tp, fp=p - tp, fn=r - tp, tn=n - p - r + tp)
 
 
+def _counts(c: Confusion | np.ndarray, ref: np.ndarray | None) -> Confusion:
+    """``c`` itself, or the counts of the masks ``c`` (prediction) and ``ref``."""
+    if isinstance(c, Confusion):
+        return c
+    if ref is None:
+        raise TypeError("pass a Confusion, or a prediction mask and a reference mask")
+    return confusion(c, ref)
+
+
 def _ratio(num: int, den: int, c: Confusion) -> float:
     if c.ref_empty and c.pred_empty:
         return 1.0
@@ -86,28 +98,33 @@ def _ratio(num: int, den: int, c: Confusion) -> float:
     return float(num) / float(den)
 
 
-def dice(c: Confusion) -> float:
+def dice(c: Confusion | np.ndarray, ref: np.ndarray | None = None) -> float:
     """Dice ``2 tp / (2 tp + fp + fn)`` with the empty-mask policy of this module."""
+    c = _counts(c, ref)
     return _ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn, c)
 
 
-def jaccard(c: Confusion) -> float:
+def jaccard(c: Confusion | np.ndarray, ref: np.ndarray | None = None) -> float:
     """Jaccard (IoU) ``tp / (tp + fp + fn)`` with the empty-mask policy."""
+    c = _counts(c, ref)
     return _ratio(c.tp, c.tp + c.fp + c.fn, c)
 
 
-def precision(c: Confusion) -> float:
+def precision(c: Confusion | np.ndarray, ref: np.ndarray | None = None) -> float:
     """Precision ``tp / (tp + fp)`` with the empty-mask policy."""
+    c = _counts(c, ref)
     return _ratio(c.tp, c.tp + c.fp, c)
 
 
-def recall(c: Confusion) -> float:
+def recall(c: Confusion | np.ndarray, ref: np.ndarray | None = None) -> float:
     """Recall (sensitivity) ``tp / (tp + fn)`` with the empty-mask policy."""
+    c = _counts(c, ref)
     return _ratio(c.tp, c.tp + c.fn, c)
 
 
-def f1(c: Confusion) -> float:
+def f1(c: Confusion | np.ndarray, ref: np.ndarray | None = None) -> float:
     """F1, the harmonic mean of precision and recall (equal to Dice for one binary region)."""
+    c = _counts(c, ref)
     p, r = precision(c), recall(c)
     if c.ref_empty and c.pred_empty:
         return 1.0
@@ -116,8 +133,9 @@ def f1(c: Confusion) -> float:
     return 2.0 * p * r / (p + r)
 
 
-def accuracy(c: Confusion) -> float:
+def accuracy(c: Confusion | np.ndarray, ref: np.ndarray | None = None) -> float:
     """Pixel accuracy ``(tp + tn) / n``."""
+    c = _counts(c, ref)
     return float(c.tp + c.tn) / float(c.n) if c.n else float("nan")
 
 
