@@ -171,7 +171,7 @@ def _detector(in_channels: int, out_channels: int, min_size: int = 512, max_size
 
 _register(ModelInfo("unet2d", 2, (256, 256), 16, 16, "segmentation", "MONAI residual U-Net, 2D"), _monai_unet(2))
 _register(ModelInfo("unet3d", 3, (96, 96, 96), 16, 16, "segmentation", "MONAI residual U-Net, 3D"), _monai_unet(3))
-_register(ModelInfo("vnet", 3, (64, 64, 64), 16, 32, "segmentation", "MONAI V-Net, 3D (detection cascade segmenter)"), _monai_vnet)
+_register(ModelInfo("vnet", 3, (64, 64, 64), 16, 17, "segmentation", "MONAI V-Net, 3D (detection cascade segmenter)"), _monai_vnet)
 _register(
     ModelInfo("deeplabv3plus-resnet18", 2, (256, 256), 16, 32, "segmentation", "smp DeepLabV3+ with ResNet-18 encoder", "resnet18"),
     _smp("DeepLabV3Plus", "resnet18", 16),

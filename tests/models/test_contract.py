@@ -1,0 +1,144 @@
+"""One contract test class run for every registry entry.
+
+forward + backward on the right number of spatial dims, an odd input size
+(the registry's padding wrapper makes every segmentation model accept it),
+save -> load through the model folder gives identical outputs, and a wrong
+number of spatial dims is refused with a KidneysegError.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from kidneyseg.errors import KidneysegError
+from kidneyseg.models.folder import load_stage, save_stage
+from kidneyseg.models.registry import create_model, model_info, model_names
+
+# Ensembles are tested with small members (their own pipelines' members are
+# regular registry entries, each tested on its own).
+SMALL_MEMBERS = [{"arch": "unet-squeezenet", "arch_kwargs": {}}, {"arch": "unet-resnet34", "arch_kwargs": {}}]
+ARCH_KWARGS: dict[str, dict[str, Any]] = {
+    "ensemble-mean": {"members": SMALL_MEMBERS},
+    "ensemble-concat": {"members": SMALL_MEMBERS, "fusion_kernel": 3},
+    "unet3d": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
+    "fasterrcnn-resnet50": {"min_size": 96, "max_size": 96},
+}
+SEG_NAMES = [n for n in model_names() if model_info(n).kind == "segmentation"]
+
+
+# Odd sizes below min_size still work where the padded size trains with batch 2 (V-Net: 17 -> 32).
+ODD_SIZE = {"vnet": 17}
+
+
+def _odd_size(name: str) -> tuple[int, ...]:
+    info = model_info(name)
+    return (ODD_SIZE.get(name, info.min_size + 1),) * info.spatial_dims
+
+
+_CACHE: dict[str, torch.nn.Module] = {}
+
+
+def _build(name: str) -> torch.nn.Module:
+    """Each model is built once per session (building VGG/ResNet-152 costs seconds on 2 cores)."""
+    if name not in _CACHE:
+        torch.manual_seed(0)
+        out = 2 if model_info(name).kind == "detection" else 3
+        _CACHE[name] = create_model(name, in_channels=1, out_channels=out, **ARCH_KWARGS.get(name, {}))
+    return _CACHE[name]
+
+
+def _spec(name: str) -> dict[str, Any]:
+    return {
+        "arch": name, "arch_kwargs": ARCH_KWARGS.get(name, {}), "in_channels": 1, "out_channels": 3,
+        "channel_to_label": [0, 1, 2], "plan": {"spatial_dims": model_info(name).spatial_dims},
+    }
+
+
+def test_registry_lists_every_required_model() -> None:
+    required = {
+        "unet2d", "unet3d", "vnet", "deeplabv3plus-resnet18", "deeplabv3plus-resnet152", "linknet-resnet34",
+        "unet-resnet50", "unet-vgg16", "unet-inceptionv3", "unet-resnet34", "unet-squeezenet",
+        "ensemble-mean", "ensemble-concat", "fasterrcnn-resnet50",
+    }
+    assert required <= set(model_names())
+
+
+def test_unknown_name_lists_valid_names() -> None:
+    with pytest.raises(KidneysegError) as exc:
+        create_model("unet-resnet999")
+    assert "unet-resnet34" in str(exc.value) and "vnet" in str(exc.value)
+
+
+@pytest.mark.parametrize("name", SEG_NAMES)
+class TestSegmentationContract:
+    def test_forward_backward_odd_size(self, name: str) -> None:
+        model = _build(name).train()
+        size = _odd_size(name)
+        x = torch.randn(2, 1, *size)
+        y = model(x)
+        assert tuple(y.shape) == (2, 3, *size)
+        y.float().mean().backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert any(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+        assert model.spatial_dims == model_info(name).spatial_dims
+
+    def test_save_load_identical(self, name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        model = _build(name).eval()
+        size = _odd_size(name)
+        x = torch.randn(1, 1, *size)
+        with torch.no_grad():
+            before = model(x)
+        save_stage(tmp_path / "main", model, _spec(name))
+        stage = load_stage(tmp_path / "main")
+        assert not stage.module.training
+        with torch.no_grad():
+            after = stage.module(x)
+        assert torch.equal(before, after)
+        assert stage.channel_to_label == [0, 1, 2]
+
+    def test_wrong_dims_refused(self, name: str) -> None:
+        info = model_info(name)
+        model = _build(name).eval()
+        wrong = (info.min_size,) * (5 - info.spatial_dims)  # 3 spatial axes for 2D, 2 for 3D
+        with pytest.raises((KidneysegError, RuntimeError, ValueError)):
+            with torch.no_grad():
+                model(torch.randn(1, 1, *wrong))
+
+
+class TestDetectorContract:
+    name = "fasterrcnn-resnet50"
+
+    def _target(self) -> list[dict[str, torch.Tensor]]:
+        return [{"boxes": torch.tensor([[10.0, 20.0, 40.0, 60.0], [55.0, 22.0, 85.0, 70.0]]),
+                 "labels": torch.tensor([1, 1])}]
+
+    def test_train_losses_backward_then_save_load_identical(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        model = _build(self.name).train()
+        losses = model(torch.rand(1, 1, 97, 97), self._target())
+        assert {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"} <= set(losses)
+        sum(losses.values()).backward()
+        model.eval()
+        x = torch.rand(1, 1, 97, 97)
+        with torch.no_grad():
+            before = model(x)
+        spec = _spec(self.name) | {"out_channels": 2, "channel_to_label": [0, 1]}
+        save_stage(tmp_path / "detector", model, spec)
+        after_model = load_stage(tmp_path / "detector").module
+        with torch.no_grad():
+            after = after_model(x)
+        assert len(before) == len(after) == 1
+        for k in ("boxes", "scores", "labels"):
+            assert torch.equal(before[0][k], after[0][k])
+
+
+def test_mean_ensemble_is_mean_of_member_probabilities() -> None:
+    model = _build("ensemble-mean").eval()
+    x = torch.randn(1, 1, 40, 40)
+    with torch.no_grad():
+        probs = torch.softmax(model(x), dim=1)
+        members = torch.stack([torch.softmax(m(x), dim=1) for m in model.members]).mean(0)
+    np.testing.assert_allclose(probs.numpy(), members.numpy(), atol=1e-5)
