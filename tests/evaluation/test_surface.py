@@ -176,3 +176,16 @@ def test_bad_spacing_and_shapes_raise():
         surface_distances(a, a, (1.0, 1.0))
     with pytest.raises(GeometryError, match="shapes"):
         surface_distances(a, np.zeros((4, 4, 5), bool), (1, 1, 1))
+
+
+def test_hd95_and_assd_are_surfel_area_weighted():
+    """HD95 is the area-weighted percentile (DeepMind), not the plain percentile of surfel distances."""
+    from kidneyseg.evaluation import SurfaceDistances
+
+    def sd(areas):
+        return SurfaceDistances(np.array([0.0, 1.0, 5.0]), np.array([0.0]), np.array(areas), np.array([1.0]))
+
+    assert hd95(sd([0.5, 0.47, 0.03])) == 1.0  # 97 % of the area within 1 mm
+    assert hd95(sd([0.5, 0.44, 0.06])) == 5.0  # only 94 % within 1 mm
+    assert np.percentile([0.0, 1.0, 5.0, 0.0], 95) != 1.0  # a per-voxel percentile would differ
+    assert assd(sd([0.5, 0.47, 0.03])) == pytest.approx((0.47 * 1 + 0.03 * 5) / 2.0)
