@@ -304,7 +304,8 @@ def _nrrd_write(target: Path, arr: np.ndarray, header: dict) -> None:
     kwargs = {}
     if target.name.lower().endswith(".nhdr"):
         kwargs["detached_header"] = True
-    nrrd.write(str(target), np.asfortranarray(arr), header, index_order="F", **kwargs)
+    # gzip level 1, as nibabel writes .nii.gz: 3x faster than pynrrd's default 9 on label maps.
+    nrrd.write(str(target), np.asfortranarray(arr), header, index_order="F", compression_level=1, **kwargs)
 
 
 def _sitk_write(target: Path, arr: np.ndarray, affine_lps: np.ndarray) -> None:

@@ -105,26 +105,118 @@ def _resample_array(
     offset = 0.5 * f - 0.5
     if is_label:
         if label_mode == "linear":
-            values = [v for v in np.unique(array) if v != 0]
-            out = np.zeros(tuple(int(x) for x in new), dtype=array.dtype)
-            best = np.full(out.shape, 0.5, dtype=np.float32)
-            for v in values:
-                p = ndimage.affine_transform(
-                    (array == v).astype(np.float32), f, offset=offset,
-                    output_shape=out.shape, order=1, mode="nearest",
-                )
-                take = p > best
-                out[take] = v
-                best[take] = p[take]
-            return out
-        return ndimage.affine_transform(
-            array, f, offset=offset, output_shape=tuple(int(x) for x in new), order=0, mode="nearest"
-        )
+            return _resample_label_linear(array, tuple(int(x) for x in new))
+        return _resample_label_nearest(array, tuple(int(x) for x in new))
     src = array.astype(np.float32, copy=False)
     out = ndimage.affine_transform(
         src, f, offset=offset, output_shape=tuple(int(x) for x in new), order=order, mode="nearest",
         prefilter=order > 1,
     )
+    return out
+
+
+def _sample_coords(n_old: int, n_new: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
+    """Input coordinates sampled by output indices ``lo..hi-1`` (corner-aligned), clamped to the array."""
+    f = n_old / n_new
+    n = np.arange(lo, n_new if hi is None else hi, dtype=np.float64)
+    return np.clip((n + 0.5) * f - 0.5, 0.0, n_old - 1.0)
+
+
+def _resample_label_nearest(array: np.ndarray, new_shape: tuple[int, ...]) -> np.ndarray:
+    """Nearest-neighbour label resampling by index gathering (exact values, no interpolation).
+
+    Output index ``n`` takes input index ``floor((n + 0.5) * old / new)``, the
+    input voxel whose extent contains the output voxel centre.
+    """
+    idx = []
+    for n_old, n_new in zip(array.shape, new_shape):
+        centre = (np.arange(n_new, dtype=np.float64) + 0.5) * (n_old / n_new)
+        idx.append(np.clip(np.floor(centre).astype(np.intp), 0, n_old - 1))
+    box = _nonzero_box(array)
+    out = np.zeros(new_shape, dtype=array.dtype)
+    if box is None:
+        return out
+    # Only output voxels that fall in the non-zero box can be non-zero.
+    dst = []
+    for ix, (lo, hi) in zip(idx, box):
+        inside = np.flatnonzero((ix >= lo) & (ix <= hi))
+        if inside.size == 0:
+            return out
+        dst.append(slice(int(inside[0]), int(inside[-1]) + 1))
+    sub = array[tuple(slice(lo, hi + 1) for lo, hi in box)]
+    local = [ix[d] - lo for ix, d, (lo, _) in zip(idx, dst, box)]
+    out[tuple(dst)] = sub[np.ix_(*local)]
+    return out
+
+
+def _nonzero_box(array: np.ndarray) -> list[tuple[int, int]] | None:
+    """Inclusive ``(lo, hi)`` index range of the non-zero voxels on each axis, or None when all are zero.
+
+    Uses per-axis projections, which numpy evaluates in memory order (fast for
+    the Fortran-ordered arrays nibabel returns).
+    """
+    mask = array != 0
+    box = []
+    for ax in range(array.ndim):
+        idx = np.flatnonzero(mask.any(axis=tuple(o for o in range(array.ndim) if o != ax)))
+        if idx.size == 0:
+            return None
+        box.append((int(idx[0]), int(idx[-1])))
+    return box
+
+
+def _resample_label_linear(array: np.ndarray, new_shape: tuple[int, ...]) -> np.ndarray:
+    """Per-label linear resampling: each value's 0/1 mask is interpolated (separable
+    multilinear, edge-clamped), and every output voxel takes the most probable value.
+
+    Linear weights sum to one, so the background probability is
+    ``1 - sum(foreground probabilities)`` and only the bounding box of the
+    foreground (plus one voxel) is computed; outside it the output is 0.  Ties
+    go to background, then to the lower label value.
+    """
+    out = np.zeros(new_shape, dtype=array.dtype)
+    box = _nonzero_box(array)
+    if box is None:
+        return out
+    src_sl, dst_sl, weights = [], [], []
+    for ax, (n_old, n_new) in enumerate(zip(array.shape, new_shape)):
+        lo, hi = box[ax]
+        f = n_old / n_new
+        # output indices whose two-voxel stencil can touch [lo, hi]
+        o_lo = max(0, int(np.floor((lo - 1 + 0.5) / f - 0.5)))
+        o_hi = min(n_new, int(np.ceil((hi + 1 + 0.5) / f - 0.5)) + 1)
+        x = _sample_coords(n_old, n_new, o_lo, o_hi)
+        i0 = np.floor(x).astype(np.intp)
+        i1 = np.minimum(i0 + 1, n_old - 1)
+        w = (x - i0).astype(np.float32)
+        s_lo, s_hi = int(i0.min()), int(i1.max()) + 1
+        src_sl.append(slice(s_lo, s_hi))
+        dst_sl.append(slice(o_lo, o_hi))
+        weights.append((i0 - s_lo, i1 - s_lo, w))
+    sub = array[tuple(src_sl)]
+    values = [v for v in np.unique(sub) if v != 0]
+    fg_total = None
+    best = None
+    region = np.zeros(tuple(s.stop - s.start for s in dst_sl), dtype=array.dtype)
+    for v in values:
+        p = (sub == v).astype(np.float32)
+        for ax, (i0, i1, w) in enumerate(weights):
+            shape = [1] * p.ndim
+            shape[ax] = -1
+            wv = w.reshape(shape)
+            p = np.take(p, i0, axis=ax) * (1.0 - wv) + np.take(p, i1, axis=ax) * wv
+        if best is None:
+            best = p
+            fg_total = p.copy()
+            region[...] = v
+        else:
+            take = p > best
+            region[take] = v
+            best = np.where(take, p, best)
+            fg_total += p
+    background = 1.0 - fg_total
+    region[best <= background] = 0
+    out[tuple(dst_sl)] = region
     return out
 
 
