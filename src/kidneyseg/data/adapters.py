@@ -111,7 +111,13 @@ class CaseRef:
         lab_case: Case | None = None
         if label and self.label_path is not None:
             reader: Callable[[CaseRef], Case] = self.extra.get("label_reader", _default_label_reader)
-            lab_case = reader(self)
+            ref = self
+            if self.spacing is None and img_case is not None and img_case.ndim == 2:
+                # a 2D label carries no spacing of its own: it lies on its image's pixel grid
+                from dataclasses import replace
+
+                ref = replace(self, spacing=tuple(img_case.spacing))  # type: ignore[arg-type]
+            lab_case = reader(ref)
             lab_arr = lab_case.label
             if img_case is not None and lab_arr is not None:
                 if lab_arr.shape != img_case.shape or not np.allclose(
@@ -249,6 +255,15 @@ def read_png(path: Path, *, is_label: bool, spacing: tuple[float, float] | None)
         ) from exc
     if arr.ndim != 2:
         raise InputError("image is not 2D", path=path, found=arr.shape, expected="(rows, cols)")
+    if spacing is None:
+        side = path.with_name(_stem(path) + ".json")
+        if side.exists():
+            try:
+                sp = json.loads(side.read_text()).get("spacing")
+                spacing = (float(sp[0]), float(sp[1])) if sp else None
+            except (json.JSONDecodeError, TypeError, ValueError, IndexError) as exc:
+                raise InputError("unreadable spacing sidecar", path=side, found=str(exc),
+                                 expected='{"spacing": [row_mm, col_mm]}', fix="repair or delete the file") from exc
     affine = affine_2d(spacing)
     if is_label:
         from kidneyseg.io.nifti import to_label_array
@@ -620,7 +635,7 @@ def load_slices(root: Path, *, task: str = "kits19", modality: str = "ct", label
 def load_folder(
     root: Path,
     *,
-    task: str = "kits23",
+    task: str | None = None,
     modality: str | None = None,
     csv_file: str | os.PathLike[str] | None = None,
     label_map: dict | None = None,
@@ -632,9 +647,21 @@ def load_folder(
     ``patient``, ``spacing_mm`` (paths relative to the CSV); ``images/`` +
     ``labels/`` (or ``imagesTr``/``labelsTr``) with the same file names (a
     ``_0000`` channel suffix on images is ignored); ``NAME_image.*`` +
-    ``NAME_label.*`` (or ``NAME_seg``/``NAME_mask``) side by side.
+    ``NAME_label.*`` (or ``NAME_seg``/``NAME_mask``) side by side.  ``task``
+    and ``modality`` default to those of an optional ``dataset.json``
+    (``{"task": "chaos-mr", "modality": "mr"}``), else kits23 / unknown.  2D
+    images take their spacing from a ``NAME.json`` sidecar (``{"spacing": [r, c]}``).
     """
     root = _need_dir(root, "folder")
+    info_path = (root if root.is_dir() else root.parent) / "dataset.json"
+    if info_path.exists():  # optional {"task": ..., "modality": ...} written e.g. by `data synth`
+        try:
+            info = json.loads(info_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError("dataset.json is not valid JSON", path=info_path, found=str(exc)) from exc
+        task = task or info.get("task")
+        modality = modality or info.get("modality")
+    task = task or "kits23"
     get_task(task)
     lmap = _int_keys(label_map)
     problems: list[str] = []

@@ -762,6 +762,10 @@ def write_phantom_set(out: str | os.PathLike[str], modality: str, n: int, *, siz
     if layout == "slices":
         (root / "index.csv").write_text("\n".join(index_rows) + "\n")
         written.append(root / "index.csv")
+    if layout == "folder":
+        task = {"ct": "kits23", "mr": "chaos-mr", "us": "openkidney-us"}[modality]
+        (root / "dataset.json").write_text(json.dumps({"task": task, "modality": modality}) + "\n")
+        written.append(root / "dataset.json")
     if layout == "nnunet":
         task_labels = {"ct": {"background": 0, "kidney": 1, "tumor": 2, "cyst": 3},
                        "mr": {"background": 0, "liver": 1, "kidney_right": 2, "kidney_left": 3, "spleen": 4}}[modality]
