@@ -31,7 +31,6 @@ rows*cols label bytes; headers ``X-Rows``, ``X-Cols``, ``X-Row-Mm``, ``X-Col-Mm`
 ``GET /api/studies/{id}/label`` (download); ``GET /api/studies/{id}/report`` (download).
 """
 
-from __future__ import annotations
 
 import logging
 import re
@@ -272,14 +271,18 @@ class Viewer:
 
 
 def _call_predict(predictor, case: Case, progress) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """``predictor.predict_case(case)``, passing ``progress`` when the predictor accepts one."""
+    """The label map of ``predictor.predict_case(case)``, passing ``progress`` when the predictor accepts one."""
     import inspect
 
     params = inspect.signature(predictor.predict_case).parameters
+    kwargs = {}
     for name in ("progress", "callback", "progress_callback"):
         if name in params:
-            return predictor.predict_case(case, **{name: progress})
-    return predictor.predict_case(case)
+            kwargs[name] = progress
+            break
+    result = predictor.predict_case(case, **kwargs)
+    # Predictor.predict_case returns a Prediction (label on the input grid in ``.label``)
+    return np.asarray(getattr(result, "label", result))
 
 
 def create_app(viewer: Viewer):  # type: ignore[no-untyped-def]

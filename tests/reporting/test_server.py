@@ -1,0 +1,121 @@
+"""The viewer's HTTP API: safe names, upload limit, zip members, slices, prediction and downloads."""
+
+from __future__ import annotations
+
+import io
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from kidneyseg.reporting.server import check_name
+from kidneyseg.errors import InputError
+
+from live_server import live_server
+from phantom_case import phantom
+
+
+def _req(url: str, data: bytes | None = None, method: str | None = None) -> tuple[int, bytes, Any]:
+    r = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
+    try:
+        with urllib.request.urlopen(r, timeout=60) as resp:
+            return resp.status, resp.read(), resp.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers
+
+
+@pytest.fixture
+def nifti_bytes(tmp_path: Path) -> bytes:
+    case, _ = phantom()
+    (tmp_path / "src").mkdir()
+    p = tmp_path / "src" / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(case.image, case.affine), p)
+    return p.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["../evil.nii.gz", "a/b.nii.gz", "..\\x.nii.gz", "/etc/passwd.nii.gz", ".hidden.nii.gz",
+                                  "x.exe", "", "-rf.nii.gz", "a\x00.nii.gz"])
+def test_bad_names_refused(name: str) -> None:
+    with pytest.raises(InputError):
+        check_name(name)
+
+
+def test_api(tmp_path: Path, nifti_bytes: bytes) -> None:
+    work = tmp_path / "work"
+    outside = tmp_path / "evil.nii.gz"
+    with live_server(work, max_upload_bytes=len(nifti_bytes) + 1000) as url:
+        # path traversal through the query string, encoded or not
+        for name in ("../evil.nii.gz", "..%2Fevil.nii.gz", "%2e%2e/evil.nii.gz", "sub/x.nii.gz"):
+            code, body, _ = _req(f"{url}/api/upload?name={name}", nifti_bytes)
+            assert code == 400, (name, code, body)
+        assert not outside.exists()
+        code, _, _ = _req(f"{url}/api/open?name=" + urllib.parse.quote("../../etc/passwd.nii"), b"")
+        assert code == 400
+        # over the limit
+        code, body, _ = _req(f"{url}/api/upload?name=big.nii.gz", nifti_bytes + b"\0" * 2000)
+        assert code == 413, body
+        # zip slip
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("../../escape.dcm", b"x")
+        code, body, _ = _req(f"{url}/api/upload?name=series.zip", buf.getvalue())
+        assert code == 400 and b"leaves the folder" in body
+        assert not (tmp_path / "escape.dcm").exists() and not (work.parent / "escape.dcm").exists()
+        # a good upload
+        code, body, _ = _req(f"{url}/api/upload?name=ct.nii.gz", nifti_bytes)
+        assert code == 200, body
+        info = json.loads(body)
+        assert info["planes"] == {"axial": 40, "coronal": 56, "sagittal": 64}
+        code, body, headers = _req(f"{url}/api/studies/{info['id']}/slice?plane=axial&index=20")
+        rows, cols = int(headers["X-Rows"]), int(headers["X-Cols"])
+        assert (rows, cols) == (56, 64) and len(body) == 2 * rows * cols
+        assert not any(body[rows * cols :])  # no label yet
+        code, _, _ = _req(f"{url}/api/studies/{info['id']}/slice?plane=axial&index=99")
+        assert code == 400
+        code, body, _ = _req(f"{url}/api/studies/{info['id']}/predict", b"")
+        assert code == 409 and b"--model" in body  # no model given
+        code, _, _ = _req(f"{url}/api/studies/nope")
+        assert code == 404
+    # everything written stays inside the working folder
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.parent != tmp_path / "src"]
+    assert all(work in p.parents for p in written), written
+
+
+def test_predict_and_downloads(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, nifti_bytes: bytes) -> None:
+    import time
+
+    from tiny_model import shared_tiny_model
+
+    model = shared_tiny_model(tmp_path_factory)
+    work = tmp_path / "work"
+    (work / "inbox").mkdir(parents=True)
+    (work / "inbox" / "ct.nii.gz").write_bytes(nifti_bytes)
+    with live_server(work, model) as url:
+        code, body, _ = _req(f"{url}/api/inbox")
+        assert json.loads(body)["files"] == ["ct.nii.gz"]
+        code, body, _ = _req(f"{url}/api/open?name=ct.nii.gz", b"")
+        assert code == 200, body
+        sid = json.loads(body)["id"]
+        code, body, _ = _req(f"{url}/api/studies/{sid}/predict", b"")
+        assert code == 200
+        deadline = time.monotonic() + 60
+        while True:
+            info = json.loads(_req(f"{url}/api/studies/{sid}")[1])
+            if info["job"]["state"] in ("done", "error") or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert info["job"]["state"] == "done", info["job"]
+        assert info["volumes"]["total"]["kidney_ml"] > 1.0
+        code, body, headers = _req(f"{url}/api/studies/{sid}/label")
+        assert code == 200 and body[:2] == b"\x1f\x8b"  # gzip: a .nii.gz
+        lab = np.asarray(nib.load(next(work.rglob("*_label.nii.gz"))).dataobj)
+        assert lab.shape == (64, 56, 40) and (lab > 0).sum() > 500
+        code, body, _ = _req(f"{url}/api/studies/{sid}/report")
+        assert code == 200 and b"<!DOCTYPE html>" in body[:100] and b'data-plane="axial"' in body
