@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--modality", choices=("ct", "mr", "us"), default="ct")
     p.add_argument("--n", type=int, default=1, help="number of phantoms")
     p.add_argument("--size", type=int, nargs="+", default=None, metavar="N",
-                   help="X Y Z voxels (CT/MR) or ROWS COLS (US); default 256 256 128 / 256 256 32 / 480 640")
+                   help="X Y Z voxels (CT/MR) or ROWS COLS (US); default 256 256 128 / 256 256 32 / 480 640 "
+                   "(give OUT before --size or another option after it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layout", choices=("kits23", "nnunet", "chaos-mr", "openkidney-us", "slices", "folder"),
                    default=None, help="default: kits23 (CT), chaos-mr (MR), openkidney-us (US)")

@@ -492,8 +492,8 @@ def mr_phantom(size=(256, 256, 32), seed: int = 0, shapes_root: str | os.PathLik
 
 
 def _check_size(shape: tuple[int, ...], ndim: int) -> None:
-    if len(shape) != ndim or any(s < 16 or s > 1024 for s in shape):
-        raise InputError("phantom size", found=shape, expected=f"{ndim} sizes between 16 and 1024 voxels",
+    if len(shape) != ndim or any(s < 8 or s > 1024 for s in shape):
+        raise InputError("phantom size", found=shape, expected=f"{ndim} sizes between 8 and 1024 voxels",
                          fix="pass --size with " + ("X Y Z" if ndim == 3 else "ROWS COLS"))
 
 

@@ -57,8 +57,9 @@ def median(image: np.ndarray, size: int = 3, slicewise: bool = False) -> np.ndar
     return ndimage.median_filter(arr, size=footprint)
 
 
-def bilateral(image: np.ndarray, sigma_color: float | None = None, sigma_spatial: float = 1.5) -> np.ndarray:
-    """Edge-preserving bilateral filter per 2D slice; ``sigma_color`` in image units."""
+def bilateral(image: np.ndarray, sigma_color: float | None = None, sigma_spatial: float = 1.5,
+              bins: int = 1024) -> np.ndarray:
+    """Edge-preserving bilateral filter per 2D slice; ``sigma_color`` in image units, ``bins`` range-kernel bins."""
     from skimage.restoration import denoise_bilateral
 
     arr = np.asarray(image, dtype=np.float32)
@@ -66,7 +67,7 @@ def bilateral(image: np.ndarray, sigma_color: float | None = None, sigma_spatial
     offset = float(arr.min())  # skimage bins intensities from 0: shift, filter, shift back
     shifted = arr - offset
     out = _slicewise(shifted, lambda s: denoise_bilateral(s, sigma_color=sc, sigma_spatial=sigma_spatial,
-                                                          channel_axis=None))
+                                                          bins=bins, channel_axis=None))
     return (out + offset).astype(np.float32)
 
 
