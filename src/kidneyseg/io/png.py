@@ -214,14 +214,13 @@ def write_2d(array: np.ndarray, path: str | os.PathLike[str], like: Case, *, is_
         )
     if is_label:
         data = to_label_array(arr, out)
-        mode = "L"
     else:
         a = np.asarray(arr, dtype=np.float64)
         integral = bool(np.all(np.isfinite(a))) and bool(np.all(a == np.round(a)))
         if integral and a.size and a.min() >= 0 and a.max() <= 255:
-            data, mode = a.astype(np.uint8), "L"
+            data = a.astype(np.uint8)
         elif integral and a.size and a.min() >= 0 and a.max() <= 65535 and out.suffix.lower() in (".png", ".tif", ".tiff"):
-            data, mode = a.astype(np.uint16), "I;16"
+            data = a.astype(np.uint16)
         else:
             raise OutputError(
                 "image values do not fit an 8/16-bit picture",
@@ -230,7 +229,7 @@ def write_2d(array: np.ndarray, path: str | os.PathLike[str], like: Case, *, is_
                 expected="integers 0..255 (or 0..65535 for PNG/TIFF)",
                 fix="window and scale the image to 0..255 first, or write it as .nii.gz/.nrrd",
             )
-    img = Image.fromarray(np.ascontiguousarray(data), mode=None if mode == "L" else mode)
+    img = Image.fromarray(np.ascontiguousarray(data))  # uint8 -> "L", uint16 -> "I;16"
     fmt = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(
         out.suffix.lower(), "PNG"
     )
