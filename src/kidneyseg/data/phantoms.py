@@ -372,7 +372,7 @@ def _anatomy(shape, spacing, rng, shapes_root):  # type: ignore[no-untyped-def]
     lumen = loop & (np.abs(tex) < 0.22)
     tis[loop] = T["bowel_wall"]
     tis[lumen] = T["bowel_fluid"]
-    tis[lumen & (Y3 > rng.uniform(30, 50)) & (tex > 0)] = T["gas"]
+    tis[lumen & (Y3 > rng.uniform(45, 65)) & (tex > 0.08)] = T["gas"]
     for tname, c, semi, rot in (("liver", (-55, 0, 75), (105, 95, 95), None),
                                 ("spleen", (82, -40, 65), (32, 55, 48), _rot("z", 35).T),
                                 ("lung", (-80, -30, 175), (60, 70, 85), None),
