@@ -612,6 +612,7 @@ def load_slices(root: Path, *, task: str = "kits19", modality: str = "ct", label
                 index[row["stem"]] = row
     else:
         problems.append("index.csv missing: pixel spacing unknown (1 mm assumed), case from the file name")
+        log.warning("%s: no index.csv, pixel spacing unknown (1 mm assumed)", root)
     cases = []
     for n in sorted(set(images) | set(labels)):
         row = index.get(n)

@@ -290,6 +290,7 @@ def kidney_shapes(spacing, rng: np.random.Generator, shapes_root: Path | None, *
     if shapes_root is not None and (Path(shapes_root) / "kits23_masks").is_dir():
         shapes = _real_kidneys(Path(shapes_root), rng, spacing)
     source = "kits23 masks" if shapes else "parametric"
+    log.debug("phantom kidney shapes: %s", shapes[0].source if shapes else "parametric")
     if not shapes:
         shapes = [_parametric_kidney(spacing, rng, -1), _parametric_kidney(spacing, rng, +1)]
     has = {v for s in shapes for v in np.unique(s.crop)}
@@ -503,7 +504,6 @@ def _check_size(shape: tuple[int, ...], ndim: int) -> None:
 def _us_masks(shapes_root: Path | None, rng: np.random.Generator, hw: tuple[int, int]):  # type: ignore[no-untyped-def]
     """Capsule mask and regions map (1 CEC, 2 medulla, 3 cortex) at ``hw``; real outlines when available."""
     from PIL import Image
-    from scipy import ndimage
 
     H, W = hw
     root = shapes_root / "kidneyus_masks" / "labels" if shapes_root else None
@@ -527,7 +527,6 @@ def _us_masks(shapes_root: Path | None, rng: np.random.Generator, hw: tuple[int,
     v = (-(cc - cx) * np.sin(t) + (rr - cy) * np.cos(t)) / b
     wob = 1 + 0.05 * np.sin(3 * np.arctan2(v, u) + rng.uniform(0, 6))
     cap = u**2 + v**2 <= wob**2
-    del ndimage
     return cap, None, "parametric"
 
 

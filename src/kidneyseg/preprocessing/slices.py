@@ -63,7 +63,6 @@ def extract_slices(dataset: Dataset, out: str | os.PathLike[str], *, plan: dict[
         raise InputError("slice extraction needs volumes", path=dataset.root, found="2D images",
                          expected="a 3D data set (kits19/21/23, nnunet, chaos-mr, folder of NIfTI)",
                          fix="2D data sets are already slices; use them directly")
-    task_labels = None
     from kidneyseg.labels import get_task
 
     task = get_task(dataset.task)
