@@ -230,3 +230,8 @@ def image_dtype(array: np.ndarray, source_dtype: str | None = None) -> np.dtype:
         if dt.kind in "iu" and np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
             return dt
     return np.dtype(np.float32)
+
+
+def describe_exc(exc: BaseException) -> str:
+    """``"Type: message"`` of an exception on one line (for an error's ``found``)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())

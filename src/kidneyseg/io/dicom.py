@@ -42,7 +42,7 @@ import numpy as np
 from kidneyseg._optional import require
 from kidneyseg.case import Case
 from kidneyseg.errors import GeometryError, InputError
-from kidneyseg.io._common import check_affine, image_dtype, lps_to_ras
+from kidneyseg.io._common import check_affine, describe_exc, image_dtype, lps_to_ras
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
             raise InputError(
                 "cannot decode DICOM pixel data",
                 path=f,
-                found=f"{type(exc).__name__}: {exc}",
+                found=describe_exc(exc),
                 expected="a readable slice (uncompressed, JPEG, JPEG 2000, JPEG-LS or RLE)",
                 fix="install the decoder pydicom names (pylibjpeg, pillow) or re-export the series uncompressed",
             ) from exc

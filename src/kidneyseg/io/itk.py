@@ -34,6 +34,7 @@ from kidneyseg.io._common import (
     check_affine,
     check_grid_shape,
     check_ndim,
+    describe_exc,
     image_dtype,
     lps_to_ras,
     ras_to_lps,
@@ -91,7 +92,7 @@ def _unreadable(p: Path, kind: str, exc: BaseException) -> InputError:
     return InputError(
         f"cannot read {kind} file (unreadable or truncated)",
         path=p,
-        found=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+        found=describe_exc(exc),
         expected=f"a complete {kind} file",
         fix="re-export the file (3D Slicer, ITK-SNAP, SimpleITK) or check that the copy finished",
     )

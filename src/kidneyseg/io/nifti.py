@@ -10,8 +10,16 @@ from pathlib import Path
 import numpy as np
 
 from kidneyseg.case import Case
-from kidneyseg.errors import InputError
-from kidneyseg.io._common import atomic_path, check_affine, check_grid_shape, check_ndim, image_dtype, stem_of
+from kidneyseg.errors import GeometryError, InputError
+from kidneyseg.io._common import (
+    atomic_path,
+    check_affine,
+    check_grid_shape,
+    check_ndim,
+    describe_exc,
+    image_dtype,
+    stem_of,
+)
 
 
 def _squeeze_trailing(arr: np.ndarray) -> np.ndarray:
@@ -41,12 +49,13 @@ def read_nifti(path: str | os.PathLike[str], *, is_label: bool = False) -> Case:
         raise InputError(
             "cannot read NIfTI file (unreadable or truncated)",
             path=p,
-            found=f"{type(exc).__name__}: {exc}",
+            found=describe_exc(exc),
             expected="a complete .nii or .nii.gz file",
             fix="re-export or re-download the file",
         ) from exc
     arr = _squeeze_trailing(arr)
     check_ndim(arr.shape, p)
+    _check_raw_pixdim(img, arr.shape, p)
     affine = np.asarray(img.affine, dtype=np.float64)
     check_affine(affine, arr.shape, p)
     if is_label:
@@ -66,6 +75,29 @@ def read_nifti(path: str | os.PathLike[str], *, is_label: bool = False) -> Case:
             "dtype": str(img.get_data_dtype()),
         },
     )
+
+
+def _check_raw_pixdim(img, shape: tuple[int, ...], p: Path) -> None:  # type: ignore[no-untyped-def]
+    """Refuse zero, negative or NaN voxel sizes as stored in the file.
+
+    nibabel silently replaces zero pixdim by 1 and negative by its absolute
+    value when it loads a header, so the raw header is read again unchecked.
+    Axes of size 1 are not checked.
+    """
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(p)) as fobj:
+        raw = type(img.header).from_fileobj(fobj, check=False)
+    pix = np.asarray(raw["pixdim"][1 : 1 + len(shape)], dtype=np.float64)
+    bad = [ax for ax, (n, d) in enumerate(zip(shape, pix)) if n > 1 and not (np.isfinite(d) and d > 0)]
+    if bad:
+        raise GeometryError(
+            "voxel spacing is zero, negative or not a number",
+            path=p,
+            found="pixdim " + ", ".join(f"{float(d):g}" for d in pix),
+            expected="positive voxel sizes in mm on every axis",
+            fix="set the voxel size in the header (e.g. nibabel header.set_zooms) with the tool that wrote the file",
+        )
 
 
 def to_label_array(arr: np.ndarray, path: str | os.PathLike[str] | None = None) -> np.ndarray:

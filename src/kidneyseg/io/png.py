@@ -35,7 +35,7 @@ import numpy as np
 
 from kidneyseg.case import Case
 from kidneyseg.errors import GeometryError, InputError, OutputError
-from kidneyseg.io._common import atomic_path, check_affine, check_grid_shape, stem_of
+from kidneyseg.io._common import atomic_path, check_affine, check_grid_shape, describe_exc, stem_of
 from kidneyseg.io.nifti import to_label_array
 
 
@@ -58,7 +58,7 @@ def _spacing_for(p: Path, spacing: tuple[float, float] | None) -> tuple[tuple[fl
                 raise InputError(
                     "cannot read pixel spacing from sidecar JSON",
                     path=side,
-                    found=f"{type(exc).__name__}: {exc}",
+                    found=describe_exc(exc),
                     expected='{"spacing": [row_mm, col_mm]}',
                     fix="repair the JSON or pass --spacing ROW COL",
                 ) from exc
@@ -105,7 +105,7 @@ def read_2d(
         raise InputError(
             "cannot read image file (unreadable or truncated)",
             path=p,
-            found=f"{type(exc).__name__}: {exc}",
+            found=describe_exc(exc),
             expected="a complete PNG, JPEG, BMP or TIFF file",
             fix="re-export the image",
         ) from exc
