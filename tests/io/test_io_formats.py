@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_nifti
+from io_factories import write_nifti
 
 from kidneyseg import io
 from kidneyseg.errors import OutputError
