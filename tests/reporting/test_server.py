@@ -119,3 +119,20 @@ def test_predict_and_downloads(tmp_path: Path, tmp_path_factory: pytest.TempPath
         assert lab.shape == (64, 56, 40) and (lab > 0).sum() > 500
         code, body, _ = _req(f"{url}/api/studies/{sid}/report")
         assert code == 200 and b"<!DOCTYPE html>" in body[:100] and b'data-plane="axial"' in body
+
+
+def test_dicom_zip_upload(tmp_path: Path, shared_data: Path) -> None:
+    series = shared_data / "totalseg_example" / "example_ct_dicom"
+    if not series.is_dir():
+        pytest.skip(f"{series} is absent")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for f in sorted(p for p in series.rglob("*") if p.is_file()):
+            z.write(f, f"series/{f.relative_to(series)}")
+    with live_server(tmp_path / "work") as url:
+        code, body, _ = _req(f"{url}/api/upload?name=series.zip", buf.getvalue())
+        assert code == 200, body
+        info = json.loads(body)
+        assert info["planes"]["axial"] == 20 and info["modality"] == "ct"
+        code, body, headers = _req(f"{url}/api/studies/{info['id']}/slice?plane=coronal&index=200")
+        assert code == 200 and int(headers["X-Rows"]) == 20

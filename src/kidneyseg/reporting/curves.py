@@ -5,7 +5,9 @@ the trainer's CSV log(s): one row per epoch (or step) with a column called
 ``epoch`` or ``step`` and numeric columns such as ``train_loss``,
 ``val_loss``, ``val_dice``.  Every numeric column is drawn against the first
 of ``epoch``/``step``; columns whose name contains ``loss`` go on the left
-panel, the others (metrics, learning rate excluded) on the right.
+panel, the others (metrics) on the right; ``lr``, ``seconds`` and time
+columns are left out.  Copies under ``checkpoints/`` (kept by ``kidneyseg
+train``) are ignored when the stage folders hold the same logs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from kidneyseg.errors import InputError
 
 X_COLUMNS = ("epoch", "step", "iteration")
+SKIP_COLUMNS = ("seconds", "lr", "learning_rate")
 
 
 def find_training_logs(model_dir: str | Path) -> list[Path]:
@@ -37,7 +40,9 @@ def find_training_logs(model_dir: str | Path) -> list[Path]:
             continue
         if any(h.strip().lower() in X_COLUMNS for h in header):
             logs.append(p)
-    return logs
+    # `kidneyseg train` keeps a copy of each stage's log.csv under checkpoints/: show each log once
+    kept = [p for p in logs if "checkpoints" not in p.relative_to(root).parts]
+    return kept or logs
 
 
 def read_log(path: str | Path) -> dict[str, np.ndarray]:
@@ -77,16 +82,15 @@ def curves_png(logs: list[Path], *, dpi: int = 90) -> bytes | None:
             continue
         label_prefix = "" if len(logs) == 1 else f"{p.parent.name}/{p.stem}: "
         for name, y in cols.items():
-            if name == xname or name.lower() in X_COLUMNS or "time" in name.lower():
+            low = name.lower()
+            if name == xname or low in X_COLUMNS or "time" in low or low in SKIP_COLUMNS:
                 continue
             series.append((label_prefix + name, cols[xname], y, xname, "loss" in name.lower(),
                            name.lower() in ("lr", "learning_rate")))
     if not series:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=dpi)
-    for name, x, y, xname, is_loss, is_lr in series:
-        if is_lr:
-            continue
+    for name, x, y, xname, is_loss, _ in series:
         ax = axes[0] if is_loss else axes[1]
         ok = np.isfinite(y)
         ax.plot(x[ok], y[ok], marker="." if ok.sum() < 40 else None, label=name)

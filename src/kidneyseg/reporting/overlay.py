@@ -160,6 +160,21 @@ def display_index_map(shape: tuple[int, int], spacing_rc: tuple[float, float], p
     return out[0], out[1]
 
 
+def grey_tile(grey: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Resample a uint8 grey slice to the tile given by the index vectors of :func:`display_index_map`.
+
+    Where the tile has fewer pixels than the slice along an axis, pixels are
+    box-averaged (Pillow ``BOX``) so that fine texture does not alias into
+    speckle; otherwise the same nearest-neighbour index map as the labels is used.
+    """
+    h, w = len(rows), len(cols)
+    if h >= grey.shape[0] and w >= grey.shape[1]:
+        return grey[np.ix_(rows, cols)]
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.ascontiguousarray(grey)).resize((w, h), Image.Resampling.BOX))
+
+
 def choose_slices(mask: np.ndarray, axis: int, n: int) -> list[int]:
     """``n`` slice indices along ``axis`` spread evenly through the foreground of ``mask``.
 
@@ -316,7 +331,7 @@ def mosaic(
         r, c = divmod(t, ncol)
         top = r * (h + TITLE_H + GAP) + TITLE_H
         left = c * (w + GAP)
-        gt = g[np.ix_(rows, cols)]
+        gt = grey_tile(g, rows, cols)
         lt = None if lab is None else lab[np.ix_(rows, cols)]
         canvas[top : top + h, left : left + w] = blend(gt, lt, colours, alpha=alpha)
         tiles.append(Tile(plane, int(indices[t]), top, left, rows, cols))
@@ -395,7 +410,7 @@ def image_mosaic(case: Case, label: np.ndarray | None, task: Task, *, alpha: flo
         raise InputError("image_mosaic needs a 2D image", path=case.source, found=f"{case.ndim}D", expected="2D")
     grey = to_grey(case.image, display_window(case.image, case.modality))
     sp = (float(case.spacing[0]), float(case.spacing[1]))
-    px = auto_pixel_mm(grey.shape, sp, tile_px)
+    px = auto_pixel_mm(grey.shape, sp, max(tile_px, min(512, max(grey.shape))))
     colours = colour_table(task, np.unique(label) if label is not None else [])
     return mosaic([grey], [label], sp, colours, plane="image", indices=[0], pixel_mm=px, columns=1,
                   alpha=alpha, captions=["image (as stored)"])
@@ -471,7 +486,7 @@ def agreement_mosaic(case: Case, pred: np.ndarray, ref: np.ndarray, task: Task, 
     rows, cols = display_index_map(gs[0].shape, sp, px)
     tiles_rgb: list[np.ndarray] = []
     for g, r, p in zip(gs, rs, ps):
-        gt = g[np.ix_(rows, cols)]
+        gt = grey_tile(g, rows, cols)
         tiles_rgb.append(blend(gt, r[np.ix_(rows, cols)], colours, alpha=0.45))
         tiles_rgb.append(blend(gt, p[np.ix_(rows, cols)], colours, alpha=0.45))
         tiles_rgb.append(blend(gt, agreement_map(p, r)[np.ix_(rows, cols)], AGREEMENT_COLOURS,
