@@ -76,3 +76,15 @@ def test_bad_spacing_raises():
 
     with pytest.raises(GeometryError):
         remove_small_components(np.ones((3, 3, 3), bool), (1.0, 1.0), 1.0)
+
+
+def test_equal_sizes_tie_broken_in_world_space():
+    """Three equal blobs, keep 2: the choice must follow the patient, not the array order."""
+    lab = np.zeros((30, 6, 6), np.uint8)
+    for lo in (2, 12, 22):
+        lab[lo:lo + 3, 1:4, 1:4] = 1
+    aff = np.diag([1.0, 1.0, 1.0, 1.0])
+    a = keep_largest_components(lab > 0, 2, 0.1, affine=aff)
+    flipped_aff = aff @ np.array([[-1, 0, 0, 29], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    b = keep_largest_components(lab[::-1] > 0, 2, 0.1, affine=flipped_aff)[::-1]
+    np.testing.assert_array_equal(a, b)

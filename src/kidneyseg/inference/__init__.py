@@ -1,1 +1,26 @@
-"""inference stage."""
+"""Inference: engines (sliding window, slice-wise, TTA), the Predictor, cascades, export.
+
+Public API::
+
+    from kidneyseg.inference import Predictor, Prediction, resolve_model, save_prediction
+
+Heavy dependencies (torch, MONAI) are imported when a Predictor is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Prediction", "Predictor", "resolve_model", "save_prediction"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Predictor", "Prediction", "resolve_model", "default_model_dir"):
+        from kidneyseg.inference import predictor
+
+        return getattr(predictor, name)
+    if name in ("save_prediction",):
+        from kidneyseg.inference import export
+
+        return getattr(export, name)
+    raise AttributeError(name)

@@ -62,18 +62,34 @@ def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.int64)
 
 
-def keep_largest_components(mask: np.ndarray, max_components: int = 2, min_ratio: float = 1.0 / 3.0) -> np.ndarray:
+def _order(lab: np.ndarray, sizes: np.ndarray, affine: np.ndarray | None) -> np.ndarray:
+    """Component indices (0-based) by decreasing size; ties broken by world (RAS) centroid
+    when ``affine`` is given, so the choice does not depend on the array orientation."""
+    if affine is None or len(sizes) < 2:
+        return np.argsort(-sizes, kind="stable")
+    from scipy import ndimage
+
+    idx = np.arange(1, len(sizes) + 1)
+    cents = np.asarray(ndimage.center_of_mass(np.ones(lab.shape), lab, idx), dtype=float).reshape(len(sizes), -1)
+    cents = np.c_[cents, np.zeros((len(sizes), 3 - cents.shape[1]))]
+    world = np.round(cents @ np.asarray(affine, float)[:3, :3].T + np.asarray(affine, float)[:3, 3], 3)
+    return np.lexsort((-world[:, 2], -world[:, 1], -world[:, 0], -sizes))
+
+
+def keep_largest_components(mask: np.ndarray, max_components: int = 2, min_ratio: float = 1.0 / 3.0,
+                            affine: np.ndarray | None = None) -> np.ndarray:
     """Keep at most ``max_components`` components of ``mask``.
 
     The largest is always kept (if any); each further one, in decreasing size,
     only when its voxel count is at least ``min_ratio`` times the largest.
-    Returns a boolean mask.
+    Equal sizes are ordered by world position when ``affine`` (voxel -> RAS
+    mm) is given, else by array position.  Returns a boolean mask.
     """
     lab, n = label_components(mask)
     if n == 0:
         return np.zeros(np.shape(mask), dtype=bool)
     sizes = component_sizes(lab, n)
-    order = np.argsort(-sizes, kind="stable")
+    order = _order(lab, sizes, affine)
     keep = [int(order[0]) + 1]
     for idx in order[1:max_components]:
         if sizes[idx] >= min_ratio * sizes[order[0]]:
@@ -132,6 +148,7 @@ def postprocess_label(
     second_kidney_ratio: float = 1.0 / 3.0,
     min_volume_ml: float = 0.1,
     fill: bool = True,
+    affine: np.ndarray | None = None,
 ) -> np.ndarray:
     """Clean a predicted label map (uint8, ``[i, j, k]`` or ``[row, col]``).
 
@@ -149,6 +166,9 @@ def postprocess_label(
     untouched.  Where several kidney labels exist (MR: right 2, left 3) each is
     kept to its own largest component after steps 1-2 on the union.
 
+    ``affine`` (voxel -> RAS mm) makes tie-breaking between equal-sized
+    components independent of the array orientation.
+
     Returns a new uint8 array of the same shape.
     """
     lab = np.asarray(label)
@@ -161,13 +181,13 @@ def postprocess_label(
     if not region.any():
         return out
     region_clean = remove_small_components(region, spacing, min_volume_ml)
-    region_clean = keep_largest_components(region_clean, max_kidneys, second_kidney_ratio)
+    region_clean = keep_largest_components(region_clean, max_kidneys, second_kidney_ratio, affine)
     out[region & ~region_clean] = 0
     if len(kidney_labels) > 1:
         for v in kidney_labels:
             m = out == v
             if m.any():
-                out[m & ~keep_largest_components(m, max_kidneys, second_kidney_ratio)] = 0
+                out[m & ~keep_largest_components(m, max_kidneys, second_kidney_ratio, affine)] = 0
     kidney = np.isin(out, kidney_labels)
     lesion = np.isin(out, lesion_labels)
     if lesion.any():

@@ -1,0 +1,131 @@
+"""`kidneyseg predict INPUT... -o OUT`: segment kidneys (tumours, cysts) with a model folder.
+
+INPUT may be image files (NIfTI, NRRD, MHA, PNG/JPEG...), DICOM series
+folders, or folders of cases (each supported file or DICOM sub-folder is one
+case).  Each case gets a label map on its own grid, ``NAME_volumes.json``
+and one line on stdout; a case that fails is reported on stderr and the
+others still run (exit code 1 if any failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+NAME = "predict"
+HELP = "segment kidney, tumour and cyst in images with a trained model folder"
+DESCRIPTION = __doc__
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, DICOM folders or folders of cases")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    parser.add_argument("--model", default=None, metavar="NAME|DIR",
+                        help="model folder (or embedded default name); default: the modality's embedded model")
+    parser.add_argument("--modality", choices=("ct", "mr", "us"), default=None,
+                        help="modality of the inputs (chooses the default model); default: from the model")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
+                        help="mirroring test-time augmentation (slower, default off)")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="also write NAME_probabilities.npz (float16, channel per label, input grid)")
+    parser.add_argument("--output-format", choices=("nifti", "nrrd", "seg.nrrd", "dicom-seg", "png"), default="nifti",
+                        help="label map format (dicom-seg needs a DICOM series input)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for the network")
+    parser.add_argument("--spacing", type=float, nargs=2, default=None, metavar=("ROW", "COL"),
+                        help="pixel spacing in mm of 2D inputs (else a sidecar JSON, else 1 mm with a warning)")
+    parser.add_argument("--no-postprocess", action="store_true", help="skip component and hole clean-up")
+
+
+def _is_dicom_file(p: Path) -> bool:
+    if p.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(p, "rb") as f:
+            head = f.read(132)
+        return len(head) == 132 and head[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _is_image_file(p: Path) -> bool:
+    name = p.name.lower()
+    return p.is_file() and not name.startswith(".") and any(name.endswith(s) for s in IMAGE_SUFFIXES)
+
+
+def is_dicom_folder(p: Path) -> bool:
+    """A folder whose plain files include DICOM files (a series, possibly several)."""
+    files = [f for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith(".")]
+    return any(_is_dicom_file(f) for f in files[:20])
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Cases from the command line: files, DICOM folders, and the cases inside plain folders."""
+    from kidneyseg.errors import InputError
+
+    cases: list[Path] = []
+    for raw in inputs:
+        p = Path(raw)
+        if not p.exists():
+            cases.append(p)  # reported as a failed case by the reader
+        elif p.is_dir() and not is_dicom_folder(p):
+            found = [c for c in sorted(p.iterdir()) if _is_image_file(c) or (c.is_dir() and is_dicom_folder(c))]
+            if not found:
+                raise InputError("folder holds no images and no DICOM series", path=p,
+                                 expected="image files (" + ", ".join(IMAGE_SUFFIXES) + ") or DICOM folders",
+                                 fix="pass image files or a folder of them")
+            cases.extend(found)
+        else:
+            cases.append(p)
+    return cases
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from kidneyseg import io
+    from kidneyseg.errors import KidneysegError
+    from kidneyseg.inference import Predictor, resolve_model, save_prediction
+    from kidneyseg.io._common import stem_of
+
+    model_dir = resolve_model(args.model, args.modality)
+    predictor = Predictor(model_dir, tta=args.tta, threads=args.threads, postprocess=not args.no_postprocess)
+    modality = args.modality or predictor.modality or None
+    cases = expand_inputs(args.inputs)
+    out = Path(args.output)
+    failed: list[tuple[Path, str]] = []
+    names: dict[str, int] = {}
+    bar = tqdm(cases, desc="predict", unit="case", file=sys.stderr, disable=len(cases) < 2)
+    for path in bar:
+        base = path.name if path.is_dir() else stem_of(path)
+        names[base] = names.get(base, 0) + 1
+        stem = base if names[base] == 1 else f"{base}_{names[base]}"
+        try:
+            case = io.read(path, spacing=tuple(args.spacing) if args.spacing else None, modality=modality)
+            if args.output_format == "dicom-seg" and case.meta.get("dicom_files"):
+                from kidneyseg.io.dicomseg import check_sources, read_sources
+
+                check_sources(read_sources(case.meta["dicom_files"]), path)  # refuse before the network runs
+            result = predictor.predict_case(case, probabilities=args.save_probabilities)
+            written = save_prediction(result, out, fmt=args.output_format,
+                                      save_probabilities=args.save_probabilities, name=stem)
+            tqdm.write(written["line"], file=sys.stdout)
+        except KidneysegError as exc:
+            failed.append((path, str(exc)))
+            tqdm.write(f"kidneyseg predict: {path}: error: {exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
+            if getattr(args, "debug", False):
+                raise
+            failed.append((path, f"{type(exc).__name__}: {exc}"))
+            tqdm.write(f"kidneyseg predict: {path}: unexpected error: {type(exc).__name__}: {exc} "
+                       "(rerun with --debug for the traceback)", file=sys.stderr)
+    if failed:
+        print(f"kidneyseg predict: {len(failed)} of {len(cases)} case(s) failed: "
+              + ", ".join(str(p) for p, _ in failed), file=sys.stderr)
+        return 1
+    return 0

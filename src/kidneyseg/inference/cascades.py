@@ -1,0 +1,207 @@
+"""The two CT cascades of docs/CONTRACTS.md, run on a loaded model folder.
+
+``ct3d-cascade``
+    coarse 3D U-Net (kidney vs background, low resolution) -> at most two
+    kidney components -> per-kidney crop of the full-resolution RAS volume
+    (``crop_margin_mm``) -> fine 3D U-Net on the crop at its plan spacing ->
+    largest kidney component -> lesion 3D U-Net (input: crop image + fine
+    kidney mask; output background/tumour/cyst), lesions kept inside the
+    kidney -> each crop's labels undone onto the input grid and merged.
+``ct-detect-vnet``
+    Faster R-CNN on the windowed axial slices -> per-slice kidney boxes ->
+    3D box per kidney (two largest components) -> crop + margin, resampled
+    to the segmenter's ``patch_size`` -> V-Net -> largest component ->
+    undone onto the input grid and merged.
+
+Boxes move between grids through world (RAS mm) coordinates, so a box found
+on a 4 mm grid or on in-plane resampled slices is exact on the full grid.
+Both functions return ``(label on the input grid, probabilities or None)``;
+probabilities ``(C, *input shape)`` are 1 for background outside the crops.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from kidneyseg.case import Case
+
+Box = tuple[tuple[int, int], ...]
+
+
+def world_box_to_grid(box: Box, src_affine: np.ndarray, dst: Case, margin_mm: float) -> Box:
+    """Map a half-open voxel box on a source grid to ``dst``'s grid, grown by ``margin_mm``.
+
+    The 8 corners of the box (voxel edges, i.e. index - 0.5 and hi - 0.5) go
+    through world mm into ``dst`` index space; the result is clipped to ``dst``.
+    """
+    lo = np.array([b[0] for b in box], float) - 0.5
+    hi = np.array([b[1] for b in box], float) - 0.5
+    corners = np.array([[x, y, z, 1.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    m = np.linalg.inv(dst.affine) @ np.asarray(src_affine, float)
+    idx = (corners @ m.T)[:, :3]
+    grow = np.asarray([margin_mm / s for s in dst.spacing])
+    a = np.floor(idx.min(0) + 0.5 - grow).astype(int)
+    b = np.ceil(idx.max(0) + 0.5 + grow).astype(int)
+    return tuple((max(0, int(x)), min(int(n), int(y))) for x, y, n in zip(a, b, dst.shape))
+
+
+def _component_boxes(mask: np.ndarray, max_kidneys: int = 2) -> list[Box]:
+    from scipy import ndimage
+
+    from kidneyseg.postprocessing import component_sizes, keep_largest_components, label_components
+
+    kept = keep_largest_components(mask, max_kidneys, 1.0 / 3.0)
+    lab, n = label_components(kept)
+    sizes = component_sizes(lab, n)
+    objs = ndimage.find_objects(lab)
+    return [tuple((s.start, s.stop) for s in objs[int(i)]) for i in np.argsort(-sizes, kind="stable")
+            if objs[int(i)] is not None]
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    from kidneyseg.postprocessing import keep_largest_components
+
+    return keep_largest_components(mask, 1) if mask.any() else mask
+
+
+def _stage_fact(stage: Any, key: str, default: Any) -> Any:
+    return (stage.spec.get("stage") or {}).get(key, default)
+
+
+def _merge(out: np.ndarray, part: np.ndarray) -> None:
+    np.maximum(out, part, out=out)
+
+
+def _empty_probs(pred: Any, shape: Sequence[int]) -> np.ndarray:
+    p = np.zeros((len(pred.labels),) + tuple(shape), np.float32)
+    p[sorted(pred.labels).index(0) if 0 in pred.labels else 0] = 1.0
+    return p
+
+
+def _paste_probs(acc: np.ndarray, part: np.ndarray, region: np.ndarray) -> None:
+    """Inside ``region`` (bool, input grid) take the crop's probabilities."""
+    acc[:, region] = part[:, region]
+
+
+def run_cascade(pred: Any, model: Any, case: Case, need_probs: bool,
+                timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
+    """``ct3d-cascade`` on ``case``; see the module docstring."""
+    from kidneyseg.preprocessing.geometry import _resample_array, crop, reorient, undo
+    from kidneyseg.preprocessing.plan import apply_plan
+
+    coarse, fine = model.stages["coarse"], model.stages["fine"]
+    lesion = model.stages.get("lesion")
+    values = np.asarray(sorted(pred.labels), dtype=np.uint8)
+    out = np.zeros(case.shape, np.uint8)
+    acc = _empty_probs(pred, case.shape) if need_probs else None
+
+    t = time.perf_counter()
+    c_pre = apply_plan(case, coarse.plan)
+    c_probs = pred.stage_probabilities(coarse, c_pre)
+    bg = [c for c, v in enumerate(coarse.channel_to_label) if int(v) == 0]
+    c_mask = np.argmax(c_probs, axis=0)
+    c_mask = ~np.isin(c_mask, bg)
+    boxes = _component_boxes(c_mask, 2)
+    timings["coarse"] = time.perf_counter() - t
+
+    ras = reorient(case, fine.plan.get("orientation") or "RAS")
+    margin = float(_stage_fact(fine, "crop_margin_mm", 10.0))
+    timings["fine"] = 0.0
+    timings["lesion"] = 0.0
+    for box in boxes:
+        t = time.perf_counter()
+        fbox = world_box_to_grid(box, c_pre.affine, ras, margin)
+        crop_case = crop(ras, fbox)
+        f_pre = apply_plan(crop_case, fine.plan)
+        f_probs = pred.to_label_channels(pred.stage_probabilities(fine, f_pre), fine.channel_to_label)
+        f_lab = values[np.argmax(f_probs, axis=0)]
+        kidney = _largest(f_lab != 0)
+        f_lab[~kidney] = 0
+        timings["fine"] += time.perf_counter() - t
+        if lesion is not None and kidney.any():
+            t = time.perf_counter()
+            l_pre = apply_plan(crop_case, lesion.plan)
+            k_on_l = kidney if l_pre.shape == f_pre.shape else _resample_array(
+                kidney.astype(np.uint8), l_pre.shape, order=0, is_label=True).astype(bool)
+            l_probs = pred.to_label_channels(
+                pred.stage_probabilities(lesion, l_pre, extra=[k_on_l.astype(np.float32)]), lesion.channel_to_label)
+            l_lab = values[np.argmax(l_probs, axis=0)]
+            l_lab[~k_on_l] = 0
+            if l_pre.shape == f_pre.shape:
+                f_lab = np.where(l_lab != 0, l_lab, f_lab)
+                if need_probs:
+                    # inside the kidney: the lesion stage's classes, its background read as kidney
+                    vals = list(values)
+                    kid_values = [int(v) for v in fine.channel_to_label if int(v) != 0]
+                    if kid_values and 0 in vals:
+                        moved = l_probs.copy()
+                        moved[vals.index(kid_values[0])] += moved[vals.index(0)]
+                        moved[vals.index(0)] = 0.0
+                        f_probs = np.where(k_on_l[None], moved, f_probs)
+            else:
+                back_l = undo(l_pre, l_lab, is_label=True)
+                back_f = undo(f_pre, f_lab, is_label=True)
+                back = np.where((back_l != 0) & (back_f != 0), back_l, back_f)
+                _merge(out, back)
+                timings["lesion"] += time.perf_counter() - t
+                continue
+            timings["lesion"] += time.perf_counter() - t
+        t = time.perf_counter()
+        _merge(out, undo(f_pre, f_lab, is_label=True))
+        if need_probs and acc is not None:
+            region = undo(crop_case, np.ones(crop_case.shape, bool), is_label=True)
+            part = undo(f_pre, f_probs, is_label=False, channel_axis=True)
+            _paste_probs(acc, part, region)
+        timings["undo"] = timings.get("undo", 0.0) + time.perf_counter() - t
+    if need_probs and acc is not None:
+        acc /= np.clip(acc.sum(axis=0, keepdims=True), 1e-6, None)
+    return out, acc
+
+
+def run_detect_segment(pred: Any, model: Any, case: Case, need_probs: bool,
+                       timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
+    """``ct-detect-vnet`` on ``case``; see the module docstring."""
+    from kidneyseg.inference.engines import boxes_to_3d, detect_slices
+    from kidneyseg.preprocessing.geometry import crop, reorient, undo
+    from kidneyseg.preprocessing.plan import apply_plan
+
+    det, seg = model.stages["detector"], model.stages["segmenter"]
+    values = np.asarray(sorted(pred.labels), dtype=np.uint8)
+    out = np.zeros(case.shape, np.uint8)
+    acc = _empty_probs(pred, case.shape) if need_probs else None
+
+    t = time.perf_counter()
+    d_pre = apply_plan(case, det.plan)
+    threshold = float(_stage_fact(det, "score_threshold", 0.5))
+    dets = detect_slices(det.module, np.asarray(d_pre.image, np.float32)[None], score_threshold=threshold,
+                         batch_size=int(_stage_fact(det, "batch_size", 4)), device=pred.device)
+    boxes = boxes_to_3d(dets, d_pre.shape)
+    timings["detector"] = time.perf_counter() - t
+
+    ras = reorient(case, seg.plan.get("orientation") or "RAS")
+    margin = float(_stage_fact(seg, "crop_margin_mm", 10.0))
+    patch = [int(p) for p in seg.plan.get("patch_size") or (64, 64, 64)]
+    timings["segmenter"] = 0.0
+    for box in boxes:
+        t = time.perf_counter()
+        cbox = world_box_to_grid(box, d_pre.affine, ras, margin)
+        crop_case = crop(ras, cbox)
+        plan = dict(seg.plan)
+        if _stage_fact(seg, "resize_to_patch", True):
+            plan["target_spacing"] = [n * s / p for n, s, p in zip(crop_case.shape, crop_case.spacing, patch)]
+        s_pre = apply_plan(crop_case, plan)
+        s_probs = pred.to_label_channels(pred.stage_probabilities(seg, s_pre), seg.channel_to_label)
+        s_lab = values[np.argmax(s_probs, axis=0)]
+        s_lab[~_largest(s_lab != 0)] = 0
+        _merge(out, undo(s_pre, s_lab, is_label=True))
+        if need_probs and acc is not None:
+            region = undo(crop_case, np.ones(crop_case.shape, bool), is_label=True)
+            _paste_probs(acc, undo(s_pre, s_probs, is_label=False, channel_axis=True), region)
+        timings["segmenter"] += time.perf_counter() - t
+    if need_probs and acc is not None:
+        acc /= np.clip(acc.sum(axis=0, keepdims=True), 1e-6, None)
+    return out, acc

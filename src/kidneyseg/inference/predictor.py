@@ -1,0 +1,330 @@
+"""The Predictor: a model folder applied to a case, the result on the input grid.
+
+>>> from kidneyseg.inference import Predictor            # doctest: +SKIP
+>>> pred = Predictor("models/ct3d", tta=False, threads=2)  # doctest: +SKIP
+>>> result = pred.predict_case(kidneyseg.io.read("ct.nii.gz"))  # doctest: +SKIP
+>>> result.label.shape == result.case.shape                # doctest: +SKIP
+
+Flow per case: each stage's saved plan is applied (:func:`apply_plan`:
+reorient, resample, normalise; every grid step recorded in ``history``), the
+stage network runs (3D: MONAI Gaussian sliding window; 2D model on a volume:
+batched slice-wise; 2D image: whole image; optional mirroring TTA), the
+pipeline combines stages (cascade crops, detector boxes), every preprocessing
+step is undone (:func:`~kidneyseg.preprocessing.geometry.undo`) so the label
+map lies on the grid of the case as read, and post-processing cleans it.
+
+Several model folders given together form an ensemble: their probabilities
+on the input grid are averaged (they must declare the same labels).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kidneyseg.case import Case
+from kidneyseg.errors import InputError, KidneysegError
+
+log = logging.getLogger(__name__)
+
+KIDNEY_NAMES = ("kidney", "kidney_right", "kidney_left", "capsule", "foreground")
+LESION_NAMES = ("tumor", "tumour", "cyst")
+
+
+@dataclass
+class Prediction:
+    """What :meth:`Predictor.predict_case` returns.
+
+    Attributes
+    ----------
+    label:
+        uint8 label map on the grid of ``case`` (the input as read):
+        ``[i, j, k]`` or ``[row, col]``, values from ``labels``.
+    probabilities:
+        ``None`` unless asked for; else float16 ``(C, *case.shape)`` where
+        channel ``c`` is the probability of label value ``label_values[c]``.
+    labels:
+        ``{value: name}`` of the model.
+    case:
+        The input case (its ``affine``, ``meta`` and ``source`` are what
+        writers need).
+    pipeline:
+        Pipeline name(s) that produced it.
+    timings:
+        Seconds per step (``preprocess+network`` per stage, ``postprocess``, ``total``).
+    """
+
+    label: np.ndarray
+    probabilities: np.ndarray | None
+    labels: dict[int, str]
+    case: Case
+    pipeline: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label_values(self) -> list[int]:
+        """Label value of each probability channel (sorted)."""
+        return sorted(self.labels)
+
+    @property
+    def affine(self) -> np.ndarray:
+        """4x4 voxel-to-RAS+ (mm) matrix of ``label``."""
+        return self.case.affine
+
+
+def _names_to_values(labels: dict[int, str], names: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(v for v, n in sorted(labels.items()) if v != 0 and str(n).lower() in names)
+
+
+class Predictor:
+    """Apply one model folder (or several, as an ensemble) to cases.
+
+    Parameters
+    ----------
+    model:
+        Model folder path (``model.json`` + stage folders), a
+        :class:`~kidneyseg.models.folder.LoadedModel`, or a list of either
+        (an ensemble: probabilities averaged on the input grid).
+    tta:
+        Mirroring test-time augmentation (8 flips in 3D, 4 in 2D).
+    threads:
+        CPU threads for torch (``torch.set_num_threads``); ``None`` keeps the default.
+    overlap:
+        Sliding-window overlap fraction (3D).
+    slice_batch_size:
+        Slices per forward pass for 2D models on volumes.
+    postprocess:
+        Run :func:`kidneyseg.postprocessing.postprocess_label` on the result.
+    min_volume_ml:
+        Small-blob threshold for post-processing (mL; mm^2/1000 for 2D images).
+    device:
+        ``"cpu"`` or a torch device string.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        tta: bool = False,
+        threads: int | None = None,
+        overlap: float = 0.5,
+        sw_batch_size: int = 1,
+        slice_batch_size: int = 8,
+        postprocess: bool = True,
+        min_volume_ml: float = 0.5,
+        device: str = "cpu",
+    ) -> None:
+        from kidneyseg._optional import require
+
+        torch = require("torch", "prediction")
+        from kidneyseg.models.folder import LoadedModel, load_model_folder
+
+        if threads is not None:
+            if int(threads) < 1:
+                raise KidneysegError("threads must be at least 1", found=threads, fix="pass --threads 1 or more")
+            torch.set_num_threads(int(threads))
+        items = list(model) if isinstance(model, (list, tuple)) else [model]
+        if not items:
+            raise InputError("no model given", fix="pass --model DIR")
+        self.models = [m if isinstance(m, LoadedModel) else load_model_folder(m, device=device) for m in items]
+        labels = self.models[0].labels or {0: "background", 1: "kidney"}
+        for m in self.models[1:]:
+            if m.labels != labels:
+                raise InputError("ensemble members declare different labels", path=m.dir, found=m.labels,
+                                 expected=labels, fix="ensemble only models trained for the same task")
+        self.labels = {int(k): str(v) for k, v in labels.items()}
+        self.tta = bool(tta)
+        self.overlap = float(overlap)
+        self.sw_batch_size = int(sw_batch_size)
+        self.slice_batch_size = int(slice_batch_size)
+        self.postprocess = bool(postprocess)
+        self.min_volume_ml = float(min_volume_ml)
+        self.device = device
+        self.modality = str(self.models[0].spec.get("modality") or "")
+
+    # ------------------------------------------------------------------ public
+    @property
+    def pipeline(self) -> str:
+        """Pipeline name, ``+``-joined for ensembles."""
+        return "+".join(m.pipeline for m in self.models)
+
+    def predict_path(self, path: str | os.PathLike[str], *, spacing: Sequence[float] | None = None,
+                     probabilities: bool = False) -> Prediction:
+        """Read ``path`` with :func:`kidneyseg.io.read` and predict it."""
+        from kidneyseg import io
+
+        case = io.read(path, spacing=tuple(spacing) if spacing else None, modality=self.modality or None)
+        return self.predict_case(case, probabilities=probabilities)
+
+    def predict_case(self, case: Case, *, probabilities: bool = False) -> Prediction:
+        """Predict ``case`` (as read, any orientation); the label map lands on its grid.
+
+        ``probabilities=True`` also returns float16 ``(C, *case.shape)``
+        probabilities (channel order: sorted label values).
+        """
+        if case.image is None:
+            raise InputError("case has no image", path=case.source, fix="pass an image, not a label map")
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        values = sorted(self.labels)
+        need_probs = probabilities or len(self.models) > 1
+        results = [self._run_model(m, case, need_probs, timings) for m in self.models]
+        acc: np.ndarray | None = None
+        if len(results) == 1:
+            label, acc = results[0]
+        else:
+            acc = sum(r[1] for r in results if r[1] is not None) / len(results)  # type: ignore[assignment]
+            label = np.asarray(values, dtype=np.uint8)[np.argmax(acc, axis=0)]
+        t1 = time.perf_counter()
+        if self.postprocess:
+            from kidneyseg.postprocessing import postprocess_label
+
+            kid = _names_to_values(self.labels, KIDNEY_NAMES)
+            les = _names_to_values(self.labels, LESION_NAMES)
+            if kid:
+                label = postprocess_label(
+                    label, case.spacing, kidney_labels=kid, lesion_labels=les,
+                    max_kidneys=1 if case.ndim == 2 and (case.modality or self.modality) == "us" else 2,
+                    min_volume_ml=self.min_volume_ml if case.ndim == 3 else self.min_volume_ml / 100.0,
+                    affine=case.affine,
+                )
+        timings["postprocess"] = time.perf_counter() - t1
+        timings["total"] = time.perf_counter() - t0
+        probs16 = acc.astype(np.float16) if (probabilities and acc is not None) else None
+        return Prediction(label=label.astype(np.uint8, copy=False), probabilities=probs16, labels=dict(self.labels),
+                          case=case, pipeline=self.pipeline, timings=timings)
+
+    # ------------------------------------------------------------------ dispatch
+    def _run_model(self, model: Any, case: Case, need_probs: bool,
+                   timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
+        from kidneyseg.inference import cascades
+
+        names = list(model.stages)
+        mode = _inference_mode(model)
+        if mode == "cascade3d":
+            return cascades.run_cascade(self, model, case, need_probs, timings)
+        if mode == "detect-segment":
+            return cascades.run_detect_segment(self, model, case, need_probs, timings)
+        if len(names) != 1:
+            raise InputError("cannot tell how to run this model", path=model.dir, found=names,
+                             expected="one stage, coarse/fine[/lesion] or detector/segmenter",
+                             fix="check the model folder's model.json")
+        return self._run_single(model.stages[names[0]], case, need_probs, timings)
+
+    def _run_single(self, stage: Any, case: Case, need_probs: bool,
+                    timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
+        from kidneyseg.preprocessing.geometry import undo
+        from kidneyseg.preprocessing.plan import apply_plan
+
+        t = time.perf_counter()
+        pre = apply_plan(case, stage.plan)
+        probs = self.stage_probabilities(stage, pre)
+        full = self.to_label_channels(probs, stage.channel_to_label)
+        timings[f"{stage.name}"] = timings.get(stage.name, 0.0) + time.perf_counter() - t
+        t = time.perf_counter()
+        values = np.asarray(sorted(self.labels), dtype=np.uint8)
+        # the label map is the argmax on the network grid, brought back with nearest neighbour,
+        # whether or not probabilities are asked for (so both calls give the same labels)
+        out = undo(pre, values[np.argmax(full, axis=0)], is_label=True)
+        back = None
+        if need_probs:
+            back = undo(pre, full, is_label=False, channel_axis=True)
+            back /= np.clip(back.sum(axis=0, keepdims=True), 1e-6, None)
+        timings["undo"] = time.perf_counter() - t
+        return out, back
+
+    # ------------------------------------------------------------------ helpers used by cascades
+    def stage_probabilities(self, stage: Any, pre: Case, extra: list[np.ndarray] | None = None,
+                            progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Probabilities ``(C_out, *pre.shape)`` of one stage on its preprocessed case.
+
+        ``extra`` are additional input channels on ``pre``'s grid (e.g. the
+        kidney mask of the lesion stage).  A stage expecting more channels
+        than given gets the image repeated (RGB-trained 2D models on grey images).
+        """
+        from kidneyseg.inference.engines import predict_2d, predict_slicewise, sliding_window_3d
+
+        image = np.asarray(pre.image, dtype=np.float32)
+        chans = [image] + [np.asarray(e, dtype=np.float32) for e in (extra or [])]
+        want = int(stage.spec.get("in_channels", len(chans)))
+        while len(chans) < want:
+            chans.insert(1, image)
+        x = np.stack(chans[:want])
+        dims = int(stage.plan.get("spatial_dims", 3))
+        if dims == 3:
+            if pre.ndim != 3:
+                raise InputError("a 3D model cannot segment a 2D image", path=pre.source, found=f"shape {pre.shape}",
+                                 fix="use a 2D model for 2D images")
+            patch = stage.plan.get("patch_size") or [64, 64, 64]
+            return sliding_window_3d(stage.module, x, patch, overlap=self.overlap, sw_batch_size=self.sw_batch_size,
+                                     tta=self.tta, device=self.device)
+        if pre.ndim == 3:
+            return predict_slicewise(stage.module, x, batch_size=self.slice_batch_size, tta=self.tta,
+                                     device=self.device, progress=progress)
+        return predict_2d(stage.module, x, tta=self.tta, device=self.device)
+
+    def to_label_channels(self, probs: np.ndarray, channel_to_label: Sequence[int]) -> np.ndarray:
+        """Re-index stage channels ``(C_stage, ...)`` to the model's sorted label values ``(C, ...)``.
+
+        Channels mapping to the same label are summed; labels the stage does
+        not predict get probability 0.
+        """
+        values = sorted(self.labels)
+        out = np.zeros((len(values),) + probs.shape[1:], dtype=np.float32)
+        for c, v in enumerate(channel_to_label):
+            if int(v) not in values:
+                raise InputError("stage predicts a label the model does not declare", found=v, expected=values,
+                                 fix="check channel_to_label in the stage model.json")
+            out[values.index(int(v))] += probs[c]
+        return out
+
+
+def _inference_mode(model: Any) -> str:
+    from kidneyseg.models.pipelines import PIPELINES
+
+    p = PIPELINES.get(model.pipeline)
+    if p is not None:
+        return p.inference
+    names = set(model.stages)
+    if {"coarse", "fine"} <= names:
+        return "cascade3d"
+    if {"detector", "segmenter"} <= names:
+        return "detect-segment"
+    return "single"
+
+
+def default_model_dir(modality: str) -> Path:
+    """Folder of the embedded default model for ``modality`` (``kidneyseg/default_models/<modality>``)."""
+    return Path(__file__).resolve().parents[1] / "default_models" / modality
+
+
+def resolve_model(model: str | os.PathLike[str] | None, modality: str | None) -> Path:
+    """The model folder for ``--model`` (a folder, or a default model name) and ``--modality``.
+
+    Without ``model`` the embedded default for the modality is used; where
+    none is embedded yet, an error says to pass ``--model DIR``.
+    """
+    if model is not None:
+        p = Path(model)
+        if (p / "model.json").is_file():
+            return p
+        named = Path(__file__).resolve().parents[1] / "default_models" / str(model)
+        if (named / "model.json").is_file():
+            return named
+        raise InputError("no model folder here", path=p, found="no model.json",
+                         expected="a folder written by `kidneyseg train` (model.json + stage folders) "
+                                  "or the name of an embedded default model",
+                         fix="pass --model DIR pointing at a trained model folder")
+    mod = modality or "ct"
+    d = default_model_dir(mod)
+    if not (d / "model.json").is_file():
+        raise InputError(f"no embedded default model for modality '{mod}' in this installation", path=d,
+                         fix="train one with `kidneyseg train` and pass --model DIR")
+    return d
