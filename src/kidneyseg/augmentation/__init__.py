@@ -1,1 +1,11 @@
-"""augmentation stage."""
+"""augmentation stage: seeded MONAI dictionary transforms chosen by modality.
+
+Samples are dicts ``{"image": float32 (1, *spatial), "label": uint8/int (1, *spatial)}``
+(channel first; spatial ``(H, W)`` or ``(X, Y, Z)``).  Spatial transforms move
+image and label together, the label always with nearest neighbour;
+intensity transforms touch the image only.
+"""
+
+from kidneyseg.augmentation.transforms import augmentation_names, build_train_transform
+
+__all__ = ["augmentation_names", "build_train_transform"]

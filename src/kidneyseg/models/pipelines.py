@@ -46,7 +46,8 @@ class StageDef:
         where present, tumour), ``boxes`` (kidney boxes for the detector).
     plan:
         Plan overrides applied on top of the data fingerprint's plan
-        (``target_spacing``, ``patch_size``, ``intensity``...).
+        (``target_spacing``, ``patch_size``, ``intensity``...).  Crop stages
+        without a ``patch_size`` here get one covering the median kidney crop.
     extra_inputs:
         Extra input channels besides the image (``["kidney_mask"]`` for the
         lesion stage).
@@ -161,9 +162,9 @@ PIPELINES: dict[str, Pipeline] = {
                      arch_kwargs={"channels": [16, 32, 64, 128], "strides": [2, 2, 2]},
                      plan={"target_spacing": [4.0, 4.0, 4.0], "patch_size": [64, 64, 64]}),
             StageDef("fine", "unet3d", 3, "fine", target="kidney", loss="weighted-ce-dice",
-                     plan={"patch_size": [64, 64, 64]}, facts={"crop_margin_mm": 10.0}),
+                     facts={"crop_margin_mm": 10.0}),
             StageDef("lesion", "unet3d", 3, "lesion", target="lesion", loss="weighted-ce-dice",
-                     plan={"patch_size": [64, 64, 64]}, extra_inputs=("kidney_mask",), optional=True,
+                     extra_inputs=("kidney_mask",), optional=True,
                      facts={"crop_margin_mm": 10.0, "inside_kidney": True}),
         ),
         "3-step 3D cascade",

@@ -1,0 +1,123 @@
+"""Training transforms: patch sampling with foreground oversampling, then augmentation by modality.
+
+``build_train_transform(modality, spatial_dims, patch_size, ...)`` returns a
+MONAI ``Compose``; call ``set_random_state(seed)`` on it (the trainer does it
+every epoch with ``seed + epoch``) to make the sequence of random draws
+reproducible.
+
+Per modality (``strength="default"``):
+
+============== ===================================================================
+all            pad to the patch, crop a patch (``fg_ratio`` of patches centred on
+               foreground), rotation by 90/180/270 degrees in-plane and flips (not
+               when labels are sided left/right), small rotations (+-15 deg),
+               scaling (0.85-1.15), elastic deformation (2D only by default),
+               brightness, contrast, gamma, Gaussian noise
+us             + speckle (multiplicative) noise, no 90-degree rotations (the
+               probe is always at the top)
+============== ===================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from kidneyseg.errors import KidneysegError, unknown_name
+
+KEYS = ("image", "label")
+STRENGTHS = ("none", "light", "default")
+
+
+def augmentation_names() -> list[str]:
+    """Accepted ``strength`` values."""
+    return list(STRENGTHS)
+
+
+def build_train_transform(
+    modality: str,
+    spatial_dims: int,
+    patch_size: Sequence[int],
+    *,
+    fg_ratio: float = 0.33,
+    strength: str = "default",
+    sided_labels: bool = False,
+    elastic_3d: bool = False,
+    extra_label_keys: Sequence[str] = (),
+) -> Any:
+    """Compose of patch sampling and augmentation.
+
+    Parameters
+    ----------
+    modality:
+        ``ct``, ``mr`` or ``us``.
+    spatial_dims:
+        2 (``(1, H, W)`` samples) or 3 (``(1, X, Y, Z)``).
+    patch_size:
+        Output spatial size; samples smaller than it are zero-padded first.
+    fg_ratio:
+        Fraction of patches centred on a foreground voxel (label > 0);
+        the rest are centred on background (nnU-Net's oversampling is 1/3).
+    strength:
+        ``none`` (patch sampling only), ``light`` (flips, small rotations,
+        brightness) or ``default`` (the table above).
+    sided_labels:
+        Labels distinguish left and right (CHAOS): no flips or 90-degree
+        rotations, which would swap sides.
+    elastic_3d:
+        Also run elastic deformation on 3D patches (slow on CPU).
+    extra_label_keys:
+        Further keys transformed like the label (nearest neighbour, no
+        intensity change), e.g. ``"mask"`` for the lesion stage's kidney mask.
+    """
+    from monai import transforms as T
+
+    from kidneyseg.augmentation.speckle import RandSpeckleNoised
+
+    if strength not in STRENGTHS:
+        raise unknown_name("augmentation strength", strength, STRENGTHS)
+    if spatial_dims not in (2, 3) or len(patch_size) != spatial_dims:
+        raise KidneysegError("patch size does not fit spatial_dims", found=list(patch_size),
+                             expected=f"{spatial_dims} sizes", fix="check the plan's patch_size")
+    if not 0.0 <= fg_ratio <= 1.0:
+        raise KidneysegError("fg_ratio out of range", found=fg_ratio, expected="0..1")
+    patch = [int(p) for p in patch_size]
+    keys = ("image", "label", *extra_label_keys)
+    modes = ("bilinear", "nearest", *("nearest" for _ in extra_label_keys))
+    pos = fg_ratio
+    neg = 1.0 - fg_ratio
+    ts: list[Any] = [
+        T.SpatialPadd(keys, spatial_size=patch),
+        T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch, pos=pos, neg=neg, num_samples=1,
+                                 allow_smaller=False),
+    ]
+    if strength == "none":
+        return T.Compose(ts)
+    plane = (0, 1)
+    if not sided_labels:
+        if modality != "us" and strength == "default":
+            ts.append(T.RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=plane))
+        for ax in range(spatial_dims if modality != "us" else 1):
+            ts.append(T.RandFlipd(keys, prob=0.5, spatial_axis=ax))
+    small = math.radians(15)
+    if spatial_dims == 2:
+        ts.append(T.RandRotated(keys, range_x=small, prob=0.3, mode=modes, padding_mode="zeros"))
+    else:
+        ts.append(T.RandRotated(keys, range_z=small, prob=0.3, mode=modes, padding_mode="zeros"))
+    if strength == "default":
+        ts.append(T.RandZoomd(keys, min_zoom=0.85, max_zoom=1.15, prob=0.3, mode=modes, keep_size=True))
+        if spatial_dims == 2:
+            ts.append(T.Rand2DElasticd(keys, spacing=(32, 32), magnitude_range=(1, 3), prob=0.1, mode=modes,
+                                       padding_mode="zeros"))
+        elif elastic_3d:
+            ts.append(T.Rand3DElasticd(keys, sigma_range=(5, 8), magnitude_range=(50, 150), prob=0.1, mode=modes,
+                                       padding_mode="zeros"))
+    ts.append(T.RandShiftIntensityd("image", offsets=0.1, prob=0.3))  # brightness
+    if strength == "default":
+        ts.append(T.RandScaleIntensityd("image", factors=0.15, prob=0.3))  # contrast
+        ts.append(T.RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=0.3))  # gamma
+        ts.append(T.RandGaussianNoised("image", std=0.05, prob=0.15))
+        if modality == "us":
+            ts.append(RandSpeckleNoised("image", prob=0.3, std_range=(0.05, 0.2)))
+    return T.Compose(ts)

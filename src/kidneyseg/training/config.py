@@ -1,0 +1,133 @@
+"""Training configuration: a dataclass, read from JSON, overridden by command-line flags."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from kidneyseg.errors import InputError
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (saved in ``model.json["training"]["config"]``).
+
+    Attributes
+    ----------
+    epochs, batch_size, lr:
+        Epochs per stage, samples per step, Adam learning rate (constant).
+    seed:
+        Seeds python, numpy, torch, the split, the sample order and augmentation.
+    fold, folds:
+        Which of ``folds`` case-level splits (``kidneyseg.data.splits``) is validated on;
+        ``fold = -1`` trains on every case without validation.
+    val_every:
+        Validate every N epochs (and after the last).
+    threads:
+        torch intra-op threads (``torch.set_num_threads``).
+    loss:
+        Loss name for every stage, or ``None`` for each stage's default.
+    init:
+        ``default`` (library initialisation) or ``kaiming``.
+    augmentation:
+        ``none``, ``light`` or ``default`` (``kidneyseg.augmentation``).
+    fg_ratio:
+        Fraction of patches centred on foreground.
+    samples_per_case:
+        3D stages: patches drawn per training sample per epoch.
+    max_background_slices:
+        2D stages on volumes: background-only slices kept per case (all foreground slices are kept).
+    ensemble_training:
+        ``members-then-fusion`` (members first, then the fusion with members frozen)
+        or ``end-to-end`` (concat ensembles only).
+    fusion_epochs:
+        Epochs of the fusion phase in ``members-then-fusion`` (default ``max(1, epochs // 3)``).
+    patch_size:
+        Overrides every stage's plan patch size (per stage: ``stage_plans``).
+    stage_plans:
+        Per stage plan overrides, e.g. ``{"coarse": {"target_spacing": [5, 5, 5]}}``.
+    stage_arch_kwargs:
+        Per stage architecture overrides, e.g. ``{"main": {"channels": [8, 16, 32]}}``.
+    labels:
+        Data set adapter options (``label_map``, ``task``...): passed to ``load_dataset``.
+    encoder_weights:
+        Local encoder state dict files (one per ensemble member, ``None`` to skip).
+    progress:
+        Show tqdm progress bars.
+    max_cases:
+        Use at most this many cases (quick runs); ``None`` = all.
+    """
+
+    epochs: int = 50
+    batch_size: int = 2
+    lr: float = 1e-3
+    seed: int = 0
+    fold: int = 0
+    folds: int = 5
+    val_every: int = 1
+    threads: int | None = None
+    loss: str | None = None
+    init: str = "default"
+    augmentation: str = "default"
+    fg_ratio: float = 0.33
+    samples_per_case: int = 1
+    max_background_slices: int = 4
+    ensemble_training: str = "members-then-fusion"
+    fusion_epochs: int | None = None
+    patch_size: list[int] | None = None
+    stage_plans: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stage_arch_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    encoder_weights: list[str | None] | None = None
+    progress: bool = True
+    max_cases: int | None = None
+
+    def check(self) -> TrainConfig:
+        """Validate values; raises :class:`InputError` naming the bad field."""
+        def bad(name: str, found: Any, expected: str) -> InputError:
+            return InputError(f"training option '{name}' is invalid", found=found, expected=expected,
+                              fix=f"fix {name} in the config file or on the command line")
+
+        if self.epochs < 1:
+            raise bad("epochs", self.epochs, ">= 1")
+        if self.batch_size < 1:
+            raise bad("batch_size", self.batch_size, ">= 1")
+        if not self.lr > 0:
+            raise bad("lr", self.lr, "> 0")
+        if self.val_every < 1:
+            raise bad("val_every", self.val_every, ">= 1")
+        if self.init not in ("default", "kaiming"):
+            raise bad("init", self.init, "default or kaiming")
+        if self.ensemble_training not in ("members-then-fusion", "end-to-end"):
+            raise bad("ensemble_training", self.ensemble_training, "members-then-fusion or end-to-end")
+        if self.fold >= self.folds or self.fold < -1:
+            raise bad("fold", self.fold, f"-1 (no validation) or 0..{self.folds - 1}")
+        if self.threads is not None and self.threads < 1:
+            raise bad("threads", self.threads, ">= 1")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str] | None, **overrides: Any) -> TrainConfig:
+        """Read a JSON file (keys = field names), then apply non-``None`` overrides."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise InputError("config file not found", path=p, expected="a JSON file", fix="check --config")
+            try:
+                values = json.loads(p.read_text())
+            except json.JSONDecodeError as exc:
+                raise InputError("config file is not valid JSON", path=p, found=str(exc)) from exc
+            names = {f.name for f in fields(cls)}
+            unknown = sorted(set(values) - names)
+            if unknown:
+                raise InputError("unknown keys in the config file", path=p, found=", ".join(unknown),
+                                 expected="one of: " + ", ".join(sorted(names)), fix="remove or rename them")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values).check()

@@ -1,0 +1,322 @@
+"""Train a named pipeline stage by stage and write the model folder.
+
+``train_pipeline(pipeline, data, fmt, out, config, resume=False)``:
+
+1. list the data set (``kidneyseg.data.adapters.load_dataset``), keep labelled cases,
+   split them by patient (``kidneyseg.data.splits.make_splits``, fold ``config.fold``);
+2. for every stage of the pipeline (``kidneyseg.models.pipelines``): derive its plan from
+   the training cases' fingerprint (``plan_from_fingerprint``) plus the stage's
+   overrides, preprocess (``apply_plan``), build samples (slices, volumes, per-kidney
+   crops, detector boxes), train with :class:`~kidneyseg.training.trainer.StageTrainer`
+   and save the stage (``kidneyseg.models.folder.save_stage``);
+3. write the top ``model.json``.
+
+Layout of ``out``::
+
+    out/model.json, out/<stage>/{model.json, weights.pt, log.csv, curves.png}
+    out/checkpoints/config.json, out/checkpoints/<stage>/{last.pt, best.pt, log.csv, curves.png, done}
+
+``checkpoints/`` is what ``--resume`` reads; the model folder works without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kidneyseg.case import Case
+from kidneyseg.errors import InputError, KidneysegError, OutputError
+from kidneyseg.models.pipelines import Pipeline, StageDef, get_pipeline
+from kidneyseg.training.config import TrainConfig
+from kidneyseg.training.targets import lesion_values, target_mapping
+
+log = logging.getLogger(__name__)
+
+CKPT = "checkpoints"
+# Config fields that may change between an interrupted run and its resumption.
+_RESUME_FREE = {"threads", "progress"}
+
+
+def fingerprint_of(cases: list[Case], task: str, modality: str | None) -> dict[str, Any]:
+    """Minimal fingerprint for ``plan_from_fingerprint``: spacing and shape per case in RAS axis order."""
+    import nibabel as nib
+
+    spacings, shapes = [], []
+    for c in cases:
+        sp, sh = list(c.spacing), list(c.shape)
+        if c.ndim == 3:
+            ornt = nib.orientations.io_orientation(c.affine)
+            sp_r, sh_r = [0.0] * 3, [0] * 3
+            for ax in range(3):
+                sp_r[int(ornt[ax, 0])] = sp[ax]
+                sh_r[int(ornt[ax, 0])] = sh[ax]
+            sp, sh = sp_r, sh_r
+        spacings.append(sp)
+        shapes.append(sh)
+    return {"spacings": spacings, "shapes": shapes, "task": task, "modality": modality,
+            "spatial_dims": cases[0].ndim if cases else 3}
+
+
+def _check_out(out: Path, resume: bool, cfg: TrainConfig) -> None:
+    cfg_path = out / CKPT / "config.json"
+    if resume:
+        if cfg_path.is_file():
+            old = json.loads(cfg_path.read_text())
+            new = json.loads(json.dumps(cfg.to_dict()))
+            diff = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE and old.get(k) != new.get(k))
+            if diff:
+                raise InputError(
+                    "--resume with different training options", path=cfg_path,
+                    found=", ".join(f"{k}={new.get(k)!r}" for k in diff),
+                    expected=", ".join(f"{k}={old.get(k)!r}" for k in diff),
+                    fix="repeat the interrupted command's options (only --threads may change)",
+                )
+        return
+    if (out / "model.json").exists():
+        raise OutputError("output folder already holds a model", path=out, fix="choose another -o folder")
+    if (out / CKPT).exists():
+        raise OutputError("output folder holds an unfinished training run", path=out,
+                          fix="add --resume to continue it, or choose another -o folder")
+
+
+def _stage_plan(stage: StageDef, fp: dict[str, Any], modality: str, cfg: TrainConfig, labels: dict[str, str]) -> dict[str, Any]:
+    from kidneyseg.preprocessing.plan import plan_from_fingerprint, validate_plan
+
+    plan = plan_from_fingerprint(fp, stage.spatial_dims, modality)
+    plan.update(json.loads(json.dumps(stage.plan)))
+    if cfg.patch_size is not None:
+        if len(cfg.patch_size) != stage.spatial_dims:
+            raise InputError("patch_size does not fit the stage", found=cfg.patch_size,
+                             expected=f"{stage.spatial_dims} sizes for stage {stage.name}",
+                             fix="set per-stage sizes in stage_plans of the config file")
+        plan["patch_size"] = list(cfg.patch_size)
+    plan.update(cfg.stage_plans.get(stage.name, {}))
+    plan["labels"] = labels
+    return validate_plan(plan)
+
+
+def _has_lesions(cases: list[Case], task: str) -> bool:
+    vals = lesion_values(task)
+    return bool(vals) and any(c.label is not None and np.isin(c.label, vals).any() for c in cases)
+
+
+def _build_module(stage: StageDef, arch_kwargs: dict[str, Any], out_channels: int, cfg: TrainConfig,
+                  encoder_weights: list[str | None] | None) -> Any:
+    from kidneyseg.models.encoders import load_encoder_weights
+    from kidneyseg.models.modules import kaiming_init
+    from kidneyseg.models.registry import create_model
+
+    module = create_model(stage.arch, in_channels=stage.in_channels, out_channels=out_channels, **arch_kwargs)
+    if cfg.init == "kaiming":
+        kaiming_init(module)
+    if encoder_weights:
+        if hasattr(module, "members"):
+            if len(encoder_weights) != len(module.members):
+                raise InputError("wrong number of --encoder-weights for the ensemble", found=len(encoder_weights),
+                                 expected=len(module.members),
+                                 fix="give one file per member in member order ('none' to skip one)")
+            for spec, member, w in zip(arch_kwargs["members"], module.members, encoder_weights):
+                if w is not None:
+                    load_encoder_weights(member, w, arch=spec["arch"])
+        else:
+            load_encoder_weights(module, encoder_weights[0], arch=stage.arch)
+    return module
+
+
+def _preprocess(cases: list[Case], plan: dict[str, Any], cache: dict[str, list[Case]]) -> list[Case]:
+    from kidneyseg.preprocessing.plan import apply_plan
+
+    key = json.dumps({k: plan.get(k) for k in ("orientation", "target_spacing", "intensity", "denoise", "crop",
+                                                 "spatial_dims")}, sort_keys=True)
+    if key not in cache:
+        cache[key] = [apply_plan(c, plan) for c in cases]
+    return cache[key]
+
+
+def _samples(stage: StageDef, cases: list[Case], task: str, mapping: dict[int, int], plan: dict[str, Any],
+             cfg: TrainConfig) -> list[dict[str, Any]]:
+    from kidneyseg.training import samples as S
+
+    out: list[dict[str, Any]] = []
+    for i, c in enumerate(cases):
+        if stage.role == "detector":
+            out += S.detector_samples(c, task, max_background=cfg.max_background_slices, seed=cfg.seed + i)
+        elif stage.spatial_dims == 2:
+            out += S.slice_samples(c, mapping, max_background=cfg.max_background_slices, seed=cfg.seed + i)
+        elif stage.role in ("fine", "lesion", "segmenter"):
+            out += S.crop_samples(
+                c, task, mapping, float(stage.facts.get("crop_margin_mm", 10.0)), with_mask=stage.role == "lesion",
+                resize_to=plan["patch_size"] if stage.facts.get("resize_to_patch") else None,
+            )
+        else:
+            out.append(S.volume_sample(c, mapping))
+    return out
+
+
+def train_pipeline(
+    pipeline: str | Pipeline,
+    data: str | os.PathLike[str],
+    fmt: str,
+    out: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    callbacks: dict[str, list[Any]] | None = None,
+) -> Path:
+    """Train every stage of ``pipeline`` on the data set ``data`` (layout ``fmt``); returns the model folder.
+
+    ``callbacks`` maps a stage name to functions ``f(epoch, row)`` called after each epoch.
+    """
+    import torch
+
+    from kidneyseg.data.adapters import load_dataset
+    from kidneyseg.models.folder import library_versions, save_model_folder, save_stage, write_json
+    from kidneyseg.training.detector_trainer import DetectorTrainer
+    from kidneyseg.training.losses import class_weights_from_counts, create_loss
+    from kidneyseg.training.trainer import DONE, StageTrainer, seed_everything
+
+    cfg = (config or TrainConfig()).check()
+    pipe = pipeline if isinstance(pipeline, Pipeline) else get_pipeline(pipeline)
+    out = Path(out)
+    _check_out(out, resume, cfg)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    t0 = time.time()
+
+    ds = load_dataset(data, fmt, **cfg.dataset_options)
+    refs = [c for c in ds.cases if c.label_path is not None and c.image_path is not None]
+    if cfg.max_cases:
+        refs = refs[: cfg.max_cases]
+    if not refs:
+        raise InputError("no case with both image and label", path=data, expected="labelled images",
+                         fix="check --data and --format (`kidneyseg data check`)")
+    ds = replace(ds, cases=refs)
+    if cfg.fold >= 0:
+        from kidneyseg.data.splits import make_splits
+
+        split = make_splits(ds, folds=cfg.folds, seed=cfg.seed)[cfg.fold]
+        train_names, val_names = list(split["train"]), list(split["val"])
+    else:
+        train_names, val_names = [c.name for c in refs], []
+    by_name = {c.name: c for c in refs}
+    log.info("%s: %d training and %d validation cases", pipe.name, len(train_names), len(val_names))
+    raw_train = [by_name[n].load() for n in train_names]
+    raw_val = [by_name[n].load() for n in val_names]
+    task, modality = ds.task, (ds.modality or "ct")
+    if modality not in pipe.modalities:
+        log.warning("pipeline %s is meant for %s, the data are %s", pipe.name, "/".join(pipe.modalities), modality)
+    data_dims = raw_train[0].ndim
+    fp = fingerprint_of(raw_train, task, modality)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CKPT).mkdir(exist_ok=True)
+    write_json(out / CKPT / "config.json", cfg.to_dict())
+
+    cache_train: dict[str, list[Case]] = {}
+    cache_val: dict[str, list[Case]] = {}
+    done_stages: list[str] = []
+    skipped: dict[str, str] = {}
+    summaries: dict[str, Any] = {}
+    top_labels: dict[str, str] = {"0": "background"}
+    encoder_weights = cfg.encoder_weights
+    for si, stage in enumerate(pipe.stages):
+        if stage.spatial_dims == 3 and data_dims == 2:
+            raise InputError(f"pipeline {pipe.name} needs volumes", path=data, found="2D images",
+                             expected="3D volumes", fix="use a 2D pipeline (ct2d-*, us-triple-ensemble)")
+        if stage.optional and stage.target == "lesion" and not _has_lesions(raw_train, task):
+            skipped[stage.name] = f"no lesion labels ({task})"
+            log.info("stage %s skipped: %s", stage.name, skipped[stage.name])
+            continue
+        mapping, channel_to_label, labels = target_mapping(stage.target, task)
+        if stage.role != "detector":
+            top_labels.update(labels)
+        ckpt_dir = out / CKPT / stage.name
+        arch_kwargs = json.loads(json.dumps({**stage.arch_kwargs, **cfg.stage_arch_kwargs.get(stage.name, {})}))
+        if stage.role == "detector":
+            arch_kwargs = {**arch_kwargs}
+        plan = _stage_plan(stage, fp, modality, cfg, labels)
+        tr = _preprocess(raw_train, plan, cache_train)
+        va = _preprocess(raw_val, plan, cache_val)
+        train_samples = _samples(stage, tr, task, mapping, plan, cfg)
+        val_samples = _samples(stage, va, task, mapping, plan, cfg)
+        crop_stage = stage.role in ("fine", "lesion") and "patch_size" not in stage.plan
+        if crop_stage and cfg.patch_size is None and "patch_size" not in cfg.stage_plans.get(stage.name, {}):
+            from kidneyseg.training.samples import patch_for_crops
+
+            plan["patch_size"] = patch_for_crops(train_samples)
+        if resume and (ckpt_dir / DONE).is_file() and (out / stage.name / "weights.pt").is_file():
+            log.info("stage %s already trained", stage.name)
+            done_stages.append(stage.name)
+            summaries[stage.name] = json.loads((out / stage.name / "model.json").read_text())["stage"].get("training")
+            continue
+        seed_everything(cfg.seed + si)
+        module = _build_module(stage, arch_kwargs, len(channel_to_label), cfg,
+                               encoder_weights if stage.arch not in ("unet2d", "unet3d", "vnet") else None)
+        if stage.role == "detector":
+            loss_name, loss = "faster-rcnn", None
+            trainer_cls: type[StageTrainer] = DetectorTrainer
+        else:
+            loss_name = cfg.loss or stage.loss
+            loss_kwargs: dict[str, Any] = {}
+            if loss_name == "weighted-ce-dice":
+                counts = np.bincount(np.concatenate([s["label"].ravel() for s in train_samples]),
+                                     minlength=len(channel_to_label))[: len(channel_to_label)]
+                loss_kwargs["class_weights"] = class_weights_from_counts(counts.tolist())
+            loss = create_loss(loss_name, **loss_kwargs)
+            trainer_cls = StageTrainer
+        trainer = trainer_cls(
+            module, loss, cfg, ckpt_dir, spatial_dims=stage.spatial_dims, patch_size=plan["patch_size"],
+            modality=modality, channel_names=[labels[str(v)] for v in channel_to_label],
+            sided_labels=stage.target == "all" and task == "chaos-mr", name=stage.name,
+        )
+        trainer.on_epoch_end += (callbacks or {}).get(stage.name, [])
+        log.info("stage %s: %s, %d training / %d validation samples, patch %s", stage.name, stage.arch,
+                 len(train_samples), len(val_samples), plan["patch_size"])
+        summary = trainer.fit(train_samples, val_samples, resume=resume)
+        summary.update({"train_samples": len(train_samples), "val_samples": len(val_samples), "loss": loss_name,
+                        "loss_kwargs": loss_kwargs if stage.role != "detector" else {}})
+        module.load_state_dict(trainer.final_state())
+        spec = {
+            "arch": stage.arch, "arch_kwargs": arch_kwargs, "in_channels": stage.in_channels,
+            "out_channels": len(channel_to_label), "channel_to_label": channel_to_label, "plan": plan,
+            "stage": {"name": stage.name, "role": stage.role, "target": stage.target,
+                      "inputs": ["image", *stage.extra_inputs], **json.loads(json.dumps(stage.facts)),
+                      "training": summary},
+        }
+        save_stage(out / stage.name, module, spec)
+        for f in ("log.csv", "curves.png"):
+            if (ckpt_dir / f).is_file():
+                shutil.copyfile(ckpt_dir / f, out / stage.name / f)
+        done_stages.append(stage.name)
+        summaries[stage.name] = summary
+    if not done_stages:
+        raise KidneysegError("no stage was trained", found=skipped, fix="check the data set's labels")
+    top = {
+        "pipeline": pipe.name,
+        "task": task,
+        "modality": modality,
+        "labels": dict(sorted(top_labels.items(), key=lambda kv: int(kv[0]))),
+        "stages": done_stages,
+        "inference": pipe.inference,
+        "training": {
+            "data": {"root": str(data), "format": fmt, "cases": len(refs), "train": train_names, "val": val_names,
+                     "fold": cfg.fold, "folds": cfg.folds},
+            "config": cfg.to_dict(),
+            "stages": summaries,
+            "skipped_stages": skipped,
+            "seconds": round(time.time() - t0, 1),
+        },
+        "versions": library_versions(),
+        "card": {"description": pipe.description, "method": pipe.reference,
+                 "intended_use": "research; not a medical device"},
+    }
+    save_model_folder(out, top)
+    return out

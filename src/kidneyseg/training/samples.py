@@ -1,0 +1,131 @@
+"""Turn preprocessed cases into training samples for each kind of stage.
+
+All functions take cases already passed through ``apply_plan`` (RAS volumes
+``[i, j, k]`` or 2D images ``[row, col]``, float32 image, uint8 label with the
+task's values) and return lists of sample dicts (see :mod:`.trainer`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from kidneyseg.case import Case
+from kidneyseg.training.targets import kidney_values, to_channels
+
+
+def slice_samples(case: Case, mapping: dict[int, int], *, max_background: int, seed: int) -> list[dict[str, Any]]:
+    """2D samples: the image itself, or axial slices ``[:, :, k]`` of a volume.
+
+    Of a volume, every slice with foreground is kept plus at most
+    ``max_background`` background-only slices chosen with ``seed``.
+    """
+    lab = to_channels(case.label, mapping)
+    img = case.image.astype(np.float32)
+    if case.ndim == 2:
+        return [{"image": img[None], "label": lab[None], "name": case.name}]
+    fg = np.nonzero(lab.any(axis=(0, 1)))[0]
+    bg = np.setdiff1d(np.arange(lab.shape[2]), fg)
+    rng = np.random.default_rng(seed)
+    keep_bg = rng.choice(bg, size=min(len(bg), max_background), replace=False) if len(bg) else []
+    ks = sorted([int(k) for k in fg] + [int(k) for k in keep_bg])
+    return [{"image": np.ascontiguousarray(img[None, :, :, k]), "label": np.ascontiguousarray(lab[None, :, :, k]),
+             "name": f"{case.name}_z{k:03d}"} for k in ks]
+
+
+def volume_sample(case: Case, mapping: dict[int, int]) -> dict[str, Any]:
+    """One 3D sample: the whole (resampled) volume; patches are cut by the augmentation."""
+    return {"image": case.image.astype(np.float32)[None], "label": to_channels(case.label, mapping)[None],
+            "name": case.name}
+
+
+def kidney_boxes(label: np.ndarray, task: str, spacing: Sequence[float], margin_mm: float,
+                 max_kidneys: int = 2, min_voxels: int = 50) -> list[tuple[tuple[int, int], ...]]:
+    """Per-kidney crop boxes ``((lo, hi), ...)`` (voxels, ``hi`` exclusive) with a margin in mm.
+
+    Kidneys are the ``max_kidneys`` largest 26-connected components of the
+    kidney region (kidney + masses) with at least ``min_voxels`` voxels.
+    """
+    from scipy import ndimage
+
+    fg = np.isin(label, kidney_values(task))
+    comps, n = ndimage.label(fg, structure=np.ones((3,) * label.ndim, bool))
+    if n == 0:
+        return []
+    sizes = np.bincount(comps.ravel())[1:]
+    order = [int(i) + 1 for i in np.argsort(-sizes, kind="stable") if sizes[i] >= min_voxels][:max_kidneys]
+    objs = ndimage.find_objects(comps)
+    boxes = []
+    for cid in sorted(order, key=lambda c: objs[c - 1][0].start):
+        sl = objs[cid - 1]
+        box = []
+        for ax, s in enumerate(sl):
+            m = int(math.ceil(margin_mm / float(spacing[ax])))
+            box.append((max(0, s.start - m), min(label.shape[ax], s.stop + m)))
+        boxes.append(tuple(box))
+    return boxes
+
+
+def crop_samples(case: Case, task: str, mapping: dict[int, int], margin_mm: float, *, with_mask: bool = False,
+                 resize_to: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """3D samples of the per-kidney crops of ``case``.
+
+    ``with_mask`` adds ``"mask"``: the ground-truth kidney region of the crop
+    (the lesion stage's second input channel).  ``resize_to`` resamples each
+    crop to a fixed size (V-Net segmenter: image linear, label/mask nearest).
+    """
+    out = []
+    for n, box in enumerate(kidney_boxes(case.label, task, case.spacing, margin_mm)):
+        sl = tuple(slice(lo, hi) for lo, hi in box)
+        img = case.image[sl].astype(np.float32)
+        lab = case.label[sl]
+        s: dict[str, Any] = {"name": f"{case.name}_kidney{n}", "box": box}
+        mask = np.isin(lab, kidney_values(task)).astype(np.uint8)
+        ch = to_channels(lab, mapping)
+        if resize_to is not None:
+            from scipy import ndimage
+
+            zoom = [t / c for t, c in zip(resize_to, img.shape)]
+            img = ndimage.zoom(img, zoom, order=1, grid_mode=True, mode="grid-constant")
+            ch = ndimage.zoom(ch, zoom, order=0, grid_mode=True, mode="grid-constant")
+            mask = ndimage.zoom(mask, zoom, order=0, grid_mode=True, mode="grid-constant")
+        s["image"] = img[None]
+        s["label"] = ch[None]
+        if with_mask:
+            s["mask"] = mask[None]
+        out.append(s)
+    return out
+
+
+def detector_samples(case: Case, task: str, *, max_background: int, seed: int) -> list[dict[str, Any]]:
+    """2D detector samples: axial slices (or the image) with one box per kidney per slice."""
+    from kidneyseg.models.detection import boxes_from_slice, boxes_from_volume
+
+    img = case.image.astype(np.float32)
+    kv = kidney_values(task)
+    if case.ndim == 2:
+        return [{"image": img[None], "boxes": boxes_from_slice(case.label, kv), "name": case.name}]
+    per_slice = boxes_from_volume(case.label, kv, axis=2)
+    bg = [k for k in range(img.shape[2]) if k not in per_slice]
+    rng = np.random.default_rng(seed)
+    keep_bg = [int(k) for k in rng.choice(bg, size=min(len(bg), max_background), replace=False)] if bg else []
+    out = []
+    for k in sorted(list(per_slice) + keep_bg):
+        out.append({"image": np.ascontiguousarray(img[None, :, :, k]),
+                    "boxes": per_slice.get(k, np.zeros((0, 4), np.float32)), "name": f"{case.name}_z{k:03d}"})
+    return out
+
+
+def patch_for_crops(samples: list[dict[str, Any]], multiple: int = 16, lo: int = 32, hi: int = 128,
+                    budget: int = 128 * 128 * 64) -> list[int]:
+    """Patch size covering the median crop, rounded up to ``multiple``, each axis in ``[lo, hi]``, within ``budget`` voxels."""
+    shapes = np.asarray([s["image"].shape[1:] for s in samples], dtype=float)
+    med = np.median(shapes, axis=0) if len(shapes) else np.full(3, 64.0)
+    patch = [int(min(hi, max(lo, multiple * math.ceil(m / multiple)))) for m in med]
+    while math.prod(patch) > budget:
+        ax = int(np.argmax(patch))
+        patch[ax] = max(lo, patch[ax] - multiple)
+    return patch

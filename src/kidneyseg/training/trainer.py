@@ -1,0 +1,391 @@
+"""The training loop for one stage: epochs, validation, checkpoints, resume, logs.
+
+Samples are dicts of numpy arrays, channel first:
+
+* segmentation: ``{"image": float32 (C_in, *spatial), "label": uint8 (1, *spatial)}`` with
+  channel indices (not label values) in ``label``; optional ``"mask"`` (1, *spatial) is
+  appended to the image as an extra channel after augmentation (lesion stage).
+* detection: ``{"image": float32 (1, H, W), "boxes": float32 (n, 4)}``.
+
+Determinism and resume
+----------------------
+At the start of epoch ``e`` the sample order and the augmentation are seeded from
+``(seed, e)``; the torch, numpy and python RNG states, the model, the optimizer, the
+best score and the log are written atomically to ``CKPT_DIR/last.pt`` after every
+epoch.  ``resume=True`` loads it and continues with epoch ``e + 1``, so an
+interrupted run (even ``kill -9``) ends with the same weights as an uninterrupted
+run with the same seed and thread count.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from kidneyseg.errors import InputError
+from kidneyseg.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+LAST = "last.pt"
+BEST = "best.pt"
+DONE = "done"
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states in a form ``torch.load(weights_only=True)`` accepts."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [name, torch.as_tensor(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def dice_per_channel(pred: np.ndarray, target: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True positives, false positives, false negatives per channel ``1..n_classes-1`` (int arrays)."""
+    tp = np.zeros(n_classes - 1, np.int64)
+    fp = np.zeros_like(tp)
+    fn = np.zeros_like(tp)
+    for c in range(1, n_classes):
+        p, t = pred == c, target == c
+        tp[c - 1] = int(np.count_nonzero(p & t))
+        fp[c - 1] = int(np.count_nonzero(p & ~t))
+        fn[c - 1] = int(np.count_nonzero(~p & t))
+    return tp, fp, fn
+
+
+class StageTrainer:
+    """Train one segmentation network on prepared samples.
+
+    Parameters
+    ----------
+    module:
+        Network from the registry (logits out).
+    loss:
+        Loss taking ``(logits, target)``.
+    config:
+        The run's :class:`TrainConfig`.
+    ckpt_dir:
+        Folder for ``last.pt``, ``best.pt``, ``log.csv`` and ``curves.png``.
+    spatial_dims, patch_size, modality:
+        From the stage's plan; drive patch sampling and augmentation.
+    channel_names:
+        Name of each output channel (``[background, kidney, ...]``), for the log.
+    sided_labels:
+        Labels encode left/right: no flips in augmentation.
+    name:
+        Stage name, for the progress bar and log.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        loss: nn.Module,
+        config: TrainConfig,
+        ckpt_dir: str | os.PathLike[str],
+        *,
+        spatial_dims: int,
+        patch_size: list[int],
+        modality: str,
+        channel_names: list[str],
+        sided_labels: bool = False,
+        name: str = "main",
+    ) -> None:
+        self.module = module
+        self.loss = loss
+        self.cfg = config
+        self.dir = Path(ckpt_dir)
+        self.spatial_dims = spatial_dims
+        self.patch_size = [int(p) for p in patch_size]
+        self.modality = modality
+        self.channel_names = channel_names
+        self.sided = sided_labels
+        self.name = name
+        self.optimizer = torch.optim.Adam([p for p in module.parameters()], lr=config.lr)
+        self.rows: list[dict[str, Any]] = []
+        self.best = -math.inf
+        self.best_epoch = -1
+        self.start_epoch = 0
+        self.on_epoch_end: list[Callable[[int, dict[str, Any]], None]] = []
+        self.score_key = "dice_mean"
+        self.is_ensemble = hasattr(module, "member_logits")
+        self.is_concat = hasattr(module, "fusion")
+
+    # ------------------------------------------------------------------ phases
+    def fusion_start(self) -> int:
+        """First epoch of the fusion phase (concat ensembles trained members-then-fusion), else epochs."""
+        if not (self.is_concat and self.cfg.ensemble_training == "members-then-fusion"):
+            return self.cfg.epochs
+        fusion = self.cfg.fusion_epochs if self.cfg.fusion_epochs is not None else max(1, self.cfg.epochs // 3)
+        return max(0, self.cfg.epochs - fusion)
+
+    def phase(self, epoch: int) -> str:
+        if not self.is_ensemble:
+            return "train"
+        if self.is_concat and self.cfg.ensemble_training == "end-to-end":
+            return "end-to-end"
+        return "members" if epoch < self.fusion_start() else "fusion"
+
+    def _set_phase(self, phase: str) -> None:
+        self.module.train()
+        if phase == "fusion":
+            for p in self.module.members.parameters():
+                p.requires_grad_(False)
+            self.module.members.eval()
+        else:
+            for p in self.module.parameters():
+                p.requires_grad_(True)
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, phase: str) -> torch.Tensor:
+        if phase == "members":
+            logits = self.module.member_logits(x)
+            return torch.stack([self.loss(z, y) for z in logits]).sum()
+        if phase == "fusion":
+            with torch.no_grad():
+                logits = self.module.member_logits(x)
+            return self.loss(self.module.combine(logits), y)
+        return self.loss(self.module(x), y)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, epoch: int) -> dict[str, Any]:
+        return {
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch,
+            "rng": rng_state(),
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "rows": self.rows,
+        }
+
+    def load_checkpoint(self) -> bool:
+        """Load ``last.pt`` if present; returns whether it was."""
+        path = self.dir / LAST
+        if not path.is_file():
+            return False
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a torn file cannot exist (atomic writes) but a foreign one can
+            raise InputError("checkpoint cannot be read", path=path, found=str(exc).splitlines()[0],
+                             fix="delete the checkpoints folder to start the stage again") from exc
+        self.module.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        set_rng_state(ck["rng"])
+        self.best, self.best_epoch = float(ck["best"]), int(ck["best_epoch"])
+        self.rows = list(ck["rows"])
+        self.start_epoch = int(ck["epoch"]) + 1
+        log.info("%s: resuming after epoch %d of %d", self.name, self.start_epoch, self.cfg.epochs)
+        return True
+
+    # ------------------------------------------------------------------ data
+    def _transform(self, extra_keys: tuple[str, ...]) -> Any:
+        from kidneyseg.augmentation import build_train_transform
+
+        return build_train_transform(
+            self.modality, self.spatial_dims, self.patch_size, fg_ratio=self.cfg.fg_ratio,
+            strength=self.cfg.augmentation, sided_labels=self.sided, extra_label_keys=extra_keys,
+        )
+
+    @staticmethod
+    def _to_input(d: dict[str, Any]) -> torch.Tensor:
+        img = torch.as_tensor(np.asarray(d["image"]), dtype=torch.float32)
+        if "mask" in d:
+            img = torch.cat([img, torch.as_tensor(np.asarray(d["mask"]), dtype=torch.float32)], dim=0)
+        return img
+
+    def _step(self, batch: list[dict[str, Any]], transform: Any, keys: tuple[str, ...], phase: str, seed: int) -> float:
+        """One optimiser step on ``batch`` (augmented by ``transform``); returns the loss."""
+        items = []
+        for s in batch:
+            out = transform({k: s[k] for k in keys})
+            items.append(out[0] if isinstance(out, list) else out)
+        x = torch.stack([self._to_input(d) for d in items]).as_subclass(torch.Tensor)
+        y = torch.stack([torch.as_tensor(np.asarray(d["label"])).round().long() for d in items]).as_subclass(torch.Tensor)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self._loss(x, y, phase)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validate(self, samples: list[dict[str, Any]]) -> dict[str, float]:
+        """Dice per output channel over all validation voxels (global tp/fp/fn), and their mean."""
+        n = len(self.channel_names)
+        tp = np.zeros(n - 1, np.int64)
+        fp = np.zeros_like(tp)
+        fn = np.zeros_like(tp)
+        self.module.eval()
+        for s in samples:
+            x = self._to_input(s)[None]
+            if self.spatial_dims == 3:
+                from monai.inferers import sliding_window_inference
+
+                roi = [min(p, max(16, d)) for p, d in zip(self.patch_size, x.shape[2:])]
+                logits = sliding_window_inference(x, roi, 1, self.module, overlap=0.25)
+            else:
+                logits = self.module(x)
+            pred = torch.as_tensor(logits).argmax(1)[0].numpy()
+            a, b, c = dice_per_channel(pred, np.asarray(s["label"])[0], n)
+            tp, fp, fn = tp + a, fp + b, fn + c
+        out: dict[str, float] = {}
+        for i, name in enumerate(self.channel_names[1:]):
+            denom = 2 * tp[i] + fp[i] + fn[i]
+            out[f"dice_{name}"] = float(2 * tp[i] / denom) if denom else 1.0
+        out["dice_mean"] = float(np.mean(list(out.values()))) if out else float("nan")
+        return out
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, train: list[dict[str, Any]], val: list[dict[str, Any]], *, resume: bool = False) -> dict[str, Any]:
+        """Train for ``config.epochs`` epochs; returns a summary (best epoch and score, seconds)."""
+        from tqdm import tqdm
+
+        if not train:
+            raise InputError(f"stage {self.name} has no training samples", expected=">= 1 labelled sample",
+                             fix="check that the data set has label maps with the stage's labels")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not (resume and self.load_checkpoint()):
+            self.start_epoch = 0
+        extra = ("mask",) if "mask" in train[0] else ()
+        transform = self._transform(extra)
+        keys = ("image", "label", *extra) if "label" in train[0] else ("image", "boxes")
+        per_epoch = len(train) * (self.cfg.samples_per_case if self.spatial_dims == 3 else 1)
+        steps = math.ceil(per_epoch / self.cfg.batch_size)
+        t_start = time.time()
+        bar = tqdm(total=steps * self.cfg.epochs, initial=steps * self.start_epoch, desc=f"train {self.name}",
+                   unit="step", disable=not self.cfg.progress, dynamic_ncols=True)
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            t0 = time.time()
+            phase = self.phase(epoch)
+            self._set_phase(phase)
+            seed_e = (self.cfg.seed * 1_000_003 + epoch) % (2**31)
+            if transform is not None:
+                transform.set_random_state(seed_e)
+            order = np.random.default_rng(seed_e).permutation(per_epoch) % len(train)
+            losses = []
+            for b in range(steps):
+                idx = order[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size]
+                loss = self._step([train[int(i)] for i in idx], transform, keys, phase, seed_e * 7919 + b)
+                losses.append(loss)
+                bar.update(1)
+                bar.set_postfix(epoch=f"{epoch + 1}/{self.cfg.epochs}", loss=f"{losses[-1]:.4f}", phase=phase)
+            row: dict[str, Any] = {"epoch": epoch + 1, "phase": phase, "train_loss": float(np.mean(losses)),
+                                   "lr": self.cfg.lr}
+            last = epoch == self.cfg.epochs - 1
+            if val and ((epoch + 1) % self.cfg.val_every == 0 or last):
+                row.update(self.validate(val))
+                if row[self.score_key] > self.best:
+                    self.best, self.best_epoch = row[self.score_key], epoch + 1
+                    _atomic_save({k: v.detach().clone() for k, v in self.module.state_dict().items()}, self.dir / BEST)
+            row["seconds"] = round(time.time() - t0, 3)
+            self.rows.append(row)
+            _atomic_save(self._checkpoint(epoch), self.dir / LAST)
+            self.write_logs()
+            for cb in self.on_epoch_end:
+                cb(epoch, row)
+        bar.close()
+        (self.dir / DONE).write_text("done\n")
+        return self.summary(time.time() - t_start)
+
+    def final_state(self) -> dict[str, torch.Tensor]:
+        """Weights to ship: the best validation epoch's if there was validation, else the last."""
+        path = self.dir / BEST
+        if self.best_epoch > 0 and path.is_file():
+            return torch.load(path, map_location="cpu", weights_only=True)
+        return self.module.state_dict()
+
+    def summary(self, seconds: float) -> dict[str, Any]:
+        last = self.rows[-1] if self.rows else {}
+        return {
+            "epochs": self.cfg.epochs,
+            "best_epoch": self.best_epoch if self.best_epoch > 0 else None,
+            "best_score": None if self.best_epoch <= 0 else round(self.best, 5),
+            "score": self.score_key,
+            "last_train_loss": last.get("train_loss"),
+            "last_val": {k: v for k, v in last.items() if k.startswith(("dice_", "recall"))},
+            "seconds_this_run": round(seconds, 1),
+            "seconds_total": round(sum(r.get("seconds", 0) for r in self.rows), 1),
+            "weights": "best" if self.best_epoch > 0 else "last",
+        }
+
+    def write_logs(self) -> None:
+        """``log.csv`` (one row per epoch) and ``curves.png`` (loss and validation Dice)."""
+        write_log(self.rows, self.dir / "log.csv", self.dir / "curves.png", title=self.name)
+
+
+def write_log(rows: list[dict[str, Any]], csv_path: Path, png_path: Path | None, title: str = "") -> None:
+    """Write the epoch rows as CSV and, if matplotlib is installed, plot the curves."""
+    if not rows:
+        return
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    os.replace(tmp, csv_path)
+    if png_path is None:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - report extra missing
+        return
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ep = [r["epoch"] for r in rows]
+    a1.plot(ep, [r["train_loss"] for r in rows], marker="o")
+    a1.set(xlabel="epoch", ylabel="training loss", title=f"{title} loss")
+    for k in [c for c in cols if c.startswith("dice_") or c.startswith("recall")]:
+        pts = [(r["epoch"], r[k]) for r in rows if r.get(k) is not None and k in r]
+        if pts:
+            a2.plot(*zip(*pts), marker="o", label=k)
+    a2.set(xlabel="epoch", ylabel="validation", title=f"{title} validation", ylim=(0, 1))
+    if a2.lines:
+        a2.legend(fontsize=7)
+    fig.tight_layout()
+    tmp_png = png_path.with_name(f".{png_path.name}.tmp.png")
+    fig.savefig(tmp_png, dpi=80)
+    plt.close(fig)
+    os.replace(tmp_png, png_path)
