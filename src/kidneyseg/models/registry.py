@@ -147,7 +147,7 @@ def _smp(arch: str, encoder: str, multiple: int) -> Callable[..., nn.Module]:
     return build
 
 
-def _squeezenet_unet(in_channels: int, out_channels: int, decoder_channels: tuple[int, ...] | list[int] = (256, 128, 64, 32)) -> nn.Module:
+def _squeezenet_unet(in_channels: int, out_channels: int, decoder_channels: tuple[int, ...] | list[int] = (128, 64, 32, 16)) -> nn.Module:
     from kidneyseg.models.squeezenet_unet import SqueezeNetUNet
 
     return SqueezeNetUNet(in_channels, out_channels, decoder_channels=tuple(decoder_channels))

@@ -37,7 +37,7 @@ class SqueezeNetUNet(nn.Module):
     SqueezeNet 1.1 state dict loads into it.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 2, decoder_channels: tuple[int, ...] = (256, 128, 64, 32)) -> None:
+    def __init__(self, in_channels: int = 1, out_channels: int = 2, decoder_channels: tuple[int, ...] = (128, 64, 32, 16)) -> None:
         super().__init__()
         from torchvision.models import squeezenet1_1
 

@@ -1,0 +1,71 @@
+"""`kidneyseg train`: train a named pipeline stage by stage into a model folder."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "train"
+HELP = "train a pipeline (ct2d-unet-resnet, ct3d-cascade, ...) into a model folder"
+DESCRIPTION = (
+    "Train every stage of a named pipeline on a data set and write one model folder "
+    "(model.json + one sub-folder per stage with weights.pt, log.csv, curves.png). "
+    "Options in --config FILE.json (keys of kidneyseg.training.config.TrainConfig) are "
+    "overridden by the flags given here. Interrupted runs continue with --resume."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pipeline", required=True, help="pipeline name (kidneyseg models lists them)")
+    parser.add_argument("--data", required=True, help="data set folder")
+    parser.add_argument("--format", required=True, dest="fmt", help="data set layout (kits19, kits23, chaos-mr, slices, ...)")
+    parser.add_argument("-o", "--output", required=True, help="model folder to write")
+    parser.add_argument("--config", help="JSON file with training options")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--fold", type=int, help="validation fold (-1: train on all cases, no validation)")
+    parser.add_argument("--folds", type=int, help="number of case-level folds (default 5)")
+    parser.add_argument("--val-every", type=int, help="validate every N epochs")
+    parser.add_argument("--threads", type=int, help="torch threads")
+    parser.add_argument("--loss", help="loss name: dice-ce, bce-dice, weighted-ce-dice, dice")
+    parser.add_argument("--init", choices=["default", "kaiming"])
+    parser.add_argument("--augmentation", choices=["none", "light", "default"])
+    parser.add_argument("--patch-size", type=int, nargs="+", help="patch size for every stage (voxels)")
+    parser.add_argument("--max-cases", type=int, help="use at most N labelled cases")
+    parser.add_argument("--ensemble-training", choices=["members-then-fusion", "end-to-end"])
+    parser.add_argument("--encoder-weights", action="append", metavar="PATH",
+                        help="local torchvision/timm state dict of the encoder; once per ensemble member "
+                             "('none' to skip one); nothing is ever downloaded")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in the same -o folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kidneyseg.training.config import TrainConfig
+    from kidneyseg.training.run import train_pipeline
+
+    weights = None
+    if args.encoder_weights:
+        weights = [None if w.lower() == "none" else w for w in args.encoder_weights]
+        from kidneyseg.models.encoders import _check_path
+
+        for w in weights:
+            if w is not None:
+                _check_path(w)
+    cfg = TrainConfig.from_json(
+        args.config,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, fold=args.fold, folds=args.folds,
+        val_every=args.val_every, threads=args.threads, loss=args.loss, init=args.init, augmentation=args.augmentation,
+        patch_size=args.patch_size, max_cases=args.max_cases, ensemble_training=args.ensemble_training,
+        encoder_weights=weights, progress=False if args.no_progress or getattr(args, "quiet", False) else None,
+    )
+    if cfg.loss is not None:
+        from kidneyseg.training.losses import loss_names
+        from kidneyseg.errors import unknown_name
+
+        if cfg.loss not in loss_names():
+            raise unknown_name("loss", cfg.loss, loss_names())
+    out = train_pipeline(args.pipeline, args.data, args.fmt, args.output, cfg, resume=args.resume)
+    print(out)
+    return 0
