@@ -1,0 +1,142 @@
+"""Small model folders for prediction tests: tiny networks, trained a few steps on phantoms.
+
+Used by tests/inference and tests/cli/test_predict.py (imported by path).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WINDOW = {"kind": "window", "low": -60, "high": 300}
+KITS = {"0": "background", "1": "kidney", "2": "tumor", "3": "cyst"}
+
+
+def plan3d(spacing, patch, labels=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return {"modality": "ct", "spatial_dims": 3, "orientation": "RAS", "target_spacing": list(spacing),
+            "patch_size": list(patch), "intensity": dict(WINDOW), "denoise": None, "labels": labels or dict(KITS)}
+
+
+def plan2d(spacing, patch, modality="ct", intensity=None, labels=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return {"modality": modality, "spatial_dims": 2, "orientation": "RAS" if modality != "us" else None,
+            "target_spacing": None if spacing is None else list(spacing), "patch_size": list(patch),
+            "intensity": intensity or dict(WINDOW), "denoise": None, "labels": labels or dict(KITS)}
+
+
+def train_few_steps(module, image: np.ndarray, target: np.ndarray, steps: int = 30, lr: float = 1e-2, seed: int = 0):  # type: ignore[no-untyped-def]
+    """A few Adam steps of class-weighted cross-entropy (foreground x5) on one (C, *spatial) image."""
+    import torch
+
+    torch.manual_seed(seed)
+    x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None]
+    y = torch.from_numpy(np.ascontiguousarray(target, np.int64))[None]
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    module.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        logits = module(x)
+        weight = torch.ones(logits.shape[1])
+        weight[1:] = 5.0
+        loss = torch.nn.functional.cross_entropy(logits, y, weight=weight)
+        loss.backward()
+        opt.step()
+    module.eval()
+    return float(loss.detach())
+
+
+def _stage(d: Path, name: str, arch: str, kwargs: dict, cin: int, c2l: list[int], plan: dict, facts=None, module=None):  # type: ignore[no-untyped-def]
+    from kidneyseg.models.folder import save_stage
+    from kidneyseg.models.registry import create_model
+
+    if module is None:
+        module = create_model(arch, in_channels=cin, out_channels=len(c2l), **kwargs)
+    save_stage(d / name, module, {"arch": arch, "arch_kwargs": kwargs, "in_channels": cin, "out_channels": len(c2l),
+                                  "channel_to_label": c2l, "plan": plan, "stage": facts or {}})
+    return module
+
+
+def _top(d: Path, pipeline: str, stages: list[str], modality="ct", labels=None) -> Path:  # type: ignore[no-untyped-def]
+    from kidneyseg.models.folder import save_model_folder
+
+    save_model_folder(d, {"pipeline": pipeline, "task": "kits23", "modality": modality, "labels": labels or dict(KITS),
+                          "stages": stages, "training": {"note": "test model"}, "card": {}})
+    return d
+
+
+TINY3D = {"channels": [8, 16], "strides": [2], "num_res_units": 1}
+
+
+def cached_unet3d(tmp_path_factory, steps: int = 40) -> Path:  # type: ignore[no-untyped-def]
+    """:func:`trained_unet3d` once per test session (shared by test modules)."""
+    d = Path(tmp_path_factory.getbasetemp()) / "kidneyseg-test-unet3d"
+    if not (d / "model.json").is_file():
+        trained_unet3d(d, steps=steps)
+    return d
+
+
+def trained_unet3d(d: Path, steps: int = 25) -> Path:
+    """Single-stage 3D U-Net (kidney vs background) trained a few steps on a 3 mm CT phantom."""
+    from kidneyseg.case import Case
+    from kidneyseg.data.phantoms import ct_phantom
+    from kidneyseg.models.registry import create_model
+    from kidneyseg.preprocessing.plan import apply_plan
+
+    plan = plan3d([8.0, 8.0, 8.0], [48, 48, 24], labels={"0": "background", "1": "kidney"})
+    ph = ct_phantom(size=(40, 40, 20), seed=1)
+    pre = apply_plan(Case(ph.image.astype(np.float32), ph.affine, label=ph.label), plan)
+    import torch
+
+    torch.manual_seed(0)
+    net = create_model("unet3d", in_channels=1, out_channels=2, **TINY3D)
+    train_few_steps(net, pre.image[None], (pre.label > 0).astype(np.int64), steps=steps)
+    _stage(d, "main", "unet3d", TINY3D, 1, [0, 1], plan, module=net)
+    return _top(d, "unet3d", ["main"], labels={"0": "background", "1": "kidney"})
+
+
+def cascade(d: Path, steps: int = 0) -> Path:
+    """ct3d-cascade folder: coarse (4 mm), fine (2 mm), lesion (2 mm, 2 inputs); tiny U-Nets."""
+    from kidneyseg.case import Case
+    from kidneyseg.data.phantoms import ct_phantom
+    from kidneyseg.models.registry import create_model
+    from kidneyseg.preprocessing.plan import apply_plan
+
+    coarse_plan = plan3d([8.0, 8.0, 8.0], [32, 32, 32])
+    coarse = create_model("unet3d", in_channels=1, out_channels=2, **TINY3D)
+    if steps:
+        ph = ct_phantom(size=(48, 48, 24), seed=2)
+        pre = apply_plan(Case(ph.image.astype(np.float32), ph.affine, label=ph.label), coarse_plan)
+        train_few_steps(coarse, pre.image[None], (pre.label > 0).astype(np.int64), steps=steps)
+    _stage(d, "coarse", "unet3d", TINY3D, 1, [0, 1], coarse_plan, module=coarse)
+    _stage(d, "fine", "unet3d", TINY3D, 1, [0, 1], plan3d([4.0, 4.0, 4.0], [32, 32, 32]), {"crop_margin_mm": 10.0})
+    _stage(d, "lesion", "unet3d", TINY3D, 2, [0, 2, 3], plan3d([4.0, 4.0, 4.0], [32, 32, 32]),
+           {"crop_margin_mm": 10.0, "inside_kidney": True})
+    return _top(d, "ct3d-cascade", ["coarse", "fine", "lesion"])
+
+
+def detect_vnet(d: Path, size: int = 64, score_threshold: float = 0.0) -> Path:
+    """ct-detect-vnet folder with random weights (detector at ``size`` px, V-Net on 32^3 crops)."""
+    _stage(d, "detector", "fasterrcnn-resnet50", {"min_size": size, "max_size": size}, 1, [0, 1],
+           plan2d(None, [size, size]), {"score_threshold": score_threshold, "batch_size": 8})
+    _stage(d, "segmenter", "vnet", {}, 1, [0, 1, 2], plan3d([4.0, 4.0, 4.0], [32, 32, 32]),
+           {"crop_margin_mm": 10.0, "resize_to_patch": True})
+    return _top(d, "ct-detect-vnet", ["detector", "segmenter"])
+
+
+def slice2d(d: Path, arch: str = "unet2d", kwargs=None, spacing=None) -> Path:  # type: ignore[no-untyped-def]
+    """Slice-wise 2D folder with random weights."""
+    kwargs = {"channels": [8, 16], "strides": [2], "num_res_units": 1} if kwargs is None else kwargs
+    _stage(d, "main", arch, kwargs, 1, [0, 1, 2, 3], plan2d(spacing, [256, 256]))
+    return _top(d, "ct2d-unet-resnet" if arch == "unet-resnet34" else "custom-2d", ["main"])
+
+
+def us_model(d: Path, arch: str = "unet2d", kwargs=None) -> Path:  # type: ignore[no-untyped-def]
+    """2D ultrasound folder (kidney capsule) with random weights."""
+    labels = {"0": "background", "1": "kidney"}
+    kwargs = {"channels": [8, 16], "strides": [2], "num_res_units": 1} if kwargs is None else kwargs
+    plan = plan2d([0.5, 0.5], [256, 256], modality="us",
+                  intensity={"kind": "percentile_zscore", "low_pct": 0.5, "high_pct": 99.5}, labels=labels)
+    _stage(d, "main", arch, kwargs, 1, [0, 1], plan)
+    return _top(d, "us-triple-ensemble" if arch == "ensemble-concat" else "custom-us", ["main"], modality="us",
+                labels=labels)

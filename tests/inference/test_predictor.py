@@ -1,0 +1,113 @@
+"""Predictor end to end on model folders built in the test: grids, orientation, pipelines."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("monai")
+sys.path.insert(0, str(Path(__file__).parent))
+
+import predict_kit as kit  # noqa: E402
+
+from kidneyseg.case import Case  # noqa: E402
+from kidneyseg.inference import Predictor  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def unet3d_dir(tmp_path_factory):
+    return kit.cached_unet3d(tmp_path_factory, steps=40)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    from kidneyseg.data.phantoms import ct_phantom
+
+    return ct_phantom(size=(40, 40, 20), seed=1)  # the training phantom: this checks the pipeline, not generalisation
+
+
+def _to_ipl(img: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+
+    cur = nib.orientations.io_orientation(affine)
+    tr = nib.orientations.ornt_transform(cur, nib.orientations.axcodes2ornt(("I", "P", "L")))
+    return nib.orientations.apply_orientation(img, tr), affine @ nib.orientations.inv_ornt_aff(tr, img.shape)
+
+
+def test_ipl_input_aligns_voxel_for_voxel_with_ras_twin(unet3d_dir, phantom, tmp_path):
+    import nibabel as nib
+
+    from kidneyseg.preprocessing.geometry import reorient
+
+    pred = Predictor(unet3d_dir, threads=2)
+    ras_case = Case(phantom.image.astype(np.float32), phantom.affine, name="ras")
+    ipl_img, ipl_aff = _to_ipl(phantom.image.astype(np.float32), phantom.affine)
+    ipl_case = Case(ipl_img, ipl_aff, name="ipl")
+    assert nib.aff2axcodes(ipl_aff) == ("I", "P", "L")
+    r_ras = pred.predict_case(ras_case)
+    r_ipl = pred.predict_case(ipl_case, probabilities=True)
+    assert r_ipl.label.shape == ipl_img.shape and np.allclose(r_ipl.affine, ipl_aff)
+    back = reorient(Case(None, ipl_aff, label=r_ipl.label), "RAS").label
+    np.testing.assert_array_equal(back, r_ras.label)
+    assert r_ras.label.any(), "a model trained on phantoms should find some kidney"
+    # a trained model overlaps the phantom's kidneys
+    truth = phantom.label > 0
+    dice = 2 * (truth & (r_ras.label > 0)).sum() / (truth.sum() + (r_ras.label > 0).sum())
+    assert dice > 0.3
+    assert r_ipl.probabilities.dtype == np.float16 and r_ipl.probabilities.shape == (2,) + ipl_img.shape
+
+
+def test_example_ct_grid_is_kept(unet3d_dir, shared_data):
+    from kidneyseg import io
+
+    case = io.read(shared_data / "totalseg_example" / "example_ct.nii.gz")
+    r = Predictor(unet3d_dir, threads=2).predict_case(case)
+    assert r.label.shape == case.shape and r.label.dtype == np.uint8
+    np.testing.assert_allclose(r.affine, case.affine)
+
+
+def test_cascade_end_to_end(phantom, tmp_path):
+    d = kit.cascade(tmp_path / "cascade", steps=10)
+    case = Case(phantom.image.astype(np.float32), phantom.affine, name="c")
+    r = Predictor(d, threads=2).predict_case(case, probabilities=True)
+    assert r.label.shape == case.shape
+    assert set(np.unique(r.label)) <= {0, 1, 2, 3}
+    assert r.probabilities.shape == (4,) + case.shape
+    np.testing.assert_allclose(r.probabilities.astype(np.float32).sum(0), 1.0, atol=1e-2)
+    assert {"coarse", "fine", "lesion"} <= set(r.timings)
+
+
+def test_detect_vnet_end_to_end(phantom, tmp_path):
+    d = kit.detect_vnet(tmp_path / "det", size=64)
+    case = Case(phantom.image.astype(np.float32)[:, :, ::2], phantom.affine @ np.diag([1, 1, 2, 1]), name="d")
+    r = Predictor(d, threads=2).predict_case(case)
+    assert r.label.shape == case.shape
+    assert set(np.unique(r.label)) <= {0, 1, 2}
+    assert "detector" in r.timings and "segmenter" in r.timings
+
+
+def test_slicewise_2d_model_on_volume_and_us_image(phantom, tmp_path):
+    d = kit.slice2d(tmp_path / "s2d", spacing=[8.0, 8.0])
+    case = Case(phantom.image.astype(np.float32), phantom.affine, name="s")
+    r = Predictor(d, tta=True, threads=2).predict_case(case)
+    assert r.label.shape == case.shape
+    u = kit.us_model(tmp_path / "us")
+    img = np.random.default_rng(0).random((90, 120)).astype(np.float32) * 255
+    us = Case(img, np.diag([0.4, 0.4, 1.0, 1.0]), name="us", modality="us")
+    ru = Predictor(u).predict_case(us, probabilities=True)
+    assert ru.label.shape == (90, 120) and ru.probabilities.shape == (2, 90, 120)
+
+
+def test_ensemble_of_folders_averages(unet3d_dir, phantom, tmp_path):
+    case = Case(phantom.image.astype(np.float32), phantom.affine, name="e")
+    single = Predictor(unet3d_dir, postprocess=False).predict_case(case, probabilities=True)
+    twice = Predictor([unet3d_dir, unet3d_dir], postprocess=False).predict_case(case, probabilities=True)
+    np.testing.assert_allclose(single.probabilities.astype(np.float32), twice.probabilities.astype(np.float32),
+                               atol=2e-3)
+    # ensembles take the argmax of the averaged probabilities on the input grid
+    expect = np.argmax(twice.probabilities.astype(np.float32), axis=0)
+    assert (twice.label == expect).mean() > 0.999
