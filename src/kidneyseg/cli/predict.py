@@ -106,11 +106,13 @@ def run(args: argparse.Namespace) -> int:
         names[base] = names.get(base, 0) + 1
         stem = base if names[base] == 1 else f"{base}_{names[base]}"
         try:
-            case = io.read(path, spacing=tuple(args.spacing) if args.spacing else None, modality=modality)
-            if args.output_format == "dicom-seg" and case.meta.get("dicom_files"):
+            if args.output_format == "dicom-seg" and path.is_dir():
+                # refuse before reading pixels or running the network
                 from kidneyseg.io.dicomseg import check_sources, read_sources
 
-                check_sources(read_sources(case.meta["dicom_files"]), path)  # refuse before the network runs
+                files = [f for f in sorted(path.iterdir()) if f.is_file() and _is_dicom_file(f)]
+                check_sources(read_sources(files), path, one_series=False)
+            case = io.read(path, spacing=tuple(args.spacing) if args.spacing else None, modality=modality)
             result = predictor.predict_case(case, probabilities=args.save_probabilities)
             written = save_prediction(result, out, fmt=args.output_format,
                                       save_probabilities=args.save_probabilities, name=stem)

@@ -99,12 +99,14 @@ def _empty(ds: Any, name: str) -> bool:
     return v is None or (isinstance(v, str) and v.strip() == "") or (hasattr(v, "__len__") and len(v) == 0)
 
 
-def check_sources(datasets: list[Any], path: str | os.PathLike[str] | None = None) -> list[str]:
+def check_sources(datasets: list[Any], path: str | os.PathLike[str] | None = None, *,
+                  one_series: bool = True) -> list[str]:
     """Repair derivable attributes in place and refuse underivable ones.
 
     Returns the list of repairs made (each also logged).  Raises
     :class:`DicomSegError` for the first required attribute that is empty or
-    absent and cannot be derived, naming it.
+    absent and cannot be derived, naming it; with ``one_series`` also when
+    the slices belong to several series or repeat a SOPInstanceUID.
     """
     repairs: list[str] = []
     for ds in datasets:
@@ -127,7 +129,7 @@ def check_sources(datasets: list[Any], path: str | os.PathLike[str] | None = Non
                 path=path,
                 fix="choose another output format, e.g. --output-format nifti, nrrd or seg.nrrd",
             )
-    for attr in ("SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID"):
+    for attr in ("SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID") if one_series else ():
         values = {str(ds.get(attr)) for ds in datasets}
         if len(values) > 1:
             raise DicomSegError(
@@ -136,7 +138,7 @@ def check_sources(datasets: list[Any], path: str | os.PathLike[str] | None = Non
                 "or choose another output format (nifti, nrrd, seg.nrrd)",
             )
     uids = [str(ds.SOPInstanceUID) for ds in datasets]
-    if len(set(uids)) != len(uids):
+    if one_series and len(set(uids)) != len(uids):
         raise DicomSegError("cannot write DICOM-SEG: duplicate SOPInstanceUID in the source slices", path=path,
                             fix="choose another output format (nifti, nrrd, seg.nrrd)")
     unique = sorted(set(repairs))

@@ -1,0 +1,106 @@
+"""`kidneyseg predict` end to end: grids kept, batch with a corrupt case, DICOM-SEG written or refused."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("monai")
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS / "inference"))
+sys.path.insert(0, str(TESTS / "io"))
+
+import predict_kit as kit  # noqa: E402
+
+from kidneyseg.cli import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return kit.cached_unet3d(tmp_path_factory)
+
+
+def _write_nifti(path: Path, img: np.ndarray, affine: np.ndarray) -> Path:
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(img.astype(np.int16), affine), str(path))
+    return path
+
+
+def test_example_ct_output_on_input_grid(model_dir, shared_data, tmp_path, capsys):
+    import nibabel as nib
+
+    src = shared_data / "totalseg_example" / "example_ct.nii.gz"
+    rc = main(["predict", str(src), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--threads", "2",
+               "--save-probabilities"])
+    assert rc == 0
+    out = nib.load(str(tmp_path / "out" / "example_ct.nii.gz"))
+    inp = nib.load(str(src))
+    assert out.shape == inp.shape
+    np.testing.assert_allclose(out.affine, inp.affine, atol=1e-5)
+    assert out.get_data_dtype() == np.uint8
+    vol = json.loads((tmp_path / "out" / "example_ct_volumes.json").read_text())
+    assert set(vol["kidneys"]) == {"left", "right"}
+    probs = np.load(tmp_path / "out" / "example_ct_probabilities.npz")
+    assert probs["probabilities"].dtype == np.float16 and probs["probabilities"].shape == (2,) + inp.shape
+    assert "right kidney" in capsys.readouterr().out
+
+
+def test_batch_with_corrupt_case(model_dir, tmp_path, capsys):
+    from kidneyseg.data.phantoms import ct_phantom
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for seed in (1, 2):
+        ph = ct_phantom(size=(40, 40, 20), seed=seed)
+        _write_nifti(inputs / f"good{seed}.nii.gz", ph.image, ph.affine)
+    (inputs / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 this is not a gzip stream")
+    rc = main(["predict", str(inputs), "-o", str(tmp_path / "out"), "--model", str(model_dir)])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert (tmp_path / "out" / "good1.nii.gz").is_file() and (tmp_path / "out" / "good2.nii.gz").is_file()
+    assert not (tmp_path / "out" / "broken.nii.gz").exists()
+    assert "broken.nii.gz" in captured.err and "1 of 3" in captured.err
+    assert captured.out.count("kidney") >= 2
+
+
+def test_dicom_seg_for_well_formed_series(model_dir, tmp_path):
+    import pydicom
+    from test_dicomseg import write_ct_series
+
+    files, series_uid, _ = write_ct_series(tmp_path / "series", n=12, rows=40, cols=40, spacing=(8.0, 8.0), dz=8.0)
+    rc = main(["predict", str(tmp_path / "series"), "-o", str(tmp_path / "out"), "--model", str(model_dir),
+               "--output-format", "dicom-seg"])
+    assert rc == 0
+    seg_files = list((tmp_path / "out").glob("*_seg.dcm"))
+    assert len(seg_files) == 1
+    seg = pydicom.dcmread(str(seg_files[0]))
+    assert seg.Modality == "SEG" and seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series_uid
+
+
+def test_dicom_seg_refused_on_example_series(model_dir, shared_data, tmp_path, capsys):
+    folder = shared_data / "totalseg_example" / "example_ct_dicom"
+    rc = main(["predict", str(folder), "-o", str(tmp_path / "out"), "--model", str(model_dir),
+               "--output-format", "dicom-seg"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    line = [ln for ln in err.splitlines() if "DICOM-SEG" in ln]
+    assert line and ("SeriesInstanceUID" in line[0] or "StudyInstanceUID" in line[0])
+    assert "nifti" in line[0]
+
+
+def test_no_default_model_says_pass_model(tmp_path, capsys, monkeypatch):
+    from kidneyseg.inference import predictor
+
+    monkeypatch.setattr(predictor, "default_model_dir", lambda modality: tmp_path / "none" / modality)
+    src = tmp_path / "x.nii.gz"
+    _write_nifti(src, np.zeros((8, 8, 8)), np.eye(4))
+    rc = main(["predict", str(src), "-o", str(tmp_path / "out"), "--modality", "mr"])
+    assert rc == 2
+    assert "--model DIR" in capsys.readouterr().err
