@@ -92,8 +92,8 @@ def boxes_from_volume(
     -------
     dict
         slice index -> ``(n, 4)`` float32 boxes ``(x1, y1, x2, y2)`` of that
-        slice (rows = first remaining axis, columns = second); slices without
-        kidney are absent.
+        slice (rows = first remaining axis, columns = second), sorted by ``x1``;
+        slices without kidney are absent.
     """
     from scipy import ndimage
 
@@ -112,7 +112,7 @@ def boxes_from_volume(
             rows = np.nonzero(mask[:, :, k].any(axis=1))[0]
             cols = np.nonzero(mask[:, :, k].any(axis=0))[0]
             out.setdefault(int(k), []).append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
-    return {k: np.asarray(v, dtype=np.float32) for k, v in sorted(out.items())}
+    return {k: np.asarray(sorted(v), dtype=np.float32) for k, v in sorted(out.items())}
 
 
 def detection_target(boxes: np.ndarray) -> dict[str, torch.Tensor]:

@@ -1,0 +1,52 @@
+"""Loss registry and stage targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kidneyseg.errors import KidneysegError
+from kidneyseg.training.losses import class_weights_from_counts, create_loss, loss_names
+from kidneyseg.training.targets import target_mapping, to_channels
+
+
+@pytest.mark.parametrize("name", ["dice-ce", "bce-dice", "weighted-ce-dice", "dice"])
+def test_loss_perfect_prediction_is_lower(name: str) -> None:
+    target = torch.zeros(2, 1, 8, 8, dtype=torch.long)
+    target[:, :, 2:5, 2:6] = 1
+    target[:, :, 6:8, 6:8] = 2
+    good = torch.nn.functional.one_hot(target[:, 0], 3).movedim(-1, 1).float() * 20 - 10
+    bad = -good
+    kw = {"class_weights": [0.5, 1.0, 2.0]} if name == "weighted-ce-dice" else {}
+    loss = create_loss(name, **kw)
+    lg, lb = float(loss(good, target)), float(loss(bad, target))
+    assert lg < 0.05 and lb > lg + 0.5
+
+
+def test_unknown_loss_lists_names() -> None:
+    with pytest.raises(KidneysegError) as exc:
+        create_loss("focal")
+    assert all(n in str(exc.value) for n in loss_names())
+
+
+def test_bad_target_shape_refused() -> None:
+    with pytest.raises(KidneysegError, match="target"):
+        create_loss("dice-ce")(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
+
+
+def test_class_weights_rare_classes_weigh_more() -> None:
+    w = class_weights_from_counts([10000, 100, 0])
+    assert w[0] < w[1] <= w[2] and abs(np.mean(w) - 1) < 1e-3
+
+
+def test_targets() -> None:
+    m, c2l, labels = target_mapping("kidney", "kits23")
+    assert c2l == [0, 1] and labels == {"0": "background", "1": "kidney"}
+    np.testing.assert_array_equal(to_channels(np.array([0, 1, 2, 3]), m), [0, 1, 1, 1])
+    m, c2l, _ = target_mapping("lesion", "kits23")
+    assert c2l == [0, 2, 3]
+    np.testing.assert_array_equal(to_channels(np.array([0, 1, 2, 3]), m), [0, 0, 1, 2])
+    m, c2l, _ = target_mapping("kidney", "chaos-mr")
+    np.testing.assert_array_equal(to_channels(np.array([0, 1, 2, 3, 4]), m), [0, 0, 1, 1, 0])
+    assert target_mapping("lesion", "kits19")[1] == [0, 2]
