@@ -229,7 +229,7 @@ def build_report(inp: ReportInputs, *, tile_px: int = 220) -> str:
     _check_grid(inp)
     case, task = inp.case, inp.task
     seg = np.asarray(inp.seg)
-    present = np.unique(seg) if inp.ref is None else np.union1d(np.unique(seg), np.unique(inp.ref))
+    present = sorted(set(overlay.labels_present(seg)) | set(overlay.labels_present(inp.ref)))
     colours = overlay.colour_table(task, present)
     names = {v: task.label_name(v) for v in colours}
     title = inp.title or f"kidneyseg report: {case.name}"

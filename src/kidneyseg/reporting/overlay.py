@@ -134,7 +134,8 @@ def display_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
     """
     if plane not in PLANE_AXIS:
         raise InputError("unknown plane", found=plane, expected=" or ".join(PLANES))
-    sl = np.take(volume, int(index), axis=PLANE_AXIS[plane])
+    ax = PLANE_AXIS[plane]
+    sl = volume[(slice(None),) * ax + (int(index),)]  # a view (np.take copies, slowly, along strided axes)
     # sl is [first remaining axis, second remaining axis]; both are displayed reversed and transposed:
     # axial [x, y] -> rows = -y (A at top), cols = -x (R at left); coronal [x, z]; sagittal [y, z].
     return sl[::-1, ::-1].T
@@ -191,6 +192,27 @@ def choose_slices(mask: np.ndarray, axis: int, n: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- colouring
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """Slices of the smallest box holding every True voxel of ``mask`` (the whole array if none)."""
+    out = []
+    for ax in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != ax)
+        idx = np.flatnonzero(mask.any(axis=other))
+        out.append(slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, mask.shape[ax]))
+    return tuple(out)
+
+
+def labels_present(label: np.ndarray | None) -> list[int]:
+    """Sorted label values occurring in ``label`` (fast for uint8 maps: one bincount, no sort)."""
+    if label is None:
+        return []
+    arr = np.asarray(label)
+    if arr.dtype == np.uint8:
+        # order="K": no copy for Fortran-ordered arrays (nibabel's)
+        return [int(v) for v in np.flatnonzero(np.bincount(arr.ravel(order="K"), minlength=256))]
+    return [int(v) for v in np.unique(arr)]
 
 
 def colour_table(task: Task, labels_present: Sequence[int] = ()) -> dict[int, tuple[int, int, int]]:
@@ -387,7 +409,7 @@ def volume_mosaics(
         raise InputError("case has no image", path=case.source)
     grey = to_grey(image, display_window(image, case.modality))
     foc_mask = np.zeros(grey.shape, bool) if foc is None else foc.astype(bool)
-    present = np.unique(lab) if lab is not None else []
+    present = labels_present(lab)
     colours = colour_table(task, present)
     out: dict[str, Mosaic] = {}
     for plane in PLANES:
@@ -411,7 +433,7 @@ def image_mosaic(case: Case, label: np.ndarray | None, task: Task, *, alpha: flo
     grey = to_grey(case.image, display_window(case.image, case.modality))
     sp = (float(case.spacing[0]), float(case.spacing[1]))
     px = auto_pixel_mm(grey.shape, sp, max(tile_px, min(512, max(grey.shape))))
-    colours = colour_table(task, np.unique(label) if label is not None else [])
+    colours = colour_table(task, labels_present(label))
     return mosaic([grey], [label], sp, colours, plane="image", indices=[0], pixel_mm=px, columns=1,
                   alpha=alpha, captions=["image (as stored)"])
 
@@ -460,7 +482,7 @@ def agreement_mosaic(case: Case, pred: np.ndarray, ref: np.ndarray, task: Task, 
     3D cases use axial slices of the RAS volume (radiological display); 2D images
     one row.  Agreement colours are :data:`AGREEMENT_COLOURS`.
     """
-    colours = colour_table(task, np.union1d(np.unique(pred), np.unique(ref)))
+    colours = colour_table(task, sorted(set(labels_present(pred)) | set(labels_present(ref))))
     if case.ndim == 2:
         grey = to_grey(case.image, display_window(case.image, case.modality))
         sp = (float(case.spacing[0]), float(case.spacing[1]))
@@ -470,7 +492,9 @@ def agreement_mosaic(case: Case, pred: np.ndarray, ref: np.ndarray, task: Task, 
     else:
         image, (p3, r3), spacing = ras_arrays(case, pred, ref)
         grey3 = to_grey(image, display_window(image, case.modality))
-        disagree = agreement_map(p3, r3)
+        box = bounding_box((p3 != 0) | (r3 != 0))
+        disagree = np.zeros(p3.shape, np.uint8)
+        disagree[box] = agreement_map(p3[box], r3[box])
         bad = ((disagree >= 2).sum(axis=(0, 1))).astype(float)
         # slices through the labelled extent, preferring the ones with most disagreement
         spread = choose_slices(disagree > 0, 2, n)

@@ -38,8 +38,13 @@ def surfaces(label_ras: np.ndarray, spacing: Sequence[float], values: Sequence[i
     from kidneyseg._optional import require
 
     measure = require("skimage.measure", "3D surface rendering")
+    from kidneyseg.reporting.overlay import bounding_box
+
     out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     sp = np.asarray(spacing, dtype=float)
+    box = bounding_box(label_ras != 0)
+    origin = np.array([b.start for b in box])
+    label_ras = label_ras[box]
     for v in values:
         m = label_ras == v
         if m.sum() < 2:
@@ -53,7 +58,7 @@ def surfaces(label_ras: np.ndarray, spacing: Sequence[float], values: Sequence[i
             verts, faces, _, _ = measure.marching_cubes(sub, 0.5, spacing=tuple(sp), step_size=step)
         except (ValueError, RuntimeError):
             continue
-        verts = verts + (lo - 1) * sp
+        verts = verts + (origin + lo - 1) * sp
         out[int(v)] = (verts, faces)
     return out
 
@@ -79,7 +84,9 @@ def render_surfaces_png(
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
     _, (lab,), spacing = ras_arrays(case, label)
-    values = [int(v) for v in np.unique(lab) if v != 0]
+    from kidneyseg.reporting.overlay import labels_present
+
+    values = [v for v in labels_present(lab) if v != 0]
     meshes = surfaces(lab, spacing, values)
     if not meshes:
         return None
