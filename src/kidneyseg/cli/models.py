@@ -49,13 +49,13 @@ def run(args: argparse.Namespace) -> int:
 
     from kidneyseg.models.registry import count_parameters, create_model, forward_flops
 
-    torch.set_grad_enabled(False)
     header = f"{'name':24s} {'dims':>4s} {'default input':>14s} {'multiple':>8s} {'params (M)':>10s}"
     header += "" if args.no_flops else f" {'GFLOPs':>9s}"
     print(header + "  description")
     for info in infos:
         torch.manual_seed(0)
-        module = create_model(info.name, **default_arch_kwargs(info.name)).eval()
+        with torch.no_grad():
+            module = create_model(info.name, **default_arch_kwargs(info.name)).eval()
         params = count_parameters(module) / 1e6
         size = "x".join(str(s) for s in info.default_input_size)
         line = f"{info.name:24s} {info.spatial_dims:>3d}D {size:>14s} {info.size_multiple:>8d} {params:>10.2f}"

@@ -1,0 +1,64 @@
+"""End-to-end: `kidneyseg train` on generated slices writes a model folder that loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kidneyseg.cli import main
+
+
+@pytest.fixture(scope="module")
+def slices_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from kidneyseg.data.phantoms import write_phantom_set
+
+    root = tmp_path_factory.mktemp("slices")
+    write_phantom_set(root, "ct", 4, size=(48, 48, 16), seed=0, layout="slices", progress=False)
+    return root
+
+
+def test_train_cli_writes_loadable_model_folder(slices_set: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"stage_arch_kwargs": {"main": {"decoder_channels": [16, 16, 8, 8]}}, "folds": 2}))
+    out = tmp_path / "model"
+    rc = main(["train", "--pipeline", "ct2d-unet-squeezenet", "--data", str(slices_set), "--format", "slices",
+               "-o", str(out), "--config", str(cfg), "--epochs", "1", "--batch-size", "2", "--patch-size", "32", "32",
+               "--threads", "1", "--no-progress", "--init", "kaiming"])
+    assert rc == 0
+    from kidneyseg.models.folder import load_model_folder
+
+    model = load_model_folder(out)
+    assert model.pipeline == "ct2d-unet-squeezenet" and list(model.stages) == ["main"]
+    st = model.stages["main"]
+    assert st.plan["spatial_dims"] == 2 and st.plan["patch_size"] == [32, 32]
+    assert st.channel_to_label == [0, 1, 2] and model.labels == {0: "background", 1: "kidney", 2: "tumor"}
+    assert model.spec["training"]["config"]["init"] == "kaiming"
+    assert set(model.spec["training"]["data"]["train"]).isdisjoint(model.spec["training"]["data"]["val"])
+    with torch.no_grad():
+        assert st.module(torch.zeros(1, 1, 37, 41)).shape == (1, 3, 37, 41)
+    # a second run into the same folder is refused
+    rc = main(["train", "--pipeline", "ct2d-unet-squeezenet", "--data", str(slices_set), "--format", "slices",
+               "-o", str(out), "--epochs", "1"])
+    assert rc == 2 and "already holds a model" in capsys.readouterr().err
+
+
+def test_train_cli_errors(slices_set: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    rc = main(["train", "--pipeline", "ct2d-nope", "--data", str(slices_set), "--format", "slices", "-o",
+               str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "ct2d-unet-resnet" in err and "ct3d-cascade" in err
+    rc = main(["train", "--pipeline", "ct2d-unet-resnet", "--data", str(slices_set), "--format", "slices", "-o",
+               str(tmp_path / "m"), "--encoder-weights", "imagenet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "local file" in err and "never downloads" in err
+
+
+def test_models_cli_lists_and_rejects(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["models", "unet-squeezenet", "unet3d"]) == 0
+    out = capsys.readouterr().out
+    assert "unet-squeezenet" in out and "GFLOPs" in out and "params" in out
+    assert main(["models", "resnet-unet"]) == 2
+    assert "unet-resnet34" in capsys.readouterr().err
