@@ -51,6 +51,7 @@ def _write_atomic(path: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; model folders are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
