@@ -20,9 +20,10 @@ def _sample(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("modality,shape,patch", [("ct", (40, 36), (32, 32)), ("us", (30, 50), (32, 32)),
-                                                  ("mr", (20, 24, 18), (16, 16, 16))])
+                                                  ("mr", (20, 24, 18), (16, 16, 16)),
+                                                  ("ct", (30, 40, 12), (16, 24, 8))])
 def test_seeded_and_label_follows_image(modality: str, shape: tuple[int, ...], patch: tuple[int, ...]) -> None:
-    tr = build_train_transform(modality, len(shape), patch, fg_ratio=1.0)
+    tr = build_train_transform(modality, len(shape), patch, fg_ratio=1.0)  # non-square patches keep their shape
     s = _sample(shape)
     tr.set_random_state(5)
     a = [tr(dict(s))[0] for _ in range(4)]

@@ -9,7 +9,8 @@ Per modality (``strength="default"``):
 
 ============== ===================================================================
 all            pad to the patch, crop a patch (``fg_ratio`` of patches centred on
-               foreground), rotation by 90/180/270 degrees in-plane and flips (not
+               foreground), rotation by 90/180/270 degrees in-plane (square in-plane
+               patches only; shapes must not change) and flips (not
                when labels are sided left/right), small rotations (+-15 deg),
                scaling (0.85-1.15), elastic deformation (2D only by default),
                brightness, contrast, gamma, Gaussian noise
@@ -96,7 +97,9 @@ def build_train_transform(
         return T.Compose(ts)
     plane = (0, 1)
     if not sided_labels:
-        if modality != "us" and strength == "default":
+        # 90/270 degrees swap the in-plane axes: only for square in-plane patches
+        # (a batch needs equal shapes); 180 degrees is covered by the two flips.
+        if modality != "us" and strength == "default" and patch[0] == patch[1]:
             ts.append(T.RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=plane))
         for ax in range(spatial_dims if modality != "us" else 1):
             ts.append(T.RandFlipd(keys, prob=0.5, spatial_axis=ax))

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 CKPT = "checkpoints"
 # Config fields that may change between an interrupted run and its resumption.
 _RESUME_FREE = {"threads", "progress"}
+_NO_ENCODER = ("unet2d", "unet3d", "vnet")
 
 
 def fingerprint_of(cases: list[Case], task: str, modality: str | None) -> dict[str, Any]:
@@ -185,6 +186,9 @@ def train_pipeline(
 
     cfg = (config or TrainConfig()).check()
     pipe = pipeline if isinstance(pipeline, Pipeline) else get_pipeline(pipeline)
+    if cfg.encoder_weights and all(s.arch in _NO_ENCODER for s in pipe.stages):
+        raise InputError(f"pipeline {pipe.name} has no pretrained encoder", found=cfg.encoder_weights,
+                         expected="no --encoder-weights", fix="drop --encoder-weights (its networks are trained from scratch)")
     out = Path(out)
     _check_out(out, resume, cfg)
     if cfg.threads:
@@ -259,7 +263,7 @@ def train_pipeline(
             continue
         seed_everything(cfg.seed + si)
         module = _build_module(stage, arch_kwargs, len(channel_to_label), cfg,
-                               encoder_weights if stage.arch not in ("unet2d", "unet3d", "vnet") else None)
+                               encoder_weights if stage.arch not in _NO_ENCODER else None)
         if stage.role == "detector":
             loss_name, loss = "faster-rcnn", None
             trainer_cls: type[StageTrainer] = DetectorTrainer
