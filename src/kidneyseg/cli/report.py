@@ -82,6 +82,8 @@ def report_one(image: Path, seg: Path, out: Path, *, ref: Path | None = None, mo
 
     kw = {"spacing": tuple(spacing)} if spacing else {}
     case = io.read(image, modality=modality, **kw)
+    if case.name in ("imaging", "image") and Path(image).parent.name:
+        case.name = Path(image).parent.name  # KiTS layout: case_00001/imaging.nii.gz
     seg_case = io.read_label(seg, like=case)
     ref_arr = io.read_label(ref, like=case).label if ref is not None else None
     t = get_task(guess_task(case, seg_case.label, model, task))

@@ -87,12 +87,13 @@ th,td{border:1px solid #d9dde5;padding:3px 8px;text-align:right} th{background:#
 """
 
 
-def _legend(colours: dict[int, tuple[int, int, int]], names: dict[int, str]) -> str:
+def _legend(colours: dict[int, tuple[int, int, int]], names: dict[int, str], *, values: bool = True) -> str:
     items = []
     for v, c in sorted(colours.items()):
+        suffix = f" ({v})" if values else ""
         items.append(
             f'<span><i class="sw" style="background:rgb{tuple(int(x) for x in c)}"></i>'
-            f"{html.escape(names.get(v, f'label {v}'))} ({v})</span>"
+            f"{html.escape(names.get(v, f'label {v}'))}{suffix}</span>"
         )
     return '<div class="legend">' + "".join(items) + "</div>"
 
@@ -267,7 +268,7 @@ def build_report(inp: ReportInputs, *, tile_px: int = 220) -> str:
                     '<p class="note">Overlap in voxels; surface distances in mm (image spacing).</p></section>')
         agree = overlay.agreement_mosaic(case, seg, np.asarray(inp.ref), task, tile_px=tile_px)
         body.append("<section><h2>Reference, prediction and agreement</h2>"
-                    + _legend(overlay.AGREEMENT_COLOURS, overlay.AGREEMENT_NAMES)
+                    + _legend(overlay.AGREEMENT_COLOURS, overlay.AGREEMENT_NAMES, values=False)
                     + _img(png_bytes(agree.rgb), "agreement figure", extra='data-plane="agreement"')
                     + '<p class="note">Each row: reference, prediction, agreement map on the slices with the most '
                       "disagreement.</p></section>")
