@@ -46,8 +46,8 @@ def _display_pixel(case, voxel, plane, tile):  # type: ignore[no-untyped-def]
     d = overlay.display_slice(m, plane, tile.index)
     r, c = (int(a[0]) for a in np.nonzero(d))
     # nearest display row/col that samples that source pixel (several may; take the middle one)
-    rows = np.flatnonzero(tile.rows == r)
-    cols = np.flatnonzero(tile.cols == c)
+    rows = np.flatnonzero(tile.rows + tile.row0 == r)
+    cols = np.flatnonzero(tile.cols + tile.col0 == c)
     assert rows.size and cols.size
     assert reorient(case, "RAS").orientation == ("R", "A", "S")
     return tile.top + int(rows[rows.size // 2]), tile.left + int(cols[cols.size // 2])

@@ -269,8 +269,10 @@ class Tile:
     index: int  # slice index along the plane's RAS axis (or 0 for 2D)
     top: int
     left: int
-    rows: np.ndarray  # source row index per tile row (display order)
-    cols: np.ndarray  # source column index per tile column
+    rows: np.ndarray  # source row index per tile row, in the cropped display slice
+    cols: np.ndarray  # source column index per tile column, in the cropped display slice
+    row0: int = 0  # row of the full display slice where the crop starts
+    col0: int = 0  # column of the full display slice where the crop starts
 
     @property
     def height(self) -> int:
@@ -323,6 +325,7 @@ def mosaic(
     alpha: float = DEFAULT_ALPHA,
     edges: tuple[str, str, str, str] | None = None,
     captions: Sequence[str] | None = None,
+    origin: tuple[int, int] = (0, 0),
 ) -> Mosaic:
     """Lay out coloured display slices in a grid.
 
@@ -336,6 +339,8 @@ def mosaic(
         Display pixel size in mm; tiles are resampled to it (nearest neighbour).
     edges:
         Letters (left, right, top, bottom) written at the tile edges, e.g. ("R", "L", "A", "P").
+    origin:
+        (row, column) of the full display slice where the given (cropped) slices start.
     """
     if not grey_slices:
         raise InputError("no slices to show", expected="at least one slice")
@@ -356,7 +361,7 @@ def mosaic(
         gt = grey_tile(g, rows, cols)
         lt = None if lab is None else lab[np.ix_(rows, cols)]
         canvas[top : top + h, left : left + w] = blend(gt, lt, colours, alpha=alpha)
-        tiles.append(Tile(plane, int(indices[t]), top, left, rows, cols))
+        tiles.append(Tile(plane, int(indices[t]), top, left, rows, cols, int(origin[0]), int(origin[1])))
         cap = captions[t] if captions is not None else f"{plane} {indices[t]}"
         texts.append((left + 2, top - TITLE_H + 2, cap, (220, 220, 220)))
         if edges is not None:
@@ -367,6 +372,25 @@ def mosaic(
             texts.append((left + w // 2 - 4, top + h - 15, bo, (255, 255, 0)))
     canvas = _draw_text(canvas, texts)
     return Mosaic(plane, canvas, tiles)
+
+
+def display_crop(volume_grey: np.ndarray, keep: np.ndarray | None, plane: str, margin: int = 3) -> tuple[slice, slice]:
+    """Rows and columns of the display slices of ``plane`` that hold the body (and ``keep``).
+
+    The body is every voxel brighter than near-black in the grey RAS volume
+    (air and the field of view outside the patient are cut away); ``keep``
+    (labels) is always inside.  ``margin`` voxels are added on each side.
+    """
+    mask = volume_grey > 8
+    if keep is not None:
+        mask = mask | keep
+    box = bounding_box(mask)
+    box = tuple(slice(max(0, b.start - margin), min(n, b.stop + margin)) for b, n in zip(box, mask.shape))
+    ax = PLANE_AXIS[plane]
+    a, b = [i for i in range(3) if i != ax]
+    na, nb = mask.shape[a], mask.shape[b]
+    # display rows run along axis b reversed, columns along axis a reversed (see display_slice)
+    return slice(nb - box[b].stop, nb - box[b].start), slice(na - box[a].stop, na - box[a].start)
 
 
 def auto_pixel_mm(shape_rc: tuple[int, int], spacing_rc: tuple[float, float], target_px: int = 220) -> float:
@@ -415,11 +439,12 @@ def volume_mosaics(
     for plane in PLANES:
         ax = PLANE_AXIS[plane]
         idx = choose_slices(foc_mask, ax, counts[plane])
-        gs = [display_slice(grey, plane, i) for i in idx]
-        ls = [None if lab is None else display_slice(lab, plane, i) for i in idx]
+        rr, cc = display_crop(grey, foc_mask, plane)
+        gs = [display_slice(grey, plane, i)[rr, cc] for i in idx]
+        ls = [None if lab is None else display_slice(lab, plane, i)[rr, cc] for i in idx]
         sp = slice_spacing(spacing, plane)
         px = auto_pixel_mm(gs[0].shape, sp, tile_px)
-        out[plane] = mosaic(gs, ls, sp, colours, plane=plane, indices=idx, pixel_mm=px,
+        out[plane] = mosaic(gs, ls, sp, colours, plane=plane, indices=idx, pixel_mm=px, origin=(rr.start, cc.start),
                             columns=4, alpha=alpha, edges=PLANE_EDGES[plane],
                             captions=[f"{plane} {'xyz'[ax]}={i}" for i in idx])
     return out
@@ -487,6 +512,7 @@ def agreement_mosaic(case: Case, pred: np.ndarray, ref: np.ndarray, task: Task, 
         grey = to_grey(case.image, display_window(case.image, case.modality))
         sp = (float(case.spacing[0]), float(case.spacing[1]))
         idx = [0]
+        origin = (0, 0)
         gs, rs, ps = [grey], [np.asarray(ref)], [np.asarray(pred)]
         edges = None
     else:
@@ -501,9 +527,11 @@ def agreement_mosaic(case: Case, pred: np.ndarray, ref: np.ndarray, task: Task, 
         worst = [int(k) for k in np.argsort(-bad, kind="stable") if bad[k] > 0][:n]
         # the worst slices first, then evenly spread labelled slices to fill up to n
         idx = sorted(set(worst + [k for k in spread if k not in worst][: max(0, n - len(worst))]))
-        gs = [display_slice(grey3, "axial", k) for k in idx]
-        rs = [display_slice(r3, "axial", k) for k in idx]
-        ps = [display_slice(p3, "axial", k) for k in idx]
+        rr, cc = display_crop(grey3, (p3 != 0) | (r3 != 0), "axial")
+        origin = (rr.start, cc.start)
+        gs = [display_slice(grey3, "axial", k)[rr, cc] for k in idx]
+        rs = [display_slice(r3, "axial", k)[rr, cc] for k in idx]
+        ps = [display_slice(p3, "axial", k)[rr, cc] for k in idx]
         sp = slice_spacing(spacing, "axial")
         edges = PLANE_EDGES["axial"]
     px = auto_pixel_mm(gs[0].shape, sp, tile_px)
@@ -527,7 +555,7 @@ def agreement_mosaic(case: Case, pred: np.ndarray, ref: np.ndarray, task: Task, 
         top = r * (h + TITLE_H + GAP) + TITLE_H
         left = c * (w + GAP)
         canvas[top : top + h, left : left + w] = rgb
-        tiles.append(Tile("agreement", idx[r], top, left, rows, cols))
+        tiles.append(Tile("agreement", idx[r], top, left, rows, cols, int(origin[0]), int(origin[1])))
         name = ("reference", "prediction", "agreement")[c]
         cap = name if case.ndim == 2 else f"{name} z={idx[r]}"
         texts.append((left + 2, top - TITLE_H + 2, cap, (220, 220, 220)))
