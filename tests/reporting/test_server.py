@@ -47,6 +47,7 @@ def test_bad_names_refused(name: str) -> None:
         check_name(name)
 
 
+@pytest.mark.filterwarnings("ignore:.*no pixel spacing given")  # the PNG upload has no spacing sidecar: 1 mm
 def test_api(tmp_path: Path, nifti_bytes: bytes) -> None:
     work = tmp_path / "work"
     outside = tmp_path / "evil.nii.gz"
@@ -83,6 +84,17 @@ def test_api(tmp_path: Path, nifti_bytes: bytes) -> None:
         assert code == 409 and b"--model" in body  # no model given
         code, _, _ = _req(f"{url}/api/studies/nope")
         assert code == 404
+        # a 2D PNG (ultrasound-like) opens as one image
+        from PIL import Image
+
+        png = io.BytesIO()
+        Image.fromarray((np.arange(30 * 40) % 200).astype(np.uint8).reshape(30, 40)).save(png, format="PNG")
+        code, body, _ = _req(f"{url}/api/upload?name=us.png", png.getvalue())
+        assert code == 200, body
+        sid = json.loads(body)["id"]
+        assert json.loads(body)["planes"] == {"image": 1}
+        code, body, headers = _req(f"{url}/api/studies/{sid}/slice?plane=image&index=0")
+        assert code == 200 and (int(headers["X-Rows"]), int(headers["X-Cols"])) == (30, 40)
     # everything written stays inside the working folder
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.parent != tmp_path / "src"]
     assert all(work in p.parents for p in written), written
