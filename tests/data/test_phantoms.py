@@ -20,14 +20,16 @@ def test_ct_phantom_deterministic_sided_and_plausible() -> None:
     np.testing.assert_array_equal(a.image, b.image)
     assert not np.array_equal(a.image, ct_phantom(SMALL, seed=4).image)
     assert set(np.unique(a.label)) == {0, 1, 2, 3}
-    # RAS: +x is patient left; the right kidney lies at negative x, i.e. low i
-    xs = (np.arange(SMALL[0]) - (SMALL[0] - 1) / 2) * a.spacing[0]
+    # NIfTI world x (RAS+) grows towards the patient's right: the right kidney and
+    # the liver must lie at positive world x, whatever the array order.
+    wx = a.affine[0, 0] * np.arange(SMALL[0]) + a.affine[0, 3]
     kid = a.label > 0
-    left_half = kid[xs > 0].sum()
-    right_half = kid[xs < 0].sum()
-    assert left_half > 0 and right_half > 0
+    assert kid[wx > 0].sum() > 0 and kid[wx < 0].sum() > 0
     for side, (cx, _, _) in a.info["kidney_centres_mm"]:
+        # side -1 = right kidney (array coordinate cx grows towards the patient's left)
         assert np.sign(cx) == side
+        i = int(round(cx / a.spacing[0] + (SMALL[0] - 1) / 2))
+        assert np.sign(wx[i]) == -side
     hu = a.image.astype(float)
     assert -1030 < np.median(hu[a.label == 0][:1000]) < -900  # the corner is air
     kidney = hu[a.label == 1]
@@ -38,14 +40,19 @@ def test_ct_phantom_deterministic_sided_and_plausible() -> None:
 
     cyst_core = np.unravel_index(np.argmax(ndimage.distance_transform_edt(a.label == 3)), a.label.shape)
     assert hu[cyst_core] < 30  # cyst ~8 HU (its rim is blurred by partial volume at 5.5 mm voxels)
-    assert np.allclose(np.diag(a.affine)[:3], a.spacing)
+    assert np.allclose(np.abs(np.diag(a.affine)[:3]), a.spacing)
+    import nibabel as nib
+
+    assert nib.aff2axcodes(a.affine) == ("L", "A", "S")
 
 
 def test_mr_phantom_chaos_labels_sided() -> None:
     m = mr_phantom((64, 64, 16), seed=1)
     assert set(np.unique(m.label)) >= {0, 1, 2, 3, 4}
-    xs = (np.arange(64) - 31.5) * m.spacing[0]
-    assert xs[np.nonzero(m.label == 2)[0]].mean() < 0 < xs[np.nonzero(m.label == 3)[0]].mean()
+    wx = m.affine[0, 0] * np.arange(64) + m.affine[0, 3]  # world x, + = patient right
+    assert wx[np.nonzero(m.label == 2)[0]].mean() > 0 > wx[np.nonzero(m.label == 3)[0]].mean()
+    assert wx[np.nonzero(m.label == 1)[0]].mean() > 0  # liver on the patient's right
+    assert wx[np.nonzero(m.label == 4)[0]].mean() < 0  # spleen on the patient's left
     assert m.image.min() >= 0  # magnitude image
 
 

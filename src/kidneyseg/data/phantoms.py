@@ -1,8 +1,8 @@
 """Synthetic CT, MR and ultrasound phantoms, deterministic by seed, written in the adapters' layouts.
 
 CT (:func:`ct_phantom`)
-    An abdomen on a RAS grid (array axis 0 -> patient Left, 1 -> Anterior,
-    2 -> Superior; so the *right* kidney lies at negative x, low ``i``): skin,
+    An abdomen on an LAS grid (array axis 0 -> patient Left, 1 -> Anterior,
+    2 -> Superior, as in CHAOS; so the *right* kidney lies at low ``i``): skin,
     subcutaneous fat, muscle wall, spine (cortical bone, marrow, discs, canal),
     paraspinal and psoas muscles, ribs, aorta, IVC, liver (patient right),
     spleen (patient left), lung bases, bowel-like texture with gas and fluid, and
@@ -107,11 +107,18 @@ def find_shapes_root(start: str | os.PathLike[str] | None = None) -> Path | None
 
 
 def _grid(shape: tuple[int, ...], spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Centred RAS affine and per-axis world coordinates (mm) of voxel centres."""
+    """Centred LAS affine and per-axis coordinates (mm) of voxel centres.
+
+    Array axis 0 runs towards the patient's Left (NIfTI RAS+ world x runs towards
+    the patient's Right, so the affine's x column is negative), axis 1 towards
+    Anterior, axis 2 towards Superior.  The returned coordinates follow the array
+    axes: ``x`` grows towards the patient's left.
+    """
     affine = np.eye(4)
     for a, (n, s) in enumerate(zip(shape, spacing)):
-        affine[a, a] = s
-        affine[a, 3] = -(n - 1) / 2.0 * s
+        sign = -1.0 if a == 0 else 1.0
+        affine[a, a] = sign * s
+        affine[a, 3] = -sign * (n - 1) / 2.0 * s
     coords = [((np.arange(n, dtype=np.float32) - (n - 1) / 2.0) * s) for n, s in zip(shape, spacing)]
     return affine, coords  # type: ignore[return-value]
 
@@ -224,7 +231,7 @@ def _real_kidneys(root: Path, rng: np.random.Generator, spacing) -> list[KidneyS
     img = nib.load(str(path))
     arr = np.asanyarray(img.dataobj).astype(np.uint8)
     ornt = nib.orientations.io_orientation(img.affine)
-    arr = nib.orientations.apply_orientation(arr, nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt("RAS")))
+    arr = nib.orientations.apply_orientation(arr, nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt("LAS")))
     src_sp = np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))[ornt[:, 0].astype(int).argsort()]
     # decimate (nearest) to about the phantom spacing first: labelling a 512x512xN mask is slow
     step = [max(1, int(t // s)) for s, t in zip(src_sp, spacing)]
@@ -254,7 +261,7 @@ def _real_kidneys(root: Path, rng: np.random.Generator, spacing) -> list[KidneyS
         cx, s = shapes[0]
         mirrored = KidneyShape(np.ascontiguousarray(np.where(s.crop[::-1] == 1, 1, 0).astype(np.uint8)), s.source + " mirrored")
         shapes.append((arr.shape[0] - cx, mirrored))
-    shapes.sort(key=lambda t: t[0])  # RAS: low i = patient right
+    shapes.sort(key=lambda t: t[0])  # LAS: low i = patient right
     return [s for _, s in shapes]
 
 
@@ -449,7 +456,7 @@ FOV_MM = {"ct": (400.0, 400.0, 220.0), "mr": (380.0, 380.0, 250.0)}
 
 def ct_phantom(size=(256, 256, 128), seed: int = 0, shapes_root: str | os.PathLike[str] | None = None,  # type: ignore[no-untyped-def]
                name: str = "case_00000") -> Phantom:
-    """Contrast CT phantom in HU (int16 range), labels kits23 (0, 1 kidney, 2 tumour, 3 cyst), RAS affine."""
+    """Contrast CT phantom in HU (int16 range), labels kits23 (0, 1 kidney, 2 tumour, 3 cyst), LAS affine."""
     from scipy import ndimage
 
     shape = tuple(int(s) for s in size)
