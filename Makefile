@@ -19,9 +19,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# demo: a generated CT phantom (HU) segmented by the embedded CT default model; prints the volumes
 demo: $(STAMP)
 	$(VENV)/bin/kidneyseg data synth --modality ct --n 1 --size 160 160 96 --seed 0 $(DEMO_OUT)/phantom
-	$(VENV)/bin/kidneyseg info $(DEMO_OUT)/phantom/case_00000/imaging.nii.gz
+	$(VENV)/bin/kidneyseg predict $(DEMO_OUT)/phantom/case_00000/imaging.nii.gz -o $(DEMO_OUT)/prediction --threads 2
+	@echo "label map and volumes: $(DEMO_OUT)/prediction/imaging.nii.gz, $(DEMO_OUT)/prediction/imaging_volumes.json"
+
+# models: retrain the embedded default models (CT, MR, US) from ../shared/data on 2 CPU cores,
+# score them (case-level 5-fold cross-validation) and write their model cards
+models: $(STAMP)
+	$(PY) scripts/train_defaults.py --threads 2
 
 test: $(STAMP) browser-deps
 	$(PY) -m pytest -q

@@ -85,6 +85,51 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return cases
 
 
+#: 0.5th intensity percentile below which a volume is taken for CT in HU (air is about -1000 HU).
+HU_AIR_THRESHOLD = -500.0
+
+
+def guess_modality(cases: list[Path], spacing: tuple[float, float] | None = None) -> str:
+    """Modality for the default model when neither ``--model`` nor ``--modality`` is given.
+
+    From the first readable case: the DICOM Modality (CT/MR/US) when there is one;
+    else a 2D image is taken for ultrasound and a volume whose 0.5th intensity
+    percentile is below :data:`HU_AIR_THRESHOLD` (air in HU) for CT, each with a
+    warning.  Other volumes (e.g. MR in NIfTI) raise :class:`InputError` asking for
+    ``--modality``.  When no case can be read, CT is assumed (the cases then fail
+    one by one with their own errors).
+    """
+    import numpy as np
+
+    from kidneyseg import io
+    from kidneyseg.errors import InputError, KidneysegError
+
+    for path in cases:
+        try:
+            case = io.read(path, spacing=spacing)
+        except (KidneysegError, OSError):
+            continue
+        if case.modality in ("ct", "mr", "us"):
+            log.info("modality %s from the DICOM header of %s", case.modality, path)
+            return str(case.modality)
+        if case.ndim == 2:
+            log.warning("%s: 2D image without a modality: using the ultrasound default model "
+                        "(pass --modality ct|mr|us to choose)", path)
+            return "us"
+        img = np.asarray(case.image)
+        lo, hi = (float(v) for v in np.percentile(img[:: max(1, img.shape[0] // 64)], [0.5, 99.5]))
+        if lo < HU_AIR_THRESHOLD:
+            log.warning("%s: no modality given; intensities look like CT in HU (0.5th percentile %.0f): "
+                        "using the CT default model (pass --modality to choose)", path, lo)
+            return "ct"
+        raise InputError("cannot tell the modality of the input for the default model", path=path,
+                         found=f"no DICOM Modality, intensities {lo:.0f}..{hi:.0f} (no air at about -1000 HU)",
+                         expected="a DICOM series, a CT in HU, or --modality",
+                         fix="pass --modality ct|mr|us (or --model DIR)")
+    log.warning("no input could be read to tell its modality: using the CT default model")
+    return "ct"
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -93,10 +138,13 @@ def run(args: argparse.Namespace) -> int:
     from kidneyseg.inference import Predictor, resolve_model, save_prediction
     from kidneyseg.io._common import stem_of
 
-    model_dir = resolve_model(args.model, args.modality)
+    cases = expand_inputs(args.inputs)
+    chosen = args.modality
+    if args.model is None and chosen is None:
+        chosen = guess_modality(cases, tuple(args.spacing) if args.spacing else None)
+    model_dir = resolve_model(args.model, chosen)
     predictor = Predictor(model_dir, tta=args.tta, threads=args.threads, postprocess=not args.no_postprocess)
     modality = args.modality or predictor.modality or None
-    cases = expand_inputs(args.inputs)
     out = Path(args.output)
     failed: list[tuple[Path, str]] = []
     names: dict[str, int] = {}

@@ -185,6 +185,16 @@ _register(
     _smp("Linknet", "resnet34", 32),
 )
 _register(
+    ModelInfo("deeplabv3plus-mobilenetv2", 2, (256, 256), 16, 32, "segmentation",
+              "smp DeepLabV3+ with MobileNetV2 encoder (small ensemble member)", "mobilenet_v2"),
+    _smp("DeepLabV3Plus", "mobilenet_v2", 16),
+)
+_register(
+    ModelInfo("linknet-mobilenetv2", 2, (256, 256), 32, 32, "segmentation",
+              "smp LinkNet with MobileNetV2 encoder (small ensemble member)", "mobilenet_v2"),
+    _smp("Linknet", "mobilenet_v2", 32),
+)
+_register(
     ModelInfo("unet-resnet34", 2, (256, 256), 32, 32, "segmentation", "smp U-Net with ResNet-34 encoder", "resnet34"),
     _smp("Unet", "resnet34", 32),
 )

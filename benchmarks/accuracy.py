@@ -1,0 +1,188 @@
+"""Case-level cross-validated accuracy of the default models.
+
+    python benchmarks/accuracy.py [--modality ct mr] [--work work/defaults] [--data ../shared/data]
+                                  [--threads 2] [--train] [--json OUT.json]
+
+Each fold model in ``WORK/<modality>/fold_<k>`` (written by
+``scripts/train_defaults.py``, split by ``kidneyseg.data.splits.make_splits``: 5
+folds by patient, never by slice) predicts its own validation cases with
+:class:`kidneyseg.inference.Predictor` (the same code path as ``kidneyseg
+predict``: plan, network, undo to the input grid, post-processing); the label maps
+are scored against the reference on the original grid with
+:func:`kidneyseg.evaluation.evaluate_case` (Dice, HD95 in mm).  Prints one row per
+fold and region and the mean over folds (the mean of the fold means) and over all
+validation cases.  ``--train`` trains missing fold models first (the CT/MR recipes
+of :mod:`kidneyseg.default_models`).
+
+CT (KiTS19 slices) regions: kidney+masses {1, 2}, tumour {2}.  MR (CHAOS T2):
+right kidney {2}, left kidney {3} and both kidneys {2, 3}; the CHAOS bar is the mean
+of right and left.  HD95 of a 2D slice is in-plane.  Empty reference and empty
+prediction: Dice 1 (the evaluation package's documented policy); cases where a
+region is absent from the reference are listed as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+# regions scored per modality: name -> label values of the *model output* and reference
+REGIONS: dict[str, dict[str, tuple[int, ...]]] = {
+    "ct": {"kidney+masses": (1, 2), "tumour": (2,)},
+    "mr": {"right kidney": (2,), "left kidney": (3,), "kidney (both)": (2, 3)},
+}
+
+
+def _region_scores(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], values: tuple[int, ...]) -> dict[str, float]:
+    from kidneyseg.evaluation import dice, hd95, surface_distances
+
+    p = np.isin(pred, values)
+    r = np.isin(ref, values)
+    d = float(dice(p, r))
+    h = float(hd95(surface_distances(r, p, spacing))) if p.any() and r.any() else float("nan")
+    return {"dice": d, "hd95": h, "ref_empty": not r.any(), "pred_empty": not p.any()}
+
+
+def evaluate_fold(fold_dir: Path, data: Path, fmt: str, modality: str, threads: int) -> list[dict[str, Any]]:
+    """Rows (fold, case, region, dice, hd95) of one fold model on its validation cases."""
+    from kidneyseg.data.adapters import load_dataset
+    from kidneyseg.inference import Predictor
+
+    spec = json.loads((fold_dir / "model.json").read_text())
+    tr = spec["training"]
+    val = list(tr["data"]["val"])
+    opts = tr["config"].get("dataset_options") or {}
+    opts = {k: ({int(a): int(b) for a, b in v.items()} if k == "label_map" else v) for k, v in opts.items()}
+    ds = load_dataset(data, fmt)  # reference labels as published (no label_map)
+    by_name = {c.name: c for c in ds.cases}
+    pred = Predictor(fold_dir, threads=threads)
+    rows = []
+    for name in val:
+        case = by_name[name].load()
+        res = pred.predict_case(case)
+        for region, values in REGIONS[modality].items():
+            s = _region_scores(res.label, case.label, tuple(case.spacing), values)
+            rows.append({"fold": int(tr["data"]["fold"]), "case": name, "region": region, **s})
+    return rows
+
+
+def _mean(xs: list[float]) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
+    return float(np.mean(xs)) if xs else float("nan")
+
+
+def table(rows: list[dict[str, Any]], modality: str) -> str:
+    """Markdown table: per fold and region mean Dice / HD95, then the means."""
+    folds = sorted({r["fold"] for r in rows})
+    regions = list(REGIONS[modality])
+    head = "| fold | cases | " + " | ".join(f"{g} Dice | {g} HD95 mm" for g in regions) + " |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(regions))]
+    per_fold: dict[str, list[tuple[float, float]]] = {g: [] for g in regions}
+    for f in folds:
+        cells = []
+        for g in regions:
+            rr = [r for r in rows if r["fold"] == f and r["region"] == g]
+            d, h = _mean([r["dice"] for r in rr]), _mean([r["hd95"] for r in rr])
+            per_fold[g].append((d, h))
+            cells.append(f"{d:.3f} | {h:.1f}")
+        n = len({r["case"] for r in rows if r["fold"] == f})
+        lines.append(f"| {f} | {n} | " + " | ".join(cells) + " |")
+    cells = [f"**{_mean([d for d, _ in per_fold[g]]):.3f}** | {_mean([h for _, h in per_fold[g]]):.1f}" for g in regions]
+    lines.append(f"| mean of folds | {len({r['case'] for r in rows})} | " + " | ".join(cells) + " |")
+    cells = []
+    for g in regions:
+        rr = [r for r in rows if r["region"] == g]
+        cells.append(f"{_mean([r['dice'] for r in rr]):.3f} | {_mean([r['hd95'] for r in rr]):.1f}")
+    lines.append("| mean of cases | | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary(rows: list[dict[str, Any]], modality: str) -> dict[str, Any]:
+    """Mean over folds of the per-fold mean Dice and HD95 per region (the numbers quoted in the cards)."""
+    out: dict[str, Any] = {"folds": len({r["fold"] for r in rows}), "cases": len({r["case"] for r in rows})}
+    for g in REGIONS[modality]:
+        per = [([r["dice"] for r in rows if r["fold"] == f and r["region"] == g],
+                [r["hd95"] for r in rows if r["fold"] == f and r["region"] == g]) for f in sorted({r["fold"] for r in rows})]
+        out[g] = {"dice": round(_mean([_mean(d) for d, _ in per]), 4), "hd95_mm": round(_mean([_mean(h) for _, h in per]), 2),
+                  "dice_per_fold": [round(_mean(d), 4) for d, _ in per]}
+    return out
+
+
+def evaluate_us(model_dir: Path, out: Path, threads: int, n: int = 8, seed: int = 1000) -> dict[str, Any]:
+    """Dice/HD95 of the ultrasound model on ``n`` freshly generated phantoms (a seed not used in training)."""
+    from kidneyseg.case import Case
+    from kidneyseg.data.phantoms import generate, find_shapes_root
+    from kidneyseg.inference import Predictor
+
+    spec = json.loads((model_dir / "model.json").read_text())
+    size = spec["training"]["config"].get("patch_size") or [128, 128]
+    pred = Predictor(model_dir, threads=threads)
+    rows = []
+    for i in range(n):
+        ph = generate("us", i, size=tuple(size), seed=seed, shapes_root=find_shapes_root())
+        # the training PNGs carry no spacing sidecar, so training saw 1 mm pixels: score on the same grid
+        case = Case(image=ph.image, affine=np.eye(4), name=ph.name, modality="us")
+        res = pred.predict_case(case)
+        s = _region_scores(res.label, (ph.label > 0).astype(np.uint8), (1.0, 1.0), (1,))
+        rows.append({"fold": 0, "case": ph.name, "region": "kidney", **s})
+    REGIONS.setdefault("us", {"kidney": (1,)})
+    note = (f"Dice and HD95 on {n} generated phantoms (seed {seed}, not used in training). "
+            "NOT a measurement on real ultrasound: the model never saw a real image.")
+    return {"rows": rows, "table": table(rows, "us"), "summary": summary(rows, "us"), "note": note}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--modality", nargs="+", choices=list(REGIONS), default=list(REGIONS))
+    ap.add_argument("--work", type=Path, default=ROOT / "work" / "defaults")
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train", action="store_true", help="train missing fold models first")
+    ap.add_argument("--json", type=Path, default=None, help="also write every per-case row here")
+    args = ap.parse_args(argv)
+
+    from kidneyseg.default_models import RECIPES
+
+    all_rows: dict[str, list[dict[str, Any]]] = {}
+    for mod in args.modality:
+        r = RECIPES[mod]
+        data = args.data / str(r.data)
+        if not data.is_dir():
+            print(f"{mod}: data set {data} is missing; skipped", file=sys.stderr)
+            continue
+        if args.train:
+            import train_defaults
+
+            train_defaults.main(["--modality", mod, "--data", str(args.data), "--work", str(args.work),
+                                 "--threads", str(args.threads), "--no-pack"])
+        fold_dirs = sorted(d for d in (args.work / mod).glob("fold_*") if (d / "model.json").is_file())
+        if not fold_dirs:
+            print(f"{mod}: no trained fold in {args.work / mod} (run with --train)", file=sys.stderr)
+            continue
+        t0 = time.time()
+        rows: list[dict[str, Any]] = []
+        for fd in fold_dirs:
+            rows += evaluate_fold(fd, data, str(r.fmt), mod, args.threads)
+        cfg = json.loads((fold_dirs[0] / "model.json").read_text())["training"]["config"]
+        print(f"\n## {mod}: {r.data}, {len(fold_dirs)} of {r.folds} folds, epochs {cfg['epochs']}, "
+              f"evaluated in {time.time() - t0:.0f} s\n")
+        print(table(rows, mod))
+        all_rows[mod] = rows
+    if args.json:
+        args.json.write_text(json.dumps(all_rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

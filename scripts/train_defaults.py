@@ -1,0 +1,310 @@
+"""Train the embedded default models (``make models``) from the real data in ../shared/data.
+
+    python scripts/train_defaults.py [--modality ct mr us] [--data ../shared/data] [--work work/defaults]
+                                     [--threads 2] [--folds K ...] [--epochs N] [--no-pack]
+
+CT and MR: one model per case-level fold (``kidneyseg.data.splits.make_splits``,
+5 folds by patient) is trained into ``WORK/<modality>/fold_<k>``, validated on its
+held-out cases, then the fold models are packed as one ``ensemble-mean`` stage
+(float16 weights) into ``src/kidneyseg/default_models/<modality>``.
+Ultrasound: phantoms are generated (``kidneyseg data synth --modality us``, kidney
+outlines from the Open Kidney masks when present) and the ``us-triple-ensemble``
+(with small members, see the recipe) is trained on all of them.
+
+The fold folders are what ``benchmarks/accuracy.py`` scores.  A run that is
+interrupted continues with the same command (finished folds are kept, an
+unfinished fold resumes from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from kidneyseg.default_models import RECIPES, Recipe  # noqa: E402
+
+log = logging.getLogger("train_defaults")
+PACKAGE_DIR = ROOT / "src" / "kidneyseg" / "default_models"
+
+
+def custom_pipeline(recipe: Recipe) -> Any:
+    """The one-stage slice-wise pipeline of a recipe with ``pipeline == "custom"``."""
+    from kidneyseg.models.pipelines import Pipeline, StageDef
+
+    st = recipe.stage or {}
+    return Pipeline(
+        f"default-{recipe.modality}-unet2d", st["description"], "slice2d", (recipe.modality,),
+        (StageDef(st["name"], st["arch"], 2, "segment", loss=st.get("loss", "dice-ce"),
+                  arch_kwargs=dict(st["arch_kwargs"]), plan=dict(st["plan"])),),
+        "slice-wise U-Net",
+    )
+
+
+def pipeline_of(recipe: Recipe) -> Any:
+    return custom_pipeline(recipe) if recipe.pipeline == "custom" else recipe.pipeline
+
+
+def train_one(recipe: Recipe, data: Path, fmt: str, out: Path, fold: int, folds: int, threads: int,
+              epochs: int | None) -> Path:
+    """Train one model folder (resuming an unfinished run in ``out``)."""
+    from kidneyseg.training.config import TrainConfig
+    from kidneyseg.training.run import train_pipeline
+
+    cfg = dict(recipe.config)
+    cfg.update({"fold": fold, "folds": max(folds, 2), "threads": threads, "progress": False})
+    if epochs is not None:
+        cfg["epochs"] = epochs
+        if "val_every" in cfg:
+            cfg["val_every"] = epochs
+        if cfg.get("fusion_epochs"):
+            cfg["fusion_epochs"] = max(1, min(cfg["fusion_epochs"], epochs - 1))
+    if (out / "model.json").is_file():
+        log.info("%s already trained", out)
+        return out
+    resume = (out / "checkpoints").exists()
+    t0 = time.time()
+    train_pipeline(pipeline_of(recipe), data, fmt, out, TrainConfig(**cfg), resume=resume)
+    log.info("%s trained in %.0f s", out, time.time() - t0)
+    return out
+
+
+def synth_us(recipe: Recipe, out: Path, shapes: Path | None) -> Path:
+    """Generate the ultrasound phantoms of the recipe (kept when already there)."""
+    s = recipe.synth or {}
+    if (out / "index.json").is_file() or any(out.glob("**/*.png")):
+        return out
+    cmd = [sys.executable, "-m", "kidneyseg.cli", "-q", "data", "synth", "--modality", s["modality"], "--n", str(s["n"]),
+           "--size", *[str(v) for v in s["size"]], "--seed", str(s["seed"])]
+    if shapes is not None:
+        cmd += ["--shapes", str(shapes)]
+    subprocess.run([*cmd, str(out)], check=True)
+    return out
+
+
+CARDS: dict[str, dict[str, Any]] = {
+    "ct": {
+        "title": "CT default: kidney and tumour, slice-wise 2D U-Net",
+        "data": "KiTS19 slices in ../shared/data/kits19_slices: 31 real axial contrast-enhanced CT slices "
+                "(512x512, 0.73-0.88 mm) from 22 KiTS19 cases with the official expert labels (kidney, tumour; "
+                "cysts are labelled kidney in KiTS19). Pixel value = clip(HU, 0, 255), stored as JPEG by the source. "
+                "No phantoms were used.",
+        "split": "5 case-level folds (kidneyseg.data.splits.make_splits, seed 0, by KiTS case: all slices of a "
+                 "case in one fold). One network per fold, trained on the other 4 folds; the shipped model is the "
+                 "mean ensemble (mean of softmax) of the 5 fold networks, so every case was unseen by one member.",
+        "license": "Trained on KiTS19 data, CC BY-NC-SA 4.0 (Heller et al., Med Image Anal 2021). The weights are "
+                   "a derivative of that data: share them only non-commercially, with attribution, under the same "
+                   "licence (CC BY-NC-SA 4.0). No commercial use.",
+        "intended_use": "Research and teaching: kidney and renal tumour outlines on contrast-enhanced abdominal CT "
+                        "in HU (any orientation; NIfTI or DICOM), processed axial slice by axial slice at 1.6 mm in "
+                        "plane. Not a medical device; not for diagnosis.",
+        "failure_modes": [
+            "Trained on 31 slices only: expect false positives on other organs (liver, spleen, bowel, vessels) "
+            "and missed kidneys on slices unlike the training slices (poles, non-contrast or other phases).",
+            "Non-contrast CT (e.g. the TotalSegmentator example) looks unlike the training data: volumes there are "
+            "unreliable.",
+            "Cysts are not a class (KiTS19 labels them kidney); tumour vs cyst is not distinguished.",
+            "Intensities outside 0..255 HU are clipped (window 0..255, the range of the training PNGs).",
+            "Slice-wise: no 3D context; consistency between slices comes only from post-processing "
+            "(largest components, hole filling).",
+        ],
+    },
+    "mr": {
+        "title": "MR default: right and left kidney on T2, slice-wise 2D U-Net",
+        "data": "CHAOS T2-SPIR in ../shared/data/chaos_t2: 15 real abdominal MR volumes (256x256x31-46, "
+                "1.25x1.25x7.7 mm) with manual radiologist labels. Liver and spleen are mapped to background; "
+                "the network predicts right kidney (2) and left kidney (3) directly on axial slices of the "
+                "RAS-reoriented volume (no left/right flips in augmentation).",
+        "split": "5 case-level folds (kidneyseg.data.splits.make_splits, seed 0, by patient). One network per fold; "
+                 "the shipped model is the mean ensemble of the 5 fold networks.",
+        "license": "Trained on CHAOS data, CC BY-SA 4.0 (Kavur et al., Med Image Anal 2021). The weights are shared "
+                   "with attribution under the same licence (CC BY-SA 4.0); commercial use is allowed by that "
+                   "licence as long as attribution and share-alike are kept.",
+        "intended_use": "Research: right/left kidney outlines and volumes on T2(-SPIR) abdominal MR, slice-wise at "
+                        "2.5 mm in plane. Not a medical device.",
+        "failure_modes": [
+            "Only T2-SPIR from one centre (CHAOS): T1, other sequences or field strengths are out of distribution.",
+            "Resolution 2.5 mm in plane: thin structures and the renal poles on 7.7 mm slices are coarse.",
+            "Left/right come from the network and anatomy in RAS; a wrong affine in the input header gives "
+            "swapped sides.",
+            "Intensity is normalised per image (0.5-99.5 percentile z-score): strong bias fields may hurt.",
+        ],
+    },
+    "us": {
+        "title": "Ultrasound default: kidney capsule, us-triple-ensemble trained on phantoms only",
+        "data": "Synthetic B-mode phantoms only (kidneyseg data synth --modality us, 128x128): kidney outlines "
+                "taken from the real Open Kidney Ultrasound capsule masks (labels only, in "
+                "../shared/data/kidneyus_masks), speckle, shadows and echo texture simulated. "
+                "THIS MODEL HAS NEVER SEEN A REAL ULTRASOUND IMAGE.",
+        "split": "All phantoms for training (no validation fold); scored on separately generated phantoms "
+                 "(other seed).",
+        "license": "The kidney outlines come from the Open Kidney Ultrasound masks, CC BY-NC-SA (Singla et al., "
+                   "ASMUS 2023): treat the weights as a derivative, shared non-commercially, with attribution, "
+                   "under CC BY-NC-SA.",
+        "intended_use": "A placeholder that exercises the ultrasound code path (2D image in, capsule mask out). "
+                        "Not for real images without retraining: register for the Open Kidney Ultrasound data set "
+                        "(https://rsingla.ca/kidneyUS/) and run `kidneyseg train --pipeline us-triple-ensemble "
+                        "--data KIDNEYUS_DIR --format openkidney-us -o my_us_model` (the full configuration with "
+                        "DeepLabV3+ ResNet-152 and LinkNet ResNet-34 stays trainable), then "
+                        "`kidneyseg predict --model my_us_model`.",
+        "failure_modes": [
+            "Real ultrasound differs from the phantoms (texture, artefacts, devices, annotations burnt into "
+            "images): expect poor results on real images.",
+            "Shipped with smaller members than the published method (DeepLabV3+ MobileNetV2 instead of "
+            "DeepLabV3+ ResNet-152, LinkNet MobileNetV2 instead of LinkNet ResNet-34) to fit the 60 MB budget.",
+            "Trained at 128x128 for a few epochs on 2 CPU cores.",
+        ],
+    },
+}
+
+
+def card_markdown(mod: str, card: dict[str, Any]) -> str:
+    """MODEL_CARD.md text from the card fields."""
+    lines = [f"# {card['title']}", "", "Embedded default model of kidneyseg "
+             f"(`kidneyseg predict scan --modality {mod}`; folder `kidneyseg/default_models/{mod}`).", ""]
+    for key, head in (("architecture", "Architecture"), ("data", "Training data"), ("split", "Split"),
+                      ("license", "Licence of the weights"), ("intended_use", "Intended use")):
+        lines += [f"## {head}", "", str(card.get(key, "")), ""]
+    lines += ["## Measured accuracy", "", card.get("metrics_note", ""), "", card.get("metrics_table", ""), "",
+              "Reproduce with:", "", "```", card["command"], "```", ""]
+    lines += ["## Training", "", f"- command: `{card['train_command']}`", f"- time: {card['training_time']}",
+              f"- size: {card['size']}", ""]
+    lines += ["## Known failure modes", ""] + [f"- {f}" for f in card["failure_modes"]] + [""]
+    return "\n".join(lines)
+
+
+def pack(recipe: Recipe, members: list[Path], dest: Path, data_desc: dict[str, Any], card: dict[str, Any]) -> Path:
+    """Write the shipped model folder: fold models as an ``ensemble-mean`` stage (or one model), float16,
+    with ``card`` in model.json and MODEL_CARD.md (also copied to docs/models/<modality>.md)."""
+    import torch
+
+    from kidneyseg.models.folder import library_versions, load_model_folder, save_model_folder, write_json
+    from kidneyseg.models.registry import create_model
+
+    loaded = [load_model_folder(m) for m in members]
+    stage_name = loaded[0].spec["stages"][0]
+    stages = [lm.stages[stage_name] for lm in loaded]
+    spec0 = json.loads(json.dumps(stages[0].spec))
+    for s in stages[1:]:
+        for k in ("target_spacing", "patch_size", "intensity", "orientation"):
+            if s.plan.get(k) != stages[0].plan.get(k):
+                raise ValueError(f"fold plans differ in {k}: {s.plan.get(k)} vs {stages[0].plan.get(k)}")
+    labels_out = dict(recipe.output_labels)
+    # channels of label values the shipped model does not report (e.g. CHAOS liver/spleen) -> background
+    c2l = [v if str(v) in labels_out else 0 for v in spec0["channel_to_label"]]
+    if len(stages) > 1:
+        member_specs = [{"arch": s.spec["arch"], "arch_kwargs": s.spec["arch_kwargs"]} for s in stages]
+        module = create_model("ensemble-mean", in_channels=spec0["in_channels"], out_channels=spec0["out_channels"],
+                              members=member_specs)
+        for mem, s in zip(module.members, stages):
+            mem.load_state_dict(s.module.state_dict())
+        arch, arch_kwargs = "ensemble-mean", {"members": member_specs}
+    else:
+        module, arch, arch_kwargs = stages[0].module, spec0["arch"], spec0["arch_kwargs"]
+    shutil.rmtree(dest / stage_name, ignore_errors=True)
+    (dest / stage_name).mkdir(parents=True, exist_ok=True)
+    state = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
+             for k, v in module.state_dict().items()}
+    torch.save(state, dest / stage_name / "weights.pt")
+    stage_spec = {**spec0, "arch": arch, "arch_kwargs": arch_kwargs, "channel_to_label": c2l}
+    stage_spec["plan"] = {**spec0["plan"], "labels": labels_out}
+    stage_spec["stage"] = {**spec0.get("stage", {}), "weights_dtype": "float16",
+                           "members_from": [m.name for m in members],
+                           "training": [s.spec.get("stage", {}).get("training") for s in stages]}
+    write_json(dest / stage_name / "model.json", stage_spec)
+    top = loaded[0].spec
+    seconds = [lm.spec.get("training", {}).get("seconds") for lm in loaded]
+    total = sum(x or 0 for x in seconds)
+    size = (dest / stage_name / "weights.pt").stat().st_size
+    card = {**card, "architecture": f"{arch}: " + ", ".join(
+                f"{m['arch']} {json.dumps(m['arch_kwargs'])}" for m in arch_kwargs.get("members", [{"arch": arch, "arch_kwargs": arch_kwargs}])),
+            "training_time": f"{total / 60:.1f} min on 2 shared CPU cores ({len(stages)} network(s): "
+                             + ", ".join(f"{(x or 0) / 60:.1f}" for x in seconds) + " min)",
+            "size": f"{size / 1e6:.1f} MB (float16 weights)"}
+    save_model_folder(dest, {
+        "pipeline": top["pipeline"], "task": top["task"], "modality": recipe.modality, "labels": labels_out,
+        "stages": [stage_name], "inference": top.get("inference", "slice2d"),
+        "training": {"data": data_desc, "config": top.get("training", {}).get("config"),
+                     "members": len(stages), "seconds_per_member": seconds, "seconds_total": total},
+        "versions": library_versions(),
+        "card": card,
+    })
+    text = card_markdown(recipe.modality, card)
+    (dest / "MODEL_CARD.md").write_text(text)
+    docs = ROOT / "docs" / "models"
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / f"{recipe.modality}.md").write_text(text)
+    return dest
+
+
+def evaluate(mod: str, recipe: Recipe, members: list[Path], data: Path, threads: int, work: Path) -> dict[str, Any]:
+    """Cross-validation (CT, MR: each fold model on its own validation cases) or held-out phantoms (US)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import accuracy
+
+    if recipe.synth:
+        return accuracy.evaluate_us(members[0], work / mod / "test_phantoms", threads)
+    rows: list[dict[str, Any]] = []
+    for m in members:
+        rows += accuracy.evaluate_fold(m, data, str(recipe.fmt), mod, threads)
+    return {"rows": rows, "table": accuracy.table(rows, mod), "summary": accuracy.summary(rows, mod)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--modality", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--work", type=Path, default=ROOT / "work" / "defaults")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--folds", type=int, nargs="*", default=None, help="train only these folds (default: all)")
+    ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (quick runs)")
+    ap.add_argument("--no-pack", action="store_true", help="train only; do not replace the embedded models")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    for mod in args.modality:
+        r = RECIPES[mod]
+        t0 = time.time()
+        if r.synth:
+            shapes = args.data / "kidneyus_masks"
+            data = synth_us(r, args.work / mod / "phantoms", args.data if shapes.is_dir() else None)
+            fmt = "openkidney-us"
+            desc = {"phantoms": r.synth, "shapes": "Open Kidney US capsule masks" if shapes.is_dir() else "parametric"}
+            members = [train_one(r, data, fmt, args.work / mod / "all", -1, 2, args.threads, args.epochs)]
+        else:
+            data, fmt = args.data / str(r.data), str(r.fmt)
+            if not data.is_dir():
+                log.error("missing data set %s: `make models` needs ../shared/data", data)
+                return 2
+            folds = args.folds if args.folds is not None else list(range(r.folds))
+            members = [train_one(r, data, fmt, args.work / mod / f"fold_{k}", k, r.folds, args.threads, args.epochs)
+                       for k in folds]
+            desc = {"data_set": r.data, "format": fmt, "folds": r.folds, "members": [f"fold_{k}" for k in folds],
+                    "split": "kidneyseg.data.splits.make_splits(folds=5, seed=0), by patient"}
+        log.info("%s: trained in %.0f s", mod, time.time() - t0)
+        if not args.no_pack:
+            ev = evaluate(mod, r, members, data, args.threads, args.work)
+            (args.work / mod / "metrics.json").write_text(json.dumps(ev, indent=1))
+            cfg = json.loads((members[0] / "model.json").read_text())["training"]["config"]
+            card = {**CARDS[mod], "metrics": ev["summary"], "metrics_table": ev["table"],
+                    "metrics_note": ev.get("note", f"{len(members)}-fold case-level cross-validation, "
+                                           f"{cfg['epochs']} epochs per fold (the shipped members themselves)."),
+                    "command": ("python benchmarks/accuracy.py --modality " + mod) if not r.synth
+                    else "python scripts/train_defaults.py --modality us  (scores held-out phantoms)",
+                    "train_command": f"python scripts/train_defaults.py --modality {mod} --threads 2  (make models)"}
+            pack(r, members, PACKAGE_DIR / mod, desc, card)
+            log.info("%s: packed into %s", mod, PACKAGE_DIR / mod)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The default models embedded in the package, and the recipes that train them.
+
+``default_model_dir(modality)`` is the folder ``kidneyseg predict`` uses when no
+``--model`` is given (``ct``, ``mr`` or ``us``).  Each folder is an ordinary model
+folder (docs/CONTRACTS.md): ``model.json`` (with a ``card``), one stage folder with
+``weights.pt`` (state dict, float16, loaded with ``torch.load(weights_only=True)``)
+and ``MODEL_CARD.md``.
+
+The recipes (:data:`RECIPES`) are what ``scripts/train_defaults.py`` (``make
+models``) trains and ``benchmarks/accuracy.py`` cross-validates.  CT and MR
+defaults are the mean ensemble of the case-level cross-validation fold models
+(nnU-Net's practice): the validation score of every member is the
+cross-validation score, and no member saw its validation cases.
+
+This module imports without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kidneyseg.errors import InputError, unknown_name
+
+MODALITIES = ("ct", "mr", "us")
+#: Total size budget of all embedded defaults (bytes): they ship in the wheel.
+SIZE_BUDGET_BYTES = 60 * 1024 * 1024
+
+
+def default_model_dir(modality: str) -> Path:
+    """Folder of the embedded default model for ``modality`` (``ct``, ``mr`` or ``us``).
+
+    Raises :class:`~kidneyseg.errors.InputError` for an unknown modality or a
+    folder without ``model.json`` (an installation without trained defaults).
+    """
+    if modality not in MODALITIES:
+        raise unknown_name("modality", modality, MODALITIES)
+    d = Path(__file__).resolve().parent / modality
+    if not (d / "model.json").is_file():
+        raise InputError(f"no embedded default model for modality '{modality}' in this installation", path=d,
+                         found="no model.json", expected="model.json + stage folder + weights.pt",
+                         fix="run `make models` (needs ../shared/data) or pass --model DIR")
+    return d
+
+
+def default_models_size() -> int:
+    """Bytes taken by every file under the embedded default folders."""
+    root = Path(__file__).resolve().parent
+    return sum(p.stat().st_size for m in MODALITIES for p in (root / m).rglob("*") if p.is_file())
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one default model is trained.
+
+    ``data``/``fmt``: data set (relative to the shared data root) and adapter
+    format; ``synth``: phantom generation instead (``kidneyseg data synth`` options);
+    ``pipeline``: a pipeline name of :mod:`kidneyseg.models.pipelines`, or ``custom``
+    with ``stage`` describing a one-stage slice-wise pipeline; ``config``:
+    :class:`~kidneyseg.training.config.TrainConfig` fields; ``folds``: number of
+    case-level folds (0 = one model on every case); ``drop_channels``: label values
+    the network learns but the shipped model reports as background.
+    """
+
+    modality: str
+    pipeline: str
+    config: dict[str, Any]
+    data: str | None = None
+    fmt: str | None = None
+    synth: dict[str, Any] | None = None
+    stage: dict[str, Any] | None = None
+    folds: int = 5
+    output_labels: dict[str, str] = field(default_factory=dict)
+    license: str = ""
+
+
+#: Small MONAI residual U-Net (2D): cheap enough to train on two CPU cores.
+_UNET_SMALL = {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 1}
+
+RECIPES: dict[str, Recipe] = {
+    "ct": Recipe(
+        modality="ct",
+        pipeline="custom",
+        stage={"name": "main", "arch": "unet2d", "arch_kwargs": _UNET_SMALL, "loss": "dice-ce",
+               "description": "small 2D residual U-Net (MONAI) on axial slices, 1.6 mm in plane, HU window 0..255",
+               # the slices hold clip(HU, 0, 255): the window maps any CT in HU to the same range
+               "plan": {"target_spacing": [1.6, 1.6], "patch_size": [192, 192],
+                        "intensity": {"kind": "window", "low": 0, "high": 255}}},
+        config={"epochs": 60, "batch_size": 4, "lr": 2e-3, "val_every": 60, "augmentation": "default",
+                "fg_ratio": 0.67},
+        data="kits19_slices",
+        fmt="slices",
+        folds=5,
+        output_labels={"0": "background", "1": "kidney", "2": "tumor"},
+        license="CC BY-NC-SA 4.0 (KiTS19)",
+    ),
+    "mr": Recipe(
+        modality="mr",
+        pipeline="custom",
+        stage={"name": "main", "arch": "unet2d", "arch_kwargs": _UNET_SMALL, "loss": "dice-ce",
+               "description": "small 2D residual U-Net (MONAI) on axial T2 slices, 2.5 mm in plane, "
+                              "right (2) and left (3) kidney predicted directly (no flips in augmentation)",
+               "plan": {"target_spacing": [2.5, 2.5], "patch_size": [128, 128],
+                        "intensity": {"kind": "percentile_zscore", "low_pct": 0.5, "high_pct": 99.5}}},
+        # liver (1) and spleen (4) become background: the model learns kidneys only
+        config={"epochs": 12, "batch_size": 8, "lr": 2e-3, "val_every": 12, "augmentation": "default",
+                "max_background_slices": 4, "dataset_options": {"label_map": {1: 0, 4: 0}}},
+        data="chaos_t2",
+        fmt="chaos-mr",
+        folds=5,
+        output_labels={"0": "background", "2": "right kidney", "3": "left kidney"},
+        license="CC BY-SA 4.0 (CHAOS)",
+    ),
+    "us": Recipe(
+        modality="us",
+        pipeline="us-triple-ensemble",
+        config={"epochs": 9, "batch_size": 4, "lr": 1e-3, "fold": -1, "fusion_epochs": 2, "augmentation": "default",
+                "patch_size": [128, 128],
+                # ResNet-152 and LinkNet-ResNet-34 do not fit the 60 MB budget: smaller members ship
+                "stage_arch_kwargs": {"main": {"members": [
+                    {"arch": "deeplabv3plus-resnet18", "arch_kwargs": {}},
+                    {"arch": "deeplabv3plus-mobilenetv2", "arch_kwargs": {}},
+                    {"arch": "linknet-mobilenetv2", "arch_kwargs": {}}], "fusion_kernel": 3}},
+                },
+        synth={"modality": "us", "n": 48, "size": [128, 128], "seed": 7},
+        folds=0,
+        output_labels={"0": "background", "1": "kidney"},
+        license="CC BY-NC-SA 4.0 (kidney outlines of the Open Kidney Ultrasound masks)",
+    ),
+}
+
+
+def get_recipe(modality: str) -> Recipe:
+    """The training recipe of the default model for ``modality``."""
+    try:
+        return RECIPES[modality]
+    except KeyError:
+        raise unknown_name("default model", modality, list(RECIPES)) from None

@@ -1,0 +1,108 @@
+"""The embedded default models: they load offline (weights_only), predict small phantoms fast on the input grid,
+and fit the wheel budget."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kidneyseg.default_models import MODALITIES, SIZE_BUDGET_BYTES, default_model_dir, default_models_size
+from kidneyseg.errors import KidneysegError
+
+torch = pytest.importorskip("torch")
+
+
+def _embedded(modality: str) -> Path:
+    try:
+        return default_model_dir(modality)
+    except KidneysegError:
+        pytest.skip(f"no embedded default model for {modality} in this checkout (run `make models`)")
+
+
+def test_unknown_modality_lists_valid_names() -> None:
+    with pytest.raises(KidneysegError, match="ct"):
+        default_model_dir("pet")
+
+
+def test_sizes_within_budget() -> None:
+    assert default_models_size() <= SIZE_BUDGET_BYTES
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_default_loads_with_weights_only_and_has_a_card(modality: str) -> None:
+    from kidneyseg.models.folder import load_model_folder
+
+    d = _embedded(modality)
+    spec = json.loads((d / "model.json").read_text())
+    assert spec["modality"] == modality
+    for key in ("data", "license", "metrics", "command", "intended_use", "failure_modes"):
+        assert spec["card"].get(key), f"card field {key} missing"
+    assert (d / "MODEL_CARD.md").is_file()
+    for stage in spec["stages"]:
+        state = torch.load(d / stage / "weights.pt", map_location="cpu", weights_only=True)
+        assert all(v.dtype in (torch.float16, torch.int64) for v in state.values())
+    model = load_model_folder(d)
+    assert all(not s.module.training for s in model.stages.values())
+
+
+def _case(modality: str, size: tuple[int, ...], seed: int):
+    from kidneyseg.case import Case
+    from kidneyseg.data.phantoms import ct_phantom, mr_phantom
+
+    ph = (ct_phantom if modality == "ct" else mr_phantom)(size=size, seed=seed, shapes_root=None)
+    return Case(image=ph.image, affine=ph.affine, name=ph.name, modality=modality)
+
+
+def test_ct_default_predicts_phantom_on_input_grid(tmp_path: Path) -> None:
+    from kidneyseg.inference import Predictor
+
+    d = _embedded("ct")
+    case = _case("ct", (64, 64, 12), 3)
+    t0 = time.perf_counter()
+    res = Predictor(d, threads=2).predict_case(case)
+    assert time.perf_counter() - t0 < 20
+    assert res.label.shape == case.shape
+    assert set(np.unique(res.label)) <= {0, 1, 2}
+
+
+def test_mr_default_predicts_on_input_grid(tmp_path: Path) -> None:
+    from kidneyseg.inference import Predictor
+
+    d = _embedded("mr")
+    case = _case("mr", (64, 64, 10), 1)
+    res = Predictor(d, threads=2).predict_case(case)
+    assert res.label.shape == case.shape
+    assert set(np.unique(res.label)) <= {0, 2, 3}
+
+
+def test_us_default_predicts_2d_image(tmp_path: Path) -> None:
+    from kidneyseg.case import Case
+    from kidneyseg.inference import Predictor
+
+    d = _embedded("us")
+    rng = np.random.default_rng(0)
+    img = (rng.rayleigh(40, size=(96, 80))).clip(0, 255).astype(np.uint8)
+    case = Case(image=img, affine=np.diag([0.5, 0.5, 1.0, 1.0]), name="us", modality="us")
+    res = Predictor(d, threads=2).predict_case(case)
+    assert res.label.shape == img.shape
+    assert set(np.unique(res.label)) <= {0, 1}
+
+
+def test_predict_cli_guesses_ct_from_hu(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Without --modality a NIfTI volume in HU selects the CT default, with a warning."""
+    from kidneyseg.cli.predict import guess_modality
+
+    import nibabel as nib
+
+    from kidneyseg.data.phantoms import ct_phantom
+
+    ph = ct_phantom(size=(48, 48, 8), seed=2, shapes_root=None)
+    path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(ph.image, ph.affine), path)
+    with caplog.at_level("WARNING"):
+        assert guess_modality([path]) == "ct"
+    assert "HU" in caplog.text
