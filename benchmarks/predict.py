@@ -92,15 +92,23 @@ def make_ct(depth: int):  # type: ignore[no-untyped-def]
 def _truth_boxes(truth: np.ndarray, truth_affine: np.ndarray, grid_affine: np.ndarray, grid_shape):  # type: ignore[no-untyped-def]
     """Kidney boxes of the phantom truth mapped onto another grid of the same field of view."""
     from kidneyseg.case import Case
-    from kidneyseg.inference.cascades import _component_boxes, world_box_to_grid
+    from kidneyseg.inference.cascades import world_box_to_grid
 
-    boxes = _component_boxes(truth > 0, 2)
+    boxes = _REAL_COMPONENT_BOXES(truth > 0, 2)
     dst = Case(np.zeros(grid_shape, np.uint8), grid_affine)
     return [world_box_to_grid(b, truth_affine, dst, 0.0) for b in boxes]
 
 
+_REAL_COMPONENT_BOXES = None
+
+
 def run_one(name: str, threads: int, depth: int, us_images: int) -> dict:
     import torch
+
+    global _REAL_COMPONENT_BOXES
+    from kidneyseg.inference import cascades as _c
+
+    _REAL_COMPONENT_BOXES = _c._component_boxes
 
     from kidneyseg.case import Case
     from kidneyseg.inference import Predictor, cascades, engines

@@ -97,7 +97,8 @@ class Predictor:
     threads:
         CPU threads for torch (``torch.set_num_threads``); ``None`` keeps the default.
     overlap:
-        Sliding-window overlap fraction (3D).
+        Sliding-window overlap fraction (3D); 0.25 (MONAI's default) keeps CPU
+        prediction fast, 0.5 (nnU-Net) is smoother and about 2x slower.
     slice_batch_size:
         Slices per forward pass for 2D models on volumes.
     postprocess:
@@ -114,7 +115,7 @@ class Predictor:
         *,
         tta: bool = False,
         threads: int | None = None,
-        overlap: float = 0.5,
+        overlap: float = 0.25,
         sw_batch_size: int = 1,
         slice_batch_size: int = 8,
         postprocess: bool = True,

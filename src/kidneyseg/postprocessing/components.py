@@ -172,7 +172,30 @@ def postprocess_label(
     Returns a new uint8 array of the same shape.
     """
     lab = np.asarray(label)
-    out = lab.astype(np.uint8, copy=True)
+    full = lab.astype(np.uint8, copy=True)
+    nz = np.nonzero(np.any(lab != 0, axis=tuple(range(1, lab.ndim))))[0]
+    if nz.size == 0:
+        return full
+    # work inside the bounding box of the foreground (+1 voxel so holes and borders behave the same)
+    box = []
+    for ax in range(lab.ndim):
+        other = tuple(a for a in range(lab.ndim) if a != ax)
+        idx = np.nonzero(np.any(lab != 0, axis=other))[0]
+        box.append(slice(max(0, int(idx[0]) - 1), min(lab.shape[ax], int(idx[-1]) + 2)))
+    sub = tuple(box)
+    if affine is not None:
+        shift = np.eye(4)
+        shift[: lab.ndim, 3] = [b.start for b in box]
+        affine = np.asarray(affine, float) @ shift
+    full[sub] = _postprocess_box(full[sub], spacing, kidney_labels, lesion_labels, max_kidneys,
+                                 second_kidney_ratio, min_volume_ml, fill, affine)
+    return full
+
+
+def _postprocess_box(out: np.ndarray, spacing: Sequence[float], kidney_labels: Iterable[int],
+                     lesion_labels: Iterable[int], max_kidneys: int, second_kidney_ratio: float,
+                     min_volume_ml: float, fill: bool, affine: np.ndarray | None) -> np.ndarray:
+    out = np.array(out, dtype=np.uint8, copy=True)
     kidney_labels = tuple(int(v) for v in kidney_labels)
     lesion_labels = tuple(int(v) for v in lesion_labels if int(v) not in kidney_labels)
     kidney = np.isin(out, kidney_labels)
