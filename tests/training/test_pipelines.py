@@ -39,8 +39,8 @@ def test_detect_vnet_pipeline(tmp_path: Path) -> None:
     from kidneyseg.data.phantoms import write_phantom_set
 
     data = tmp_path / "ct"
-    write_phantom_set(data, "ct", 3, size=(48, 48, 12), seed=0, progress=False)
-    cfg = TrainConfig(epochs=1, batch_size=2, folds=3, progress=False, threads=1, max_background_slices=1,
+    write_phantom_set(data, "ct", 2, size=(48, 48, 8), seed=0, progress=False)
+    cfg = TrainConfig(epochs=1, batch_size=2, folds=2, progress=False, threads=1, max_background_slices=1,
                       stage_arch_kwargs={"detector": {"min_size": 48, "max_size": 48}},
                       stage_plans={"segmenter": {"patch_size": [32, 32, 32]}})
     out = train_pipeline("ct-detect-vnet", data, "kits23", tmp_path / "m", cfg)

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from kidneyseg.models.registry import count_parameters, create_model, forward_flops
 
-    header = f"{'name':24s} {'dims':>4s} {'default input':>14s} {'multiple':>8s} {'params (M)':>10s}"
+    header = f"{'name':26s} {'dims':>4s} {'default input':>14s} {'multiple':>8s} {'params (M)':>10s}"
     header += "" if args.no_flops else f" {'GFLOPs':>9s}"
     print(header + "  description")
     for info in infos:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             module = create_model(info.name, **default_arch_kwargs(info.name)).eval()
         params = count_parameters(module) / 1e6
         size = "x".join(str(s) for s in info.default_input_size)
-        line = f"{info.name:24s} {info.spatial_dims:>3d}D {size:>14s} {info.size_multiple:>8d} {params:>10.2f}"
+        line = f"{info.name:26s} {info.spatial_dims:>3d}D {size:>14s} {info.size_multiple:>8d} {params:>10.2f}"
         if not args.no_flops:
             line += f" {forward_flops(info.name, module) / 1e9:>9.1f}"
         print(line + "  " + info.description, flush=True)
