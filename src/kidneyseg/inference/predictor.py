@@ -125,6 +125,7 @@ class Predictor:
         from kidneyseg._optional import require
 
         torch = require("torch", "prediction")
+        require("monai.inferers", "sliding-window prediction")  # imported once here, not inside the first case
         from kidneyseg.models.folder import LoadedModel, load_model_folder
 
         if threads is not None:
