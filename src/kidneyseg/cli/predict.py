@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="NAME|DIR",
                         help="model folder (or embedded default name); default: the modality's embedded model")
     parser.add_argument("--modality", choices=("ct", "mr", "us"), default=None,
-                        help="modality of the inputs (chooses the default model); default: from the model")
+                        help="modality of the inputs (chooses the embedded default model); default: the DICOM "
+                             "Modality, else CT (with a warning) when the intensities look like HU")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                         help="mirroring test-time augmentation (slower, default off)")
     parser.add_argument("--save-probabilities", action="store_true",
