@@ -136,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
 
     from kidneyseg import io
     from kidneyseg.errors import KidneysegError
-    from kidneyseg.inference import Predictor, resolve_model, save_prediction
+    from kidneyseg.inference import Predictor, resolve_model
+    from kidneyseg.reporting.export import save_prediction
     from kidneyseg.io._common import stem_of
 
     cases = expand_inputs(args.inputs)

@@ -1,8 +1,11 @@
-"""Inference: engines (sliding window, slice-wise, TTA), the Predictor, cascades, export.
+"""Inference: engines (sliding window, slice-wise, TTA), the Predictor, cascades.
 
 Public API::
 
-    from kidneyseg.inference import Predictor, Prediction, resolve_model, save_prediction
+    from kidneyseg.inference import Predictor, Prediction, resolve_model
+
+Writing a prediction (label map, probabilities, volumes) is
+:func:`kidneyseg.reporting.export.save_prediction`.
 
 Heavy dependencies (torch, MONAI) are imported when a Predictor is built.
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Prediction", "Predictor", "resolve_model", "save_prediction"]
+__all__ = ["Prediction", "Predictor", "resolve_model"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,8 +22,4 @@ def __getattr__(name: str) -> Any:
         from kidneyseg.inference import predictor
 
         return getattr(predictor, name)
-    if name in ("save_prediction",):
-        from kidneyseg.inference import export
-
-        return getattr(export, name)
     raise AttributeError(name)

@@ -52,7 +52,7 @@ def world_box_to_grid(box: Box, src_affine: np.ndarray, dst: Case, margin_mm: fl
 def _component_boxes(mask: np.ndarray, max_kidneys: int = 2) -> list[Box]:
     from scipy import ndimage
 
-    from kidneyseg.postprocessing import component_sizes, keep_largest_components, label_components
+    from kidneyseg.preprocessing.components import component_sizes, keep_largest_components, label_components
 
     kept = keep_largest_components(mask, max_kidneys, 1.0 / 3.0)
     lab, n = label_components(kept)
@@ -63,7 +63,7 @@ def _component_boxes(mask: np.ndarray, max_kidneys: int = 2) -> list[Box]:
 
 
 def _largest(mask: np.ndarray) -> np.ndarray:
-    from kidneyseg.postprocessing import keep_largest_components
+    from kidneyseg.preprocessing.components import keep_largest_components
 
     return keep_largest_components(mask, 1) if mask.any() else mask
 

@@ -228,7 +228,7 @@ def boxes_to_3d(
     list
         ``[((i0, i1), (j0, j1), (k0, k1)), ...]`` half-open voxel boxes, largest first.
     """
-    from kidneyseg.postprocessing import component_sizes, keep_largest_components, label_components
+    from kidneyseg.preprocessing.components import component_sizes, keep_largest_components, label_components
 
     occ = np.zeros(tuple(int(s) for s in shape), dtype=bool)
     for k, boxes in detections.items():

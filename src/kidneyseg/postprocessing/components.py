@@ -16,6 +16,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from kidneyseg.labels import CYST, KIDNEY, TUMOR
+from kidneyseg.preprocessing.components import (  # noqa: F401  (re-exported)
+    component_sizes,
+    keep_largest_components,
+    label_components,
+)
 
 
 def _unit_ml(spacing: Sequence[float], ndim: int) -> float:
@@ -30,71 +35,6 @@ def _unit_ml(spacing: Sequence[float], ndim: int) -> float:
             fix="pass case.spacing of the grid the label map lies on",
         )
     return float(np.prod(sp)) / 1000.0
-
-
-def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Label the connected components of a boolean mask (full connectivity).
-
-    Returns ``(labels, n)``: an int32 array of the mask's shape with 0 for
-    background and ``1..n`` for the components.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim in (2, 3):
-        try:
-            import cc3d
-
-            conn = 26 if mask.ndim == 3 else 8
-            lab, n = cc3d.connected_components(mask, connectivity=conn, return_N=True)
-            return lab.astype(np.int32, copy=False), int(n)
-        except ImportError:  # pragma: no cover - cc3d is an ml extra
-            pass
-    from scipy import ndimage
-
-    structure = np.ones((3,) * mask.ndim, dtype=bool)
-    lab, n = ndimage.label(mask, structure=structure)
-    return lab.astype(np.int32, copy=False), int(n)
-
-
-def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
-    """Voxel count of components ``1..n`` (index 0 of the result is component 1)."""
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.int64)
-
-
-def _order(lab: np.ndarray, sizes: np.ndarray, affine: np.ndarray | None) -> np.ndarray:
-    """Component indices (0-based) by decreasing size; ties broken by world (RAS) centroid
-    when ``affine`` is given, so the choice does not depend on the array orientation."""
-    if affine is None or len(sizes) < 2:
-        return np.argsort(-sizes, kind="stable")
-    from scipy import ndimage
-
-    idx = np.arange(1, len(sizes) + 1)
-    cents = np.asarray(ndimage.center_of_mass(np.ones(lab.shape), lab, idx), dtype=float).reshape(len(sizes), -1)
-    cents = np.c_[cents, np.zeros((len(sizes), 3 - cents.shape[1]))]
-    world = np.round(cents @ np.asarray(affine, float)[:3, :3].T + np.asarray(affine, float)[:3, 3], 3)
-    return np.lexsort((-world[:, 2], -world[:, 1], -world[:, 0], -sizes))
-
-
-def keep_largest_components(mask: np.ndarray, max_components: int = 2, min_ratio: float = 1.0 / 3.0,
-                            affine: np.ndarray | None = None) -> np.ndarray:
-    """Keep at most ``max_components`` components of ``mask``.
-
-    The largest is always kept (if any); each further one, in decreasing size,
-    only when its voxel count is at least ``min_ratio`` times the largest.
-    Equal sizes are ordered by world position when ``affine`` (voxel -> RAS
-    mm) is given, else by array position.  Returns a boolean mask.
-    """
-    lab, n = label_components(mask)
-    if n == 0:
-        return np.zeros(np.shape(mask), dtype=bool)
-    sizes = component_sizes(lab, n)
-    order = _order(lab, sizes, affine)
-    keep = [int(order[0]) + 1]
-    for idx in order[1:max_components]:
-        if sizes[idx] >= min_ratio * sizes[order[0]]:
-            keep.append(int(idx) + 1)
-    return np.isin(lab, keep)
 
 
 def remove_small_components(mask: np.ndarray, spacing: Sequence[float], min_volume_ml: float) -> np.ndarray:
