@@ -23,6 +23,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/kidneyseg data synth --modality ct --n 1 --size 160 160 96 --seed 0 $(DEMO_OUT)/phantom
 	$(VENV)/bin/kidneyseg predict $(DEMO_OUT)/phantom/case_00000/imaging.nii.gz -o $(DEMO_OUT)/prediction --threads 2
+	@$(PY) -c 'import nibabel as nib, numpy as np; from kidneyseg.reporting.volumes import measure; \
+	im = nib.load("$(DEMO_OUT)/phantom/case_00000/segmentation.nii.gz"); \
+	m = measure(np.asarray(im.dataobj).astype(np.uint8), im.affine, labels={0: "background", 1: "kidney", 2: "tumor", 3: "cyst"}); \
+	k, t, c = "kidney_ml", "tumor_ml", "cyst_ml"; \
+	print("phantom truth: " + "; ".join(f"{s} kidney {v[k]:.1f} mL, tumour {v[t]:.1f} mL, cyst {v[c]:.1f} mL" for s, v in m["kidneys"].items()))'
 	@echo "label map and volumes: $(DEMO_OUT)/prediction/imaging.nii.gz, $(DEMO_OUT)/prediction/imaging_volumes.json"
 
 # models: retrain the embedded default models (CT, MR, US) from ../shared/data on 2 CPU cores,

@@ -16,6 +16,18 @@ from kidneyseg.errors import KidneysegError
 torch = pytest.importorskip("torch")
 
 
+_PREDICTORS: dict[str, object] = {}
+
+
+def _predictor(modality: str):
+    """One Predictor per default for the whole module (building the networks dominates the time)."""
+    from kidneyseg.inference import Predictor
+
+    if modality not in _PREDICTORS:
+        _PREDICTORS[modality] = Predictor(_embedded(modality), threads=2)
+    return _PREDICTORS[modality]
+
+
 def _embedded(modality: str) -> Path:
     try:
         return default_model_dir(modality)
@@ -34,8 +46,6 @@ def test_sizes_within_budget() -> None:
 
 @pytest.mark.parametrize("modality", MODALITIES)
 def test_default_loads_with_weights_only_and_has_a_card(modality: str) -> None:
-    from kidneyseg.models.folder import load_model_folder
-
     d = _embedded(modality)
     spec = json.loads((d / "model.json").read_text())
     assert spec["modality"] == modality
@@ -45,7 +55,7 @@ def test_default_loads_with_weights_only_and_has_a_card(modality: str) -> None:
     for stage in spec["stages"]:
         state = torch.load(d / stage / "weights.pt", map_location="cpu", weights_only=True)
         assert all(v.dtype in (torch.float16, torch.int64) for v in state.values())
-    model = load_model_folder(d)
+    model = _predictor(modality).models[0]
     assert all(not s.module.training for s in model.stages.values())
 
 
@@ -58,36 +68,30 @@ def _case(modality: str, size: tuple[int, ...], seed: int):
 
 
 def test_ct_default_predicts_phantom_on_input_grid(tmp_path: Path) -> None:
-    from kidneyseg.inference import Predictor
-
-    d = _embedded("ct")
+    predictor = _predictor("ct")
     case = _case("ct", (64, 64, 12), 3)
     t0 = time.perf_counter()
-    res = Predictor(d, threads=2).predict_case(case)
+    res = predictor.predict_case(case)
     assert time.perf_counter() - t0 < 20
     assert res.label.shape == case.shape
     assert set(np.unique(res.label)) <= {0, 1, 2}
 
 
 def test_mr_default_predicts_on_input_grid(tmp_path: Path) -> None:
-    from kidneyseg.inference import Predictor
-
-    d = _embedded("mr")
     case = _case("mr", (64, 64, 10), 1)
-    res = Predictor(d, threads=2).predict_case(case)
+    res = _predictor("mr").predict_case(case)
     assert res.label.shape == case.shape
     assert set(np.unique(res.label)) <= {0, 2, 3}
 
 
 def test_us_default_predicts_2d_image(tmp_path: Path) -> None:
     from kidneyseg.case import Case
-    from kidneyseg.inference import Predictor
 
-    d = _embedded("us")
+    predictor = _predictor("us")
     rng = np.random.default_rng(0)
     img = (rng.rayleigh(40, size=(96, 80))).clip(0, 255).astype(np.uint8)
     case = Case(image=img, affine=np.diag([0.5, 0.5, 1.0, 1.0]), name="us", modality="us")
-    res = Predictor(d, threads=2).predict_case(case)
+    res = predictor.predict_case(case)
     assert res.label.shape == img.shape
     assert set(np.unique(res.label)) <= {0, 1}
 
