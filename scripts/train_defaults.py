@@ -232,7 +232,8 @@ def pack(recipe: Recipe, members: list[Path], dest: Path, data_desc: dict[str, A
             "training_time": f"{total / 60:.1f} min wall time in all (one torch thread per network, several "
                              "networks at once on a 2-core CPU shared with other jobs; "
                              f"{len(stages)} network(s): "
-                             + ", ".join(f"{(x or 0) / 60:.1f}" for x in seconds) + " min)",
+                             + ", ".join(f"{(x or 0) / 60:.1f}" for x in seconds) + " min; as recorded by the "
+                             "trainer, where a network resumed after an interruption records only the resumed part)",
             "size": f"{size / 1e6:.1f} MB (float16 weights)"}
     save_model_folder(dest, {
         "pipeline": top["pipeline"], "task": top["task"], "modality": recipe.modality, "labels": labels_out,

@@ -24,8 +24,8 @@ from typing import Any
 from kidneyseg.errors import InputError, unknown_name
 
 MODALITIES = ("ct", "mr", "us")
-#: Total size budget of all embedded defaults (bytes): they ship in the wheel.
-SIZE_BUDGET_BYTES = 60 * 1024 * 1024
+#: Total size budget of all embedded defaults (bytes, 60 MB): they ship in the wheel.
+SIZE_BUDGET_BYTES = 60_000_000
 
 
 def default_model_dir(modality: str) -> Path:
