@@ -229,49 +229,15 @@ def _fmt(values) -> str:  # type: ignore[no-untyped-def]
     return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
 
 
-def affine_2d(spacing: tuple[float, float] | None) -> np.ndarray:
-    """4x4 affine of a 2D image ``[row, col]`` with pixel spacing ``(row, col)`` mm."""
-    sr, sc = (1.0, 1.0) if spacing is None else (float(spacing[0]), float(spacing[1]))
-    return np.diag([sr, sc, 1.0, 1.0])
-
-
 def read_png(path: Path, *, is_label: bool, spacing: tuple[float, float] | None) -> Case:
-    """Read a 2D image (PNG/JPEG/...) as ``[row, col]``; RGB is converted to grey (luminance).
+    """Read a 2D image (PNG/JPEG/...) as ``[row, col]`` through :func:`kidneyseg.io.read`.
 
-    Label PNGs must hold integer values 0..255 (mode L, P or I).
+    Spacing comes from ``spacing`` (e.g. the ``index.csv`` of a slices folder), else the
+    file's sidecar JSON, else 1 mm with a warning; labels must be integer values 0..255.
     """
-    from PIL import Image, UnidentifiedImageError
+    from kidneyseg.io import read
 
-    try:
-        with Image.open(path) as im:
-            if is_label:
-                arr = np.asarray(im.convert("L") if im.mode in ("RGB", "RGBA", "LA") else im)
-            else:
-                arr = np.asarray(im.convert("L") if im.mode not in ("L", "I", "I;16", "F") else im)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InputError(
-            "cannot read image file", path=path, found=f"{type(exc).__name__}: {exc}",
-            expected="a readable PNG/JPEG/BMP/TIFF", fix="re-export the image",
-        ) from exc
-    if arr.ndim != 2:
-        raise InputError("image is not 2D", path=path, found=arr.shape, expected="(rows, cols)")
-    if spacing is None:
-        side = path.with_name(_stem(path) + ".json")
-        if side.exists():
-            try:
-                sp = json.loads(side.read_text()).get("spacing")
-                spacing = (float(sp[0]), float(sp[1])) if sp else None
-            except (json.JSONDecodeError, TypeError, ValueError, IndexError) as exc:
-                raise InputError("unreadable spacing sidecar", path=side, found=str(exc),
-                                 expected='{"spacing": [row_mm, col_mm]}', fix="repair or delete the file") from exc
-    affine = affine_2d(spacing)
-    if is_label:
-        from kidneyseg.io.nifti import to_label_array
-
-        return Case(image=None, label=to_label_array(arr, path), affine=affine, name=_stem(path), source=path,
-                    meta={"format": "png", "spacing_known": spacing is not None})
-    return Case(image=arr.astype(np.float32), affine=affine, name=_stem(path), source=path,
-                meta={"format": "png", "spacing_known": spacing is not None})
+    return read(path, is_label=is_label, spacing=spacing)
 
 
 def _read_any(path: Path, *, is_label: bool, spacing: tuple[float, float] | None) -> Case:
