@@ -235,3 +235,57 @@ def image_dtype(array: np.ndarray, source_dtype: str | None = None) -> np.dtype:
 def describe_exc(exc: BaseException) -> str:
     """``"Type: message"`` of an exception on one line (for an error's ``found``)."""
     return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def to_label_array(arr: np.ndarray, path: str | os.PathLike[str] | None = None) -> np.ndarray:
+    """Check that ``arr`` holds integer labels 0..255 and return it as uint8."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise InputError(
+                "label map holds non-integer values",
+                path=path,
+                found=f"dtype {arr.dtype}, e.g. {arr[arr != np.round(arr)][:3].tolist() if np.isfinite(arr).all() else 'NaN'}",
+                expected="integer label values 0..255",
+                fix="pass a label map (segmentation), not an image or probability map",
+            )
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise InputError(
+            "label values out of range",
+            path=path,
+            found=f"{arr.min()}..{arr.max()}",
+            expected="0..255",
+            fix="pass a label map with small non-negative integer values",
+        )
+    return arr.astype(np.uint8, copy=False)
+
+
+def case_from_array(
+    arr: np.ndarray,
+    affine: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    is_label: bool,
+    meta: dict,
+):  # type: ignore[no-untyped-def]
+    """The :class:`~kidneyseg.case.Case` a reader returns for one file.
+
+    Checks the affine (spacing, invertibility), then stores ``arr`` as the label
+    map (uint8, integer values 0..255 checked) or as the image (float32).
+    """
+    from kidneyseg.case import Case
+
+    check_affine(affine, arr.shape, path)
+    if is_label:
+        arr = to_label_array(arr, path)
+    else:
+        arr = arr.astype(np.float32, copy=False)
+    p = Path(path)
+    return Case(
+        image=None if is_label else arr,
+        label=arr if is_label else None,
+        affine=affine,
+        name=stem_of(p),
+        source=p,
+        meta=meta,
+    )

@@ -31,16 +31,15 @@ from kidneyseg.case import Case
 from kidneyseg.errors import InputError, OutputError
 from kidneyseg.io._common import (
     atomic_path,
-    check_affine,
+    case_from_array,
     check_grid_shape,
     check_ndim,
     describe_exc,
     image_dtype,
     lps_to_ras,
     ras_to_lps,
-    stem_of,
+    to_label_array,
 )
-from kidneyseg.io.nifti import to_label_array
 
 # NRRD "space" names -> sign flips that take that space to RAS.
 _SPACE_TO_RAS_SIGNS = {
@@ -73,19 +72,7 @@ def read_itk(path: str | os.PathLike[str], *, is_label: bool = False) -> Case:
     else:
         arr, affine, meta = _read_sitk(p)
     check_ndim(arr.shape, p)
-    check_affine(affine, arr.shape, p)
-    if is_label:
-        arr = to_label_array(arr, p)
-    else:
-        arr = arr.astype(np.float32, copy=False)
-    return Case(
-        image=None if is_label else arr,
-        label=arr if is_label else None,
-        affine=affine,
-        name=stem_of(p),
-        source=p,
-        meta=meta,
-    )
+    return case_from_array(arr, affine, p, is_label=is_label, meta=meta)
 
 
 def _unreadable(p: Path, kind: str, exc: BaseException) -> InputError:

@@ -13,12 +13,12 @@ from kidneyseg.case import Case
 from kidneyseg.errors import GeometryError, InputError
 from kidneyseg.io._common import (
     atomic_path,
-    check_affine,
+    case_from_array,
     check_grid_shape,
     check_ndim,
     describe_exc,
     image_dtype,
-    stem_of,
+    to_label_array,
 )
 
 
@@ -57,16 +57,12 @@ def read_nifti(path: str | os.PathLike[str], *, is_label: bool = False) -> Case:
     check_ndim(arr.shape, p)
     _check_raw_pixdim(img, arr.shape, p)
     affine = np.asarray(img.affine, dtype=np.float64)
-    check_affine(affine, arr.shape, p)
-    if is_label:
-        arr = to_label_array(arr, p)
     header = img.header.copy()
-    return Case(
-        image=None if is_label else arr,
-        label=arr if is_label else None,
-        affine=affine,
-        name=stem_of(p),
-        source=p,
+    return case_from_array(
+        arr,
+        affine,
+        p,
+        is_label=is_label,
         meta={
             "format": "nifti",
             "nifti_header": header,
@@ -98,29 +94,6 @@ def _check_raw_pixdim(img, shape: tuple[int, ...], p: Path) -> None:  # type: ig
             expected="positive voxel sizes in mm on every axis",
             fix="set the voxel size in the header (e.g. nibabel header.set_zooms) with the tool that wrote the file",
         )
-
-
-def to_label_array(arr: np.ndarray, path: str | os.PathLike[str] | None = None) -> np.ndarray:
-    """Check that ``arr`` holds integer labels 0..255 and return it as uint8."""
-    arr = np.asarray(arr)
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise InputError(
-                "label map holds non-integer values",
-                path=path,
-                found=f"dtype {arr.dtype}, e.g. {arr[arr != np.round(arr)][:3].tolist() if np.isfinite(arr).all() else 'NaN'}",
-                expected="integer label values 0..255",
-                fix="pass a label map (segmentation), not an image or probability map",
-            )
-    if arr.size and (arr.min() < 0 or arr.max() > 255):
-        raise InputError(
-            "label values out of range",
-            path=path,
-            found=f"{arr.min()}..{arr.max()}",
-            expected="0..255",
-            fix="pass a label map with small non-negative integer values",
-        )
-    return arr.astype(np.uint8, copy=False)
 
 
 def write_nifti(

@@ -35,8 +35,14 @@ import numpy as np
 
 from kidneyseg.case import Case
 from kidneyseg.errors import GeometryError, InputError, OutputError
-from kidneyseg.io._common import atomic_path, check_affine, check_grid_shape, describe_exc, stem_of
-from kidneyseg.io.nifti import to_label_array
+from kidneyseg.io._common import (
+    atomic_path,
+    case_from_array,
+    check_grid_shape,
+    describe_exc,
+    stem_of,
+    to_label_array,
+)
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
@@ -115,19 +121,7 @@ def read_2d(
         raise InputError("not a 2D image", path=p, found=arr.shape, expected="(rows, cols)")
     sp, sp_origin = _spacing_for(p, spacing)
     affine = np.diag([sp[0], sp[1], 1.0, 1.0])
-    check_affine(affine, arr.shape, p)
-    if is_label:
-        arr = to_label_array(arr, p)
-    else:
-        arr = arr.astype(np.float32, copy=False)
-    return Case(
-        image=None if is_label else arr,
-        label=arr if is_label else None,
-        affine=affine,
-        name=stem_of(p),
-        source=p,
-        meta={"format": "png", "pil_mode": mode, "spacing_source": sp_origin, "dtype": _dtype_of_mode(mode)},
-    )
+    return case_from_array(arr, affine, p, is_label=is_label, meta={"format": "png", "pil_mode": mode, "spacing_source": sp_origin, "dtype": _dtype_of_mode(mode)})
 
 
 def _dtype_of_mode(mode: str) -> str:
