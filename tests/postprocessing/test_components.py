@@ -88,3 +88,16 @@ def test_equal_sizes_tie_broken_in_world_space():
     flipped_aff = aff @ np.array([[-1, 0, 0, 29], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
     b = keep_largest_components(lab[::-1] > 0, 2, 0.1, affine=flipped_aff)[::-1]
     np.testing.assert_array_equal(a, b)
+
+
+def test_postprocess_2d_keeps_tumour_without_kidney_in_the_slice():
+    # a KiTS slice can cut a tumour where its kidney is out of plane: the tumour stays in 2D ...
+    lab = _box((60, 60), (10, 10), (30, 30), value=2)
+    _box(lab.shape, (50, 50), (51, 51), value=2, out=lab)  # tiny tumour blob: still removed
+    out = postprocess_label(lab, (1.0, 1.0), min_volume_ml=0.01)
+    assert (out == 2).sum() == 400 and out[50, 50] == 0
+    # ... while the 3D rule (lesions must touch kidney) still applies when asked for
+    out3 = postprocess_label(lab, (1.0, 1.0), min_volume_ml=0.01, lesions_need_kidney=True)
+    assert (out3 == 2).sum() == 0
+    vol = _box((20, 20, 20), (5, 5, 5), (12, 12, 12), value=2)
+    assert (postprocess_label(vol, (1.0, 1.0, 1.0), min_volume_ml=0.001) == 2).sum() == 0

@@ -89,6 +89,7 @@ def postprocess_label(
     min_volume_ml: float = 0.1,
     fill: bool = True,
     affine: np.ndarray | None = None,
+    lesions_need_kidney: bool | None = None,
 ) -> np.ndarray:
     """Clean a predicted label map (uint8, ``[i, j, k]`` or ``[row, col]``).
 
@@ -101,6 +102,10 @@ def postprocess_label(
     4. lesion voxels (tumour, cyst) are kept only in components that touch
        kidney and hold at least ``min_volume_ml``; dropped lesion voxels become
        background (or kidney, when step 3 finds them enclosed by kidney).
+       ``lesions_need_kidney`` switches this rule; by default it applies to 3D
+       volumes only: a single 2D slice can cut through a tumour away from its
+       kidney (KiTS slices with tumour and no kidney), so in 2D a lesion blob is
+       kept when its kidney-region component survives steps 1-2.
 
     Labels other than kidney and lesion labels (e.g. liver in CHAOS) are left
     untouched.  Where several kidney labels exist (MR: right 2, left 3) each is
@@ -127,14 +132,17 @@ def postprocess_label(
         shift = np.eye(4)
         shift[: lab.ndim, 3] = [b.start for b in box]
         affine = np.asarray(affine, float) @ shift
+    if lesions_need_kidney is None:
+        lesions_need_kidney = lab.ndim == 3
     full[sub] = _postprocess_box(full[sub], spacing, kidney_labels, lesion_labels, max_kidneys,
-                                 second_kidney_ratio, min_volume_ml, fill, affine)
+                                 second_kidney_ratio, min_volume_ml, fill, affine, lesions_need_kidney)
     return full
 
 
 def _postprocess_box(out: np.ndarray, spacing: Sequence[float], kidney_labels: Iterable[int],
                      lesion_labels: Iterable[int], max_kidneys: int, second_kidney_ratio: float,
-                     min_volume_ml: float, fill: bool, affine: np.ndarray | None) -> np.ndarray:
+                     min_volume_ml: float, fill: bool, affine: np.ndarray | None,
+                     lesions_need_kidney: bool = True) -> np.ndarray:
     out = np.array(out, dtype=np.uint8, copy=True)
     kidney_labels = tuple(int(v) for v in kidney_labels)
     lesion_labels = tuple(int(v) for v in lesion_labels if int(v) not in kidney_labels)
@@ -153,7 +161,7 @@ def _postprocess_box(out: np.ndarray, spacing: Sequence[float], kidney_labels: I
                 out[m & ~keep_largest_components(m, max_kidneys, second_kidney_ratio, affine)] = 0
     kidney = np.isin(out, kidney_labels)
     lesion = np.isin(out, lesion_labels)
-    if lesion.any():
+    if lesion.any() and lesions_need_kidney:
         lesion_keep = touching(lesion, kidney) if kidney.any() else np.zeros_like(lesion)
         lesion_keep = remove_small_components(lesion_keep, spacing, min_volume_ml)
         # dropped lesion blobs become background; enclosed ones are refilled below
