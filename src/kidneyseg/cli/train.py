@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--lr-schedule", choices=["poly", "constant"],
+                        help="learning-rate schedule (default poly: lr * (1 - epoch/epochs)^0.9)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--fold", type=int, help="validation fold (-1: train on all cases, no validation)")
     parser.add_argument("--folds", type=int, help="number of case-level folds (default 5)")
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                 _check_path(w)
     cfg = TrainConfig.from_json(
         args.config,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, fold=args.fold, folds=args.folds,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, fold=args.fold, folds=args.folds,
         val_every=args.val_every, threads=args.threads, loss=args.loss, init=args.init, augmentation=args.augmentation,
         patch_size=args.patch_size, max_cases=args.max_cases, ensemble_training=args.ensemble_training,
         encoder_weights=weights, progress=False if args.no_progress or getattr(args, "quiet", False) else None,

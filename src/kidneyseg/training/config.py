@@ -11,6 +11,17 @@ from typing import Any
 from kidneyseg.errors import InputError
 
 
+#: Learning-rate schedules of :class:`TrainConfig` (``lr_schedule``).
+LR_SCHEDULES = ("poly", "constant")
+
+
+def lr_at(base_lr: float, epoch: int, epochs: int, schedule: str) -> float:
+    """Learning rate of epoch ``epoch`` (0-based) of ``epochs``: ``poly`` decays as nnU-Net does."""
+    if schedule == "constant":
+        return float(base_lr)
+    return float(base_lr) * (1.0 - min(epoch, epochs) / max(epochs, 1)) ** 0.9
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on (saved in ``model.json["training"]["config"]``).
@@ -18,7 +29,9 @@ class TrainConfig:
     Attributes
     ----------
     epochs, batch_size, lr:
-        Epochs per stage, samples per step, Adam learning rate (constant).
+        Epochs per stage, samples per step, Adam learning rate (at the first epoch).
+    lr_schedule:
+        ``poly`` (nnU-Net's ``lr * (1 - epoch / epochs) ** 0.9``, per epoch) or ``constant``.
     seed:
         Seeds python, numpy, torch, the split, the sample order and augmentation.
     fold, folds:
@@ -64,6 +77,7 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 2
     lr: float = 1e-3
+    lr_schedule: str = "poly"
     seed: int = 0
     fold: int = 0
     folds: int = 5
@@ -97,6 +111,8 @@ class TrainConfig:
             raise bad("batch_size", self.batch_size, ">= 1")
         if not self.lr > 0:
             raise bad("lr", self.lr, "> 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise bad("lr_schedule", self.lr_schedule, " or ".join(LR_SCHEDULES))
         if self.val_every < 1:
             raise bad("val_every", self.val_every, ">= 1")
         if self.init not in ("default", "kaiming"):

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from kidneyseg.errors import InputError
-from kidneyseg.training.config import TrainConfig
+from kidneyseg.training.config import TrainConfig, lr_at
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +295,9 @@ class StageTrainer:
             t0 = time.time()
             phase = self.phase(epoch)
             self._set_phase(phase)
+            lr = lr_at(self.cfg.lr, epoch, self.cfg.epochs, self.cfg.lr_schedule)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
             seed_e = (self.cfg.seed * 1_000_003 + epoch) % (2**31)
             if transform is not None:
                 transform.set_random_state(seed_e)
@@ -307,7 +310,7 @@ class StageTrainer:
                 bar.update(1)
                 bar.set_postfix(epoch=f"{epoch + 1}/{self.cfg.epochs}", loss=f"{losses[-1]:.4f}", phase=phase)
             row: dict[str, Any] = {"epoch": epoch + 1, "phase": phase, "train_loss": float(np.mean(losses)),
-                                   "lr": self.cfg.lr}
+                                   "lr": lr}
             last = epoch == self.cfg.epochs - 1
             if val and ((epoch + 1) % self.cfg.val_every == 0 or last):
                 row.update(self.validate(val))
