@@ -46,6 +46,7 @@ def build_train_transform(
     sided_labels: bool = False,
     elastic_3d: bool = False,
     extra_label_keys: Sequence[str] = (),
+    contrast_phase: tuple[float, tuple[float, float]] | None = None,
 ) -> Any:
     """Compose of patch sampling and augmentation.
 
@@ -71,6 +72,10 @@ def build_train_transform(
     extra_label_keys:
         Further keys transformed like the label (nearest neighbour, no
         intensity change), e.g. ``"mask"`` for the lesion stage's kidney mask.
+    contrast_phase:
+        ``(prob, (low, high))``: CT only, simulate unenhanced scans with
+        probability ``prob`` (:class:`~kidneyseg.augmentation.contrast_phase.RandContrastPhased`);
+        ``(low, high)`` is the plan's intensity window in HU.
     """
     from monai import transforms as T
 
@@ -116,6 +121,11 @@ def build_train_transform(
         elif elastic_3d:
             ts.append(T.Rand3DElasticd(keys, sigma_range=(5, 8), magnitude_range=(50, 150), prob=0.1, mode=modes,
                                        padding_mode="zeros"))
+    if contrast_phase is not None and contrast_phase[0] > 0 and strength != "none":
+        from kidneyseg.augmentation.contrast_phase import RandContrastPhased
+
+        # before the generic intensity transforms, while values are still in window units
+        ts.append(RandContrastPhased("image", window=tuple(contrast_phase[1]), prob=float(contrast_phase[0])))
     ts.append(T.RandShiftIntensityd("image", offsets=0.1, prob=0.3))  # brightness
     if strength == "default":
         ts.append(T.RandScaleIntensityd("image", factors=0.15, prob=0.3))  # contrast

@@ -49,6 +49,9 @@ class TrainConfig:
         ``none``, ``light`` or ``default`` (``kidneyseg.augmentation``).
     fg_ratio:
         Fraction of patches centred on foreground.
+    contrast_phase_prob:
+        CT stages with a ``window`` intensity plan: probability of simulating an
+        unenhanced scan (:mod:`kidneyseg.augmentation.contrast_phase`); 0 = off.
     samples_per_case:
         3D stages: patches drawn per training sample per epoch.
     max_background_slices:
@@ -87,6 +90,7 @@ class TrainConfig:
     init: str = "default"
     augmentation: str = "default"
     fg_ratio: float = 0.33
+    contrast_phase_prob: float = 0.0
     samples_per_case: int = 1
     max_background_slices: int = 4
     ensemble_training: str = "members-then-fusion"
@@ -113,6 +117,8 @@ class TrainConfig:
             raise bad("lr", self.lr, "> 0")
         if self.lr_schedule not in LR_SCHEDULES:
             raise bad("lr_schedule", self.lr_schedule, " or ".join(LR_SCHEDULES))
+        if not 0.0 <= self.contrast_phase_prob <= 1.0:
+            raise bad("contrast_phase_prob", self.contrast_phase_prob, "0..1")
         if self.val_every < 1:
             raise bad("val_every", self.val_every, ">= 1")
         if self.init not in ("default", "kaiming"):

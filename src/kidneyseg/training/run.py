@@ -280,6 +280,7 @@ def train_pipeline(
             module, loss, cfg, ckpt_dir, spatial_dims=stage.spatial_dims, patch_size=plan["patch_size"],
             modality=modality, channel_names=[labels[str(v)] for v in channel_to_label],
             sided_labels=stage.target == "all" and task == "chaos-mr", name=stage.name,
+            intensity=plan.get("intensity"),
         )
         trainer.on_epoch_end += (callbacks or {}).get(stage.name, [])
         log.info("stage %s: %s, %d training / %d validation samples, patch %s", stage.name, stage.arch,

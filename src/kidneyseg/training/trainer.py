@@ -127,6 +127,7 @@ class StageTrainer:
         channel_names: list[str],
         sided_labels: bool = False,
         name: str = "main",
+        intensity: dict[str, Any] | None = None,
     ) -> None:
         self.module = module
         self.loss = loss
@@ -138,6 +139,7 @@ class StageTrainer:
         self.channel_names = channel_names
         self.sided = sided_labels
         self.name = name
+        self.intensity = intensity
         self.optimizer = torch.optim.Adam([p for p in module.parameters()], lr=config.lr)
         self.rows: list[dict[str, Any]] = []
         self.best = -math.inf
@@ -218,9 +220,19 @@ class StageTrainer:
     def _transform(self, extra_keys: tuple[str, ...]) -> Any:
         from kidneyseg.augmentation import build_train_transform
 
+        phase = None
+        if self.cfg.contrast_phase_prob > 0:
+            it = self.intensity or {}
+            if self.modality != "ct" or it.get("kind") != "window":
+                raise InputError("contrast_phase_prob needs a CT stage with a window intensity plan",
+                                 found=f"modality {self.modality}, intensity {it.get('kind')}",
+                                 expected="modality ct and plan intensity kind 'window'",
+                                 fix="set contrast_phase_prob to 0 or give the stage a window plan")
+            phase = (self.cfg.contrast_phase_prob, (float(it["low"]), float(it["high"])))
         return build_train_transform(
             self.modality, self.spatial_dims, self.patch_size, fg_ratio=self.cfg.fg_ratio,
             strength=self.cfg.augmentation, sided_labels=self.sided, extra_label_keys=extra_keys,
+            contrast_phase=phase,
         )
 
     @staticmethod
