@@ -11,7 +11,8 @@ and **random weights**: networks cost the same trained or not.  Random
 networks cannot place the per-kidney crops, so for the two cascades the crop
 boxes come from the phantom's true kidneys (patched in this script only);
 every network still runs at full size on those crops, and the detector still
-runs on every axial slice.  Wall time covers ``Predictor.predict_case`` from
+runs on every axial slice.  ``default-ct`` is the embedded CT default model
+(trained weights, ``kidneyseg predict`` without ``--model``) on the same CT.  Wall time covers ``Predictor.predict_case`` from
 the case in memory to the label map on the input grid (preprocessing,
 networks, undo, post-processing); model loading is reported separately.
 """
@@ -34,7 +35,7 @@ CT_SHAPE = (512, 512, 200)
 CT_SPACING = (0.8, 0.8, 2.5)
 WINDOW = {"kind": "window", "low": -60, "high": 300}
 KITS = {"0": "background", "1": "kidney", "2": "tumor", "3": "cyst"}
-PIPELINES = ("ct3d-cascade", "ct-detect-vnet", "ct2d-unet-resnet", "us-triple-ensemble")
+PIPELINES = ("ct3d-cascade", "ct-detect-vnet", "ct2d-unet-resnet", "us-triple-ensemble", "default-ct")
 
 
 def _plan(dims: int, spacing, patch, intensity=None, modality="ct", labels=None):  # type: ignore[no-untyped-def]
@@ -116,7 +117,12 @@ def run_one(name: str, threads: int, depth: int, us_images: int) -> dict:
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        d = build_model(name, Path(tmp) / name)
+        if name == "default-ct":
+            from kidneyseg.default_models import default_model_dir
+
+            d = default_model_dir("ct")
+        else:
+            d = build_model(name, Path(tmp) / name)
         build_s = time.perf_counter() - t
         t = time.perf_counter()
         pred = Predictor(d, threads=threads)

@@ -4,7 +4,6 @@ and fit the wheel budget."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +69,7 @@ def _case(modality: str, size: tuple[int, ...], seed: int):
 def test_ct_default_predicts_phantom_on_input_grid(tmp_path: Path) -> None:
     predictor = _predictor("ct")
     case = _case("ct", (64, 64, 12), 3)
-    t0 = time.perf_counter()
-    res = predictor.predict_case(case)
-    assert time.perf_counter() - t0 < 20
+    res = predictor.predict_case(case)  # speed is measured in benchmarks/predict.py (default-ct), not here
     assert res.label.shape == case.shape
     assert set(np.unique(res.label)) <= {0, 1, 2}
 
