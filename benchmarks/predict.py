@@ -208,7 +208,7 @@ def main() -> int:
             continue
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), file=sys.stderr)
-    print(f"\nCT {CT_SHAPE[0]}x{CT_SHAPE[1]}x{args.depth} at {CT_SPACING} mm, threads={args.threads}, CPU, random weights")
+    print(f"\nCT {CT_SHAPE[0]}x{CT_SHAPE[1]}x{args.depth} at {CT_SPACING} mm, threads={args.threads}, CPU, random weights (default-ct: the embedded trained model)")
     print(f"{'pipeline':<22} {'wall s':>8} {'peak RSS GB':>12} {'ms/image':>9} {'crops':>6}  stage seconds")
     for r in rows:
         stages = ", ".join(f"{k} {v}" for k, v in (r.get("timings_s") or {}).items())
