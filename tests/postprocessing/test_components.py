@@ -101,3 +101,29 @@ def test_postprocess_2d_keeps_tumour_without_kidney_in_the_slice():
     assert (out3 == 2).sum() == 0
     vol = _box((20, 20, 20), (5, 5, 5), (12, 12, 12), value=2)
     assert (postprocess_label(vol, (1.0, 1.0, 1.0), min_volume_ml=0.001) == 2).sum() == 0
+
+
+def test_face_connectivity_splits_diagonal_touch():
+    m = np.zeros((4, 4, 4), bool)
+    m[0, 0, 0] = m[1, 1, 1] = True  # corner contact only
+    from kidneyseg.preprocessing.components import label_components
+
+    assert label_components(m)[1] == 1
+    assert label_components(m, "face")[1] == 2
+    assert keep_largest_components(m, 1, 1.0, connectivity="face").sum() == 1
+    from kidneyseg.errors import RegistryError
+
+    with pytest.raises(RegistryError, match="face"):
+        label_components(m, "diagonal")
+
+
+def test_postprocess_mr_side_labels_drop_blob_touching_across_a_slice():
+    """CHAOS-like: 7.7 mm slices; a left-kidney blob on the spleen touches the left kidney only
+    along an edge on the next slice and is dropped; each side keeps one organ."""
+    lab = _box((60, 60, 12), (5, 20, 2), (20, 35, 7), value=2)  # right kidney, 5 slices
+    _box(lab.shape, (35, 20, 2), (50, 35, 7), value=3, out=lab)  # left kidney
+    _box(lab.shape, (50, 35, 7), (58, 45, 10), value=3, out=lab)  # spleen blob: edge contact on slice 6/7
+    _box(lab.shape, (5, 45, 2), (12, 52, 4), value=2, out=lab)  # separate small right blob
+    out = postprocess_label(lab, (1.25, 1.25, 7.7), kidney_labels=(2, 3), lesion_labels=(), min_volume_ml=0.1)
+    assert (out == 3).sum() == 15 * 15 * 5
+    assert (out == 2).sum() == 15 * 15 * 5

@@ -6,8 +6,9 @@ components of the slice detections, largest component of each V-Net output) in
 They live in this low stage so that inference never imports post-processing.
 
 Masks are indexed ``[i, j, k]`` (volumes) or ``[row, col]`` (2D images).
-Connectivity is full (26 in 3D, 8 in 2D).  Components are found with ``cc3d``
-when it is installed, else with :func:`scipy.ndimage.label`.
+Connectivity is full (26 in 3D, 8 in 2D) unless ``connectivity="face"`` (6 in
+3D, 4 in 2D) is asked for.  Components are found with ``cc3d`` when it is
+installed, else with :func:`scipy.ndimage.label`.
 """
 
 from __future__ import annotations
@@ -15,25 +16,36 @@ from __future__ import annotations
 import numpy as np
 
 
-def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Label the connected components of a boolean mask (full connectivity).
+CONNECTIVITIES = ("full", "face")
 
-    Returns ``(labels, n)``: an int32 array of the mask's shape with 0 for
-    background and ``1..n`` for the components.
+
+def label_components(mask: np.ndarray, connectivity: str = "full") -> tuple[np.ndarray, int]:
+    """Label the connected components of a boolean mask.
+
+    ``connectivity``: ``"full"`` (voxels sharing a face, edge or corner: 26 in
+    3D, 8 in 2D) or ``"face"`` (sharing a face: 6 in 3D, 4 in 2D; nnU-Net's
+    choice, which does not join blobs that only touch diagonally across thick
+    slices).  Returns ``(labels, n)``: an int32 array of the mask's shape with 0
+    for background and ``1..n`` for the components.
     """
+    if connectivity not in CONNECTIVITIES:
+        from kidneyseg.errors import unknown_name
+
+        raise unknown_name("connectivity", connectivity, CONNECTIVITIES)
     mask = np.asarray(mask, dtype=bool)
+    full = connectivity == "full"
     if mask.ndim in (2, 3):
         try:
             import cc3d
 
-            conn = 26 if mask.ndim == 3 else 8
+            conn = (26 if full else 6) if mask.ndim == 3 else (8 if full else 4)
             lab, n = cc3d.connected_components(mask, connectivity=conn, return_N=True)
             return lab.astype(np.int32, copy=False), int(n)
         except ImportError:  # pragma: no cover - cc3d is an ml extra
             pass
     from scipy import ndimage
 
-    structure = np.ones((3,) * mask.ndim, dtype=bool)
+    structure = np.ones((3,) * mask.ndim, dtype=bool) if full else ndimage.generate_binary_structure(mask.ndim, 1)
     lab, n = ndimage.label(mask, structure=structure)
     return lab.astype(np.int32, copy=False), int(n)
 
@@ -60,15 +72,16 @@ def _order(lab: np.ndarray, sizes: np.ndarray, affine: np.ndarray | None) -> np.
 
 
 def keep_largest_components(mask: np.ndarray, max_components: int = 2, min_ratio: float = 1.0 / 3.0,
-                            affine: np.ndarray | None = None) -> np.ndarray:
+                            affine: np.ndarray | None = None, connectivity: str = "full") -> np.ndarray:
     """Keep at most ``max_components`` components of ``mask``.
 
     The largest is always kept (if any); each further one, in decreasing size,
     only when its voxel count is at least ``min_ratio`` times the largest.
     Equal sizes are ordered by world position when ``affine`` (voxel -> RAS
-    mm) is given, else by array position.  Returns a boolean mask.
+    mm) is given, else by array position.  ``connectivity``: see
+    :func:`label_components`.  Returns a boolean mask.
     """
-    lab, n = label_components(mask)
+    lab, n = label_components(mask, connectivity)
     if n == 0:
         return np.zeros(np.shape(mask), dtype=bool)
     sizes = component_sizes(lab, n)
