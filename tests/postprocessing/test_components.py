@@ -127,3 +127,14 @@ def test_postprocess_mr_side_labels_drop_blob_touching_across_a_slice():
     out = postprocess_label(lab, (1.25, 1.25, 7.7), kidney_labels=(2, 3), lesion_labels=(), min_volume_ml=0.1)
     assert (out == 3).sum() == 15 * 15 * 5
     assert (out == 2).sum() == 15 * 15 * 5
+
+
+def test_postprocess_side_labels_do_not_drop_a_kidney_for_two_larger_false_blobs():
+    """Each side label keeps its own largest blob: two false left-kidney blobs larger than the right
+    kidney must not push the right kidney out (no 'two largest components' rule on the union)."""
+    lab = _box((80, 40, 10), (2, 10, 2), (12, 20, 6), value=2)  # right kidney: 400 voxels
+    _box(lab.shape, (30, 5, 1), (45, 20, 8), value=3, out=lab)  # left kidney: 1575 voxels
+    _box(lab.shape, (55, 5, 1), (70, 15, 7), value=3, out=lab)  # false left blob: 900 voxels
+    out = postprocess_label(lab, (1.0, 1.0, 1.0), kidney_labels=(2, 3), lesion_labels=(), min_volume_ml=0.01)
+    assert (out == 2).sum() == 400
+    assert (out == 3).sum() == 1575

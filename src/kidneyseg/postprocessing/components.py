@@ -109,10 +109,11 @@ def postprocess_label(
 
     Labels other than kidney and lesion labels (e.g. liver in CHAOS) are left
     untouched.  Where several kidney labels exist (MR: right 2, left 3) each
-    names one organ and is kept to its own largest *face-connected* component
-    after steps 1-2 on the union (6-connectivity in 3D, 4 in 2D, as nnU-Net):
-    on 7.7 mm slices a false-positive blob on the spleen often touches the
-    kidney only along an edge across slices.
+    names one organ: step 2 is replaced by keeping each label's largest
+    *face-connected* component (6-connectivity in 3D, 4 in 2D, as nnU-Net).
+    On 7.7 mm slices a false-positive blob on the spleen often touches the
+    kidney only along an edge across slices, and two false blobs larger than
+    the true right kidney must not push it out of a "two largest" rule.
 
     ``affine`` (voxel -> RAS mm) makes tie-breaking between equal-sized
     components independent of the array orientation.
@@ -155,7 +156,8 @@ def _postprocess_box(out: np.ndarray, spacing: Sequence[float], kidney_labels: I
     if not region.any():
         return out
     region_clean = remove_small_components(region, spacing, min_volume_ml)
-    region_clean = keep_largest_components(region_clean, max_kidneys, second_kidney_ratio, affine)
+    if len(kidney_labels) == 1:
+        region_clean = keep_largest_components(region_clean, max_kidneys, second_kidney_ratio, affine)
     out[region & ~region_clean] = 0
     if len(kidney_labels) > 1:
         # one label per organ (MR: right 2, left 3): its largest face-connected component only, so a blob
