@@ -138,3 +138,34 @@ def test_postprocess_side_labels_do_not_drop_a_kidney_for_two_larger_false_blobs
     out = postprocess_label(lab, (1.0, 1.0, 1.0), kidney_labels=(2, 3), lesion_labels=(), min_volume_ml=0.01)
     assert (out == 2).sum() == 400
     assert (out == 3).sum() == 1575
+
+
+def test_keep_largest_components_ranks_by_score():
+    m = np.zeros((30, 10), bool)
+    m[0:10, :] = True  # 100 pixels, unsure
+    m[20:26, :] = True  # 60 pixels, sure
+    score = np.zeros(m.shape)
+    score[20:26, :] = 1.0
+    score[0:10, 0:2] = 1.0  # 20 sure pixels in the large one
+    kept = keep_largest_components(m, 1, 1.0, score=score)
+    assert kept.sum() == 60 and kept[22, 5]
+    assert keep_largest_components(m, 1, 1.0).sum() == 100  # without a score: the larger
+
+
+def test_postprocess_side_label_keeps_the_confident_component():
+    """A wide, hesitant false left-kidney rim (a giant cyst) outgrows the true left kidney: with the
+    probabilities the confidently found kidney is kept; without them the larger blob."""
+    lab = _box((80, 40, 10), (2, 10, 2), (12, 20, 6), value=2)
+    _box(lab.shape, (30, 10, 2), (40, 20, 6), value=3, out=lab)  # true left kidney: 400 voxels
+    _box(lab.shape, (50, 5, 1), (70, 35, 8), value=3, out=lab)  # rim on a cyst: 4200 voxels
+    p3 = np.where(lab == 3, 0.6, 0.0)
+    p3[30:40, 10:20, 2:6] = 0.97
+    p2 = np.where(lab == 2, 0.95, 0.0)
+    kw = dict(kidney_labels=(2, 3), lesion_labels=(), min_volume_ml=0.01)
+    out = postprocess_label(lab, (1.0, 1.0, 1.0), probabilities={2: p2, 3: p3}, **kw)
+    assert (out == 3).sum() == 400 and out[35, 15, 4] == 3
+    assert (postprocess_label(lab, (1.0, 1.0, 1.0), **kw) == 3).sum() == 4200
+    from kidneyseg.errors import GeometryError
+
+    with pytest.raises(GeometryError, match="probability map"):
+        postprocess_label(lab, (1.0, 1.0, 1.0), probabilities={3: p3[:-1]}, **kw)

@@ -176,7 +176,10 @@ class Predictor:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         values = sorted(self.labels)
-        need_probs = probabilities or len(self.models) > 1
+        kid = _names_to_values(self.labels, KIDNEY_NAMES)
+        # side labels (MR right/left) rank their components by confident voxels: needs the probabilities
+        side_labels = self.postprocess and len(kid) > 1
+        need_probs = probabilities or len(self.models) > 1 or side_labels
         results = [self._run_model(m, case, need_probs, timings) for m in self.models]
         acc: np.ndarray | None = None
         if len(results) == 1:
@@ -188,14 +191,15 @@ class Predictor:
         if self.postprocess:
             from kidneyseg.postprocessing import postprocess_label
 
-            kid = _names_to_values(self.labels, KIDNEY_NAMES)
             les = _names_to_values(self.labels, LESION_NAMES)
             if kid:
+                side_probs = ({v: acc[values.index(v)] for v in kid if v in values}
+                              if side_labels and acc is not None else None)
                 label = postprocess_label(
                     label, case.spacing, kidney_labels=kid, lesion_labels=les,
                     max_kidneys=1 if case.ndim == 2 and (case.modality or self.modality) == "us" else 2,
                     min_volume_ml=self.min_volume_ml if case.ndim == 3 else self.min_volume_ml / 100.0,
-                    affine=case.affine,
+                    affine=case.affine, probabilities=side_probs,
                 )
         timings["postprocess"] = time.perf_counter() - t1
         timings["total"] = time.perf_counter() - t0

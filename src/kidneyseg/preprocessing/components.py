@@ -72,19 +72,26 @@ def _order(lab: np.ndarray, sizes: np.ndarray, affine: np.ndarray | None) -> np.
 
 
 def keep_largest_components(mask: np.ndarray, max_components: int = 2, min_ratio: float = 1.0 / 3.0,
-                            affine: np.ndarray | None = None, connectivity: str = "full") -> np.ndarray:
+                            affine: np.ndarray | None = None, connectivity: str = "full",
+                            score: np.ndarray | None = None) -> np.ndarray:
     """Keep at most ``max_components`` components of ``mask``.
 
     The largest is always kept (if any); each further one, in decreasing size,
     only when its voxel count is at least ``min_ratio`` times the largest.
     Equal sizes are ordered by world position when ``affine`` (voxel -> RAS
     mm) is given, else by array position.  ``connectivity``: see
-    :func:`label_components`.  Returns a boolean mask.
+    :func:`label_components`.  ``score`` (optional, the mask's shape): a
+    per-voxel weight; components are then ranked, and compared with
+    ``min_ratio``, by the sum of ``score`` over their voxels instead of their
+    voxel count (equal sums: the larger component first).  Returns a boolean mask.
     """
     lab, n = label_components(mask, connectivity)
     if n == 0:
         return np.zeros(np.shape(mask), dtype=bool)
     sizes = component_sizes(lab, n)
+    if score is not None:
+        w = np.bincount(lab.ravel(), weights=np.asarray(score, dtype=float).ravel(), minlength=n + 1)[1:]
+        sizes = w + sizes / (sizes.max() + 1.0) * 1e-6  # ties -> size
     order = _order(lab, sizes, affine)
     keep = [int(order[0]) + 1]
     for idx in order[1:max_components]:
