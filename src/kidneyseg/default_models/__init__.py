@@ -108,11 +108,12 @@ RECIPES: dict[str, Recipe] = {
                               "right (2) and left (3) kidney predicted directly (no flips in augmentation)",
                "plan": {"target_spacing": [2.5, 2.5], "patch_size": [128, 128],
                         "intensity": {"kind": "percentile_zscore", "low_pct": 0.5, "high_pct": 99.5}}},
-        # liver (1) and spleen (4) become background: the model learns kidneys only
-        # ~1900 steps with a poly-decaying learning rate; 128x128 at 2.5 mm is the whole slice
-        config={"epochs": 60, "batch_size": 8, "lr": 2e-3, "lr_schedule": "poly", "val_every": 60,
-                "augmentation": "default",
-                "max_background_slices": 4, "dataset_options": {"label_map": {1: 0, 4: 0}}},
+        # liver (1) and spleen (4) are learned as extra classes (reported as background by the shipped
+        # model): the spleen-side false positives of a kidneys-only model fell away (CV left kidney
+        # 0.844 -> 0.890 with the same post-processing); every slice with an organ is a training sample
+        # ~1900 steps (40 epochs of ~47) with a poly-decaying learning rate; 128x128 at 2.5 mm is the whole slice
+        config={"epochs": 40, "batch_size": 8, "lr": 2e-3, "lr_schedule": "poly", "val_every": 40,
+                "augmentation": "default", "max_background_slices": 4},
         data="chaos_t2",
         fmt="chaos-mr",
         folds=5,
