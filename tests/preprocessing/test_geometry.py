@@ -7,7 +7,8 @@ import pytest
 
 from kidneyseg.case import Case
 from kidneyseg.errors import GeometryError
-from kidneyseg.preprocessing.geometry import crop, original_affine, reorient, resample, undo
+from kidneyseg.errors import KidneysegError
+from kidneyseg.preprocessing.geometry import crop, original_affine, reorient, resample, undo, undo_argmax
 
 
 def _oblique() -> np.ndarray:
@@ -137,6 +138,63 @@ def test_chain_reorient_crop_resample_undo(case3d):
     agree = np.mean(back == case3d.label)
     assert agree > 0.97
     np.testing.assert_array_equal(original_affine(step), case3d.affine)
+
+
+def _softmax_probs(shape, n, seed=0):
+    logits = np.random.default_rng(seed).normal(size=(n,) + tuple(shape)).astype(np.float32) * 2.0
+    logits[0] += 1.0  # background a little more likely, as in a real prediction
+    e = np.exp(logits - logits.max(axis=0))
+    return e / e.sum(axis=0)
+
+
+def test_undo_argmax_equals_argmax_of_undone_probabilities(case3d):
+    """Reorient + crop + resample: the fast box-restricted path agrees with argmax(undo(probs))."""
+    step = resample(crop(reorient(case3d, "RAS"), [(2, 34), (0, 40), (1, 20)]), (1.5, 1.5, 2.0))
+    probs = _softmax_probs(step.shape, 4)
+    values = [0, 1, 2, 3]
+    fast = undo_argmax(step, probs, values)
+    slow = np.asarray(values)[np.argmax(undo(step, probs, is_label=False, channel_axis=True), axis=0)]
+    assert fast.shape == case3d.shape and fast.dtype == np.uint8
+    # cropped-away voxels: every channel 0 there, which is background
+    assert np.mean(fast == slow) > 0.999
+    assert set(np.unique(fast)) <= set(values)
+    assert (fast != 0).any() and (fast == 0).any()
+
+
+def test_undo_argmax_interpolates_probabilities_not_labels():
+    """Known answer in 1D: two 4 mm voxels brought back to eight 1 mm voxels.
+
+    Output voxel n samples coordinate x = (n + 0.5) / 4 - 0.5, clamped to [0, 1]:
+    0, 0, 0.125, 0.375, 0.625, 0.875, 1, 1.  A nearest-neighbour label map
+    would give four foreground voxels whatever the probabilities.
+    """
+    case = Case(image=np.zeros((8, 1, 1), np.float32), affine=np.eye(4))
+    small = resample(case, (4.0, 1.0, 1.0))
+    assert small.shape == (2, 1, 1)
+
+    def run(fg, other):
+        probs = np.zeros((3, 2, 1, 1), np.float32)
+        probs[1, :, 0, 0], probs[2, :, 0, 0] = fg, other
+        probs[0] = 1.0 - probs[1] - probs[2]
+        return undo_argmax(small, probs, [0, 2, 5])[:, 0, 0]
+
+    # p = 0.6 (1 - x) beats background 1 - p only for x < 1/6: three voxels
+    np.testing.assert_array_equal(run([0.6, 0.0], [0.0, 0.0]), [2, 2, 2, 0, 0, 0, 0, 0])
+    # p = 1 - 0.55 x > 0.5 for x < 0.91: six voxels
+    np.testing.assert_array_equal(run([1.0, 0.45], [0.0, 0.0]), [2, 2, 2, 2, 2, 2, 0, 0])
+    # a second foreground channel rising to 0.7 takes over once it beats both others
+    # (x = 0.375: 0.5 / 0.2625 / 0.2375 -> label 2; x = 0.625: 0.3 / 0.4375 / 0.2625 -> label 5)
+    np.testing.assert_array_equal(run([0.8, 0.0], [0.0, 0.7]), [2, 2, 2, 2, 5, 5, 5, 5])
+    # equal foreground and background: ties go to background
+    np.testing.assert_array_equal(run([0.5, 0.5], [0.0, 0.0]), [0] * 8)
+
+
+def test_undo_argmax_rejects_bad_channels(case3d):
+    step = resample(case3d, 2.0)
+    with pytest.raises(KidneysegError, match="background"):
+        undo_argmax(step, _softmax_probs(step.shape, 2), [1, 2])
+    with pytest.raises(KidneysegError, match="grid"):
+        undo_argmax(step, _softmax_probs((3, 3, 3), 2), [0, 1])
 
 
 def test_2d_resample_and_undo():

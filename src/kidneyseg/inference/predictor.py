@@ -226,7 +226,7 @@ class Predictor:
 
     def _run_single(self, stage: Any, case: Case, need_probs: bool,
                     timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
-        from kidneyseg.preprocessing.geometry import undo
+        from kidneyseg.preprocessing.geometry import undo, undo_argmax
         from kidneyseg.preprocessing.plan import apply_plan
 
         t = time.perf_counter()
@@ -236,9 +236,9 @@ class Predictor:
         timings[f"{stage.name}"] = timings.get(stage.name, 0.0) + time.perf_counter() - t
         t = time.perf_counter()
         values = np.asarray(sorted(self.labels), dtype=np.uint8)
-        # the label map is the argmax on the network grid, brought back with nearest neighbour,
-        # whether or not probabilities are asked for (so both calls give the same labels)
-        out = undo(pre, values[np.argmax(full, axis=0)], is_label=True)
+        # the label map is the argmax of the probabilities brought back linearly (nnU-Net), whether or not
+        # probabilities are asked for (so both calls give the same labels)
+        out = undo_argmax(pre, full, values)
         back = None
         if need_probs:
             back = undo(pre, full, is_label=False, channel_axis=True)

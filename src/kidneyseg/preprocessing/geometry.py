@@ -16,7 +16,8 @@ Operations
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -165,6 +166,80 @@ def _nonzero_box(array: np.ndarray) -> list[tuple[int, int]] | None:
     return box
 
 
+def _linear_stencil(
+    shape: Sequence[int], new_shape: Sequence[int], box: list[tuple[int, int]]
+) -> tuple[list[slice], list[slice], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Separable linear stencil of corner-aligned resampling, restricted to ``box``.
+
+    Returns the source slices, the destination slices (output voxels whose
+    two-voxel stencil can touch the inclusive input ``box``) and per axis the
+    local lower / upper source indices and the upper weight.
+    """
+    src_sl, dst_sl, weights = [], [], []
+    for ax, (n_old, n_new) in enumerate(zip(shape, new_shape)):
+        lo, hi = box[ax]
+        f = n_old / n_new
+        o_lo = max(0, int(np.floor((lo - 1 + 0.5) / f - 0.5)))
+        o_hi = min(int(n_new), int(np.ceil((hi + 1 + 0.5) / f - 0.5)) + 1)
+        x = _sample_coords(int(n_old), int(n_new), o_lo, o_hi)
+        i0 = np.floor(x).astype(np.intp)
+        i1 = np.minimum(i0 + 1, int(n_old) - 1)
+        w = (x - i0).astype(np.float32)
+        s_lo, s_hi = int(i0.min()), int(i1.max()) + 1
+        src_sl.append(slice(s_lo, s_hi))
+        dst_sl.append(slice(o_lo, o_hi))
+        weights.append((i0 - s_lo, i1 - s_lo, w))
+    return src_sl, dst_sl, weights
+
+
+def _interp(p: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Apply a separable linear stencil (from :func:`_linear_stencil`) to ``p``; axes whose
+    stencil is the identity are skipped."""
+    p = p.astype(np.float32, copy=False)
+    for ax, (i0, i1, w) in enumerate(weights):
+        if i0.size == p.shape[ax] and not w.any() and np.array_equal(i0, np.arange(i0.size)):
+            continue
+        shape = [1] * p.ndim
+        shape[ax] = -1
+        wv = w.reshape(shape)
+        p = np.take(p, i0, axis=ax) * (1.0 - wv) + np.take(p, i1, axis=ax) * wv
+    return p
+
+
+def _argmax_resample(
+    values: Sequence[int], fetch: Callable[[int, tuple[slice, ...]], np.ndarray], box: list[tuple[int, int]] | None,
+    shape: Sequence[int], new_shape: tuple[int, ...], dtype: Any,
+) -> np.ndarray:
+    """Most probable value per output voxel of linearly resampled foreground maps.
+
+    ``fetch(i, slices)`` returns the foreground probability map of ``values[i]``
+    on the input grid, cut to ``slices`` (background is ``1 - sum``); only output voxels whose stencil
+    touches the inclusive input ``box`` can be foreground, the rest are 0.
+    Ties go to background, then to the earlier channel.
+    """
+    out = np.zeros(new_shape, dtype=dtype)
+    if box is None:
+        return out
+    src_sl, dst_sl, weights = _linear_stencil(shape, new_shape, box)
+    best = fg_total = None
+    region = np.zeros(tuple(s.stop - s.start for s in dst_sl), dtype=dtype)
+    for i, v in enumerate(values):
+        p = _interp(fetch(i, tuple(src_sl)), weights)
+        if best is None:
+            best, fg_total = p, p.copy()
+            region[...] = v
+        else:
+            take = p > best
+            region[take] = v
+            best = np.where(take, p, best)
+            fg_total += p
+    if best is None:
+        return out
+    region[best <= 1.0 - fg_total] = 0
+    out[tuple(dst_sl)] = region
+    return out
+
+
 def _resample_label_linear(array: np.ndarray, new_shape: tuple[int, ...]) -> np.ndarray:
     """Per-label linear resampling: each value's 0/1 mask is interpolated (separable
     multilinear, edge-clamped), and every output voxel takes the most probable value.
@@ -174,50 +249,27 @@ def _resample_label_linear(array: np.ndarray, new_shape: tuple[int, ...]) -> np.
     foreground (plus one voxel) is computed; outside it the output is 0.  Ties
     go to background, then to the lower label value.
     """
-    out = np.zeros(new_shape, dtype=array.dtype)
     box = _nonzero_box(array)
     if box is None:
-        return out
-    src_sl, dst_sl, weights = [], [], []
-    for ax, (n_old, n_new) in enumerate(zip(array.shape, new_shape)):
-        lo, hi = box[ax]
-        f = n_old / n_new
-        # output indices whose two-voxel stencil can touch [lo, hi]
-        o_lo = max(0, int(np.floor((lo - 1 + 0.5) / f - 0.5)))
-        o_hi = min(n_new, int(np.ceil((hi + 1 + 0.5) / f - 0.5)) + 1)
-        x = _sample_coords(n_old, n_new, o_lo, o_hi)
-        i0 = np.floor(x).astype(np.intp)
-        i1 = np.minimum(i0 + 1, n_old - 1)
-        w = (x - i0).astype(np.float32)
-        s_lo, s_hi = int(i0.min()), int(i1.max()) + 1
-        src_sl.append(slice(s_lo, s_hi))
-        dst_sl.append(slice(o_lo, o_hi))
-        weights.append((i0 - s_lo, i1 - s_lo, w))
-    sub = array[tuple(src_sl)]
+        return np.zeros(new_shape, dtype=array.dtype)
+    sub = array[tuple(slice(lo, hi + 1) for lo, hi in box)]
     values = [v for v in np.unique(sub) if v != 0]
-    fg_total = None
-    best = None
-    region = np.zeros(tuple(s.stop - s.start for s in dst_sl), dtype=array.dtype)
-    for v in values:
-        p = (sub == v).astype(np.float32)
-        for ax, (i0, i1, w) in enumerate(weights):
-            shape = [1] * p.ndim
-            shape[ax] = -1
-            wv = w.reshape(shape)
-            p = np.take(p, i0, axis=ax) * (1.0 - wv) + np.take(p, i1, axis=ax) * wv
-        if best is None:
-            best = p
-            fg_total = p.copy()
-            region[...] = v
-        else:
-            take = p > best
-            region[take] = v
-            best = np.where(take, p, best)
-            fg_total += p
-    background = 1.0 - fg_total
-    region[best <= background] = 0
-    out[tuple(dst_sl)] = region
-    return out
+    return _argmax_resample(values, lambda i, sl: array[sl] == values[i], box, array.shape, new_shape, array.dtype)
+
+
+def _resample_probs_argmax(probs: np.ndarray, values: Sequence[int], new_shape: tuple[int, ...]) -> np.ndarray:
+    """Label map (uint8) of the argmax of ``probs`` ``(C, *shape)`` resampled linearly to ``new_shape``.
+
+    Channel ``c`` is label ``values[c]``; ``values[0]`` must be 0 (background)
+    and the channels sum to 1 (or 0 where nothing was predicted, which counts as
+    background).  A foreground value can only win where it reaches ``1 / C``, so
+    only the box of such input voxels (plus the stencil) is interpolated.
+    """
+    n = probs.shape[0]
+    fg = probs[1:]
+    box = _nonzero_box(fg.max(axis=0) >= 1.0 / n) if n > 1 else None
+    return _argmax_resample([int(v) for v in values[1:]], lambda i, sl: probs[(i + 1,) + sl], box, probs.shape[1:],
+                            tuple(int(x) for x in new_shape), np.uint8)
 
 
 def _scaled_affine(affine: np.ndarray, old_shape: Sequence[int], new_shape: Sequence[int]) -> np.ndarray:
@@ -346,6 +398,54 @@ def undo(case: Case, array: np.ndarray, *, is_label: bool = True, channel_axis: 
         else:
             raise KidneysegError(f"cannot undo operation '{op.name}'", expected="reorient, resample or crop")
     return out
+
+
+def undo_argmax(case: Case, probs: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """Label map on the grid before any recorded operation: the argmax of ``probs`` brought back linearly.
+
+    ``probs`` is ``(C, *case.shape)`` (channel ``c`` is label ``values[c]``,
+    ``values[0] == 0`` is background, channels sum to 1).  The probabilities,
+    not the labels, are interpolated at the resampling step (nnU-Net's
+    "resample the probabilities, then argmax": smoother boundaries than a
+    nearest-neighbour label map); crops and reorientations before it move the
+    channels, those after it move the labels.  Only the box where a foreground
+    channel reaches ``1 / C`` is interpolated, so this costs little more than
+    the nearest-neighbour path.  Equal, up to float rounding, to the argmax of
+    ``undo(case, probs, is_label=False, channel_axis=True)``.
+
+    Returns a uint8 label map.
+    """
+    vals = [int(v) for v in values]
+    if not vals or vals[0] != 0:
+        raise KidneysegError("the first probability channel must be background (label 0)", found=vals,
+                             expected="values sorted with 0 first")
+    out = np.asarray(probs)
+    if tuple(out.shape[1:]) != case.shape or out.shape[0] != len(vals):
+        raise KidneysegError("probabilities to undo do not lie on the case grid", found=tuple(out.shape),
+                             expected=(len(vals),) + tuple(case.shape))
+    channels = True
+    for op in reversed(case.history):
+        before = tuple(int(x) for x in op.params.get("shape_before", ()))
+        if op.name == "reorient":
+            out = _undo_reorient(op, out, channels)
+        elif op.name == "resample":
+            if channels:
+                out = _resample_probs_argmax(out, vals, before)
+                channels = False
+            else:
+                out = _resample_array(out, before, order=1, is_label=True,
+                                      label_mode=op.params.get("label_mode", "nearest"))
+        elif op.name == "crop":
+            lead = (out.shape[0],) if channels else ()
+            full = np.zeros(lead + before, dtype=out.dtype)
+            sl = tuple(slice(lo, hi) for lo, hi in op.params["box"])
+            full[(slice(None),) * len(lead) + sl] = out
+            out = full
+        else:
+            raise KidneysegError(f"cannot undo operation '{op.name}'", expected="reorient, resample or crop")
+    if channels:
+        out = np.asarray(vals, dtype=np.uint8)[np.argmax(out, axis=0)]
+    return np.ascontiguousarray(out, dtype=np.uint8)
 
 
 def original_affine(case: Case) -> np.ndarray:
