@@ -110,9 +110,13 @@ CARDS: dict[str, dict[str, Any]] = {
         "failure_modes": [
             "Trained on 31 slices only: expect false positives on other organs (liver, spleen, bowel, vessels) "
             "and missed kidneys on slices unlike the training slices (poles, non-contrast or other phases).",
-            "Non-contrast CT looks unlike the training data: on the unenhanced TotalSegmentator example the model "
-            "marks part of the right kidney as tumour (94.6 mL, Dice 0.25 against TotalSegmentator's kidney) and "
-            "misses the left kidney. Simulating unenhanced scans in training (contrast_phase_prob 0.3) did not fix "
+            "Non-contrast CT looks unlike the training data: on the unenhanced TotalSegmentator example "
+            "(`kidneyseg predict ../shared/data/totalseg_example/example_ct.nii.gz -o out/`) the model finds no "
+            "kidney. Before post-processing it paints about 30,000 voxels (0.8 L), mostly as tumour, in blobs of "
+            "up to 166 mL; the 3D rule that a tumour must touch kidney then removes them all. TotalSegmentator "
+            "finds right 106.6 mL and left 99.3 mL there. With nearest-neighbour label resampling the same "
+            "networks kept part of the right kidney as tumour (94.6 mL, Dice 0.25): either way the result "
+            "is wrong. Simulating unenhanced scans in training (contrast_phase_prob 0.3) did not fix "
             "this and lowered the fold-0 Dice (0.72 -> 0.47), so it is off. Do not use volumes from unenhanced CT.",
             "Cysts are not a class (KiTS19 labels them kidney); tumour vs cyst is not distinguished.",
             "Intensities outside 0..255 HU are clipped (window 0..255, the range of the training PNGs).",
