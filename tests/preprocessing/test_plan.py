@@ -102,3 +102,35 @@ def test_bad_plan_raises() -> None:
     with pytest.raises(KidneysegError, match="denoising method"):
         apply_plan(Case(image=np.zeros((4, 4)), affine=np.eye(4)),
                    _plan(orientation=None, target_spacing=None, denoise={"method": "wavelet"}))
+
+
+def test_slice_context_known_answer_and_clamping() -> None:
+    from kidneyseg.preprocessing.plan import slice_context
+
+    vol = np.zeros((2, 2, 4), np.float32)
+    vol[..., :] = np.arange(4, dtype=np.float32)  # slice k holds the value k
+    ctx = slice_context(vol, 1)
+    assert ctx.shape == (3, 2, 2, 4)
+    np.testing.assert_array_equal(ctx[:, 0, 0, :], [[0, 0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 3]])
+    ctx2 = slice_context(vol, 2)
+    np.testing.assert_array_equal(ctx2[:, 1, 1, 0], [0, 0, 0, 1, 2])
+    np.testing.assert_array_equal(slice_context(vol, 0), vol[None])
+    img = np.ones((3, 5), np.float32)
+    assert slice_context(img, 1).shape == (3, 3, 5)  # a 2D image has no neighbours: repeated
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_context_slices_must_be_a_whole_number(bad) -> None:
+    from kidneyseg.preprocessing.plan import validate_plan
+
+    plan = _plan(context_slices=bad)
+    with pytest.raises(KidneysegError, match="context_slices"):
+        validate_plan(plan)
+
+
+def test_context_slices_rejected_for_3d_plans() -> None:
+    from kidneyseg.preprocessing.plan import validate_plan
+
+    plan = _plan(spatial_dims=3, target_spacing=None, patch_size=[8, 8, 8], context_slices=1)
+    with pytest.raises(KidneysegError, match="context_slices"):
+        validate_plan(plan)

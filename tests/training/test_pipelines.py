@@ -51,3 +51,46 @@ def test_detect_vnet_pipeline(tmp_path: Path) -> None:
     assert seg["plan"]["patch_size"] == [32, 32, 32] and seg["plan"]["intensity"]["kind"] == "window"
     det = json.loads((out / "detector" / "model.json").read_text())
     assert det["channel_to_label"] == [0, 1] and "recall_50" in (out / "detector" / "log.csv").read_text()
+
+
+def test_slice_context_stage_trains_and_predicts_on_the_input_grid(tmp_path: Path) -> None:
+    """2.5D: ``context_slices: 1`` makes a 3-channel slice-wise network; prediction stacks the neighbours the same way."""
+    from kidneyseg import io
+    from kidneyseg.data.phantoms import write_phantom_set
+    from kidneyseg.inference import Predictor
+
+    data = tmp_path / "ct"
+    write_phantom_set(data, "ct", 2, size=(40, 40, 8), seed=0, progress=False)
+    cfg = TrainConfig(epochs=1, batch_size=2, folds=2, progress=False, threads=1, max_background_slices=1,
+                      stage_arch_kwargs={"main": {"decoder_channels": [8, 8, 8, 8]}},
+                      stage_plans={"main": {"context_slices": 1, "patch_size": [32, 32]}})
+    out = train_pipeline("ct2d-unet-squeezenet", data, "kits23", tmp_path / "m", cfg)
+    spec = json.loads((out / "main" / "model.json").read_text())
+    assert spec["in_channels"] == 3 and spec["plan"]["context_slices"] == 1
+    first = next(w for k, w in torch.load(out / "main" / "weights.pt", weights_only=True).items() if w.ndim == 4)
+    assert first.shape[1] == 3  # the first convolution sees three slices
+    image = sorted(data.glob("case_*/imaging.nii.gz"))[0]
+    predictor = Predictor(out, threads=1)
+    stage = predictor.models[0].stages["main"]
+    seen: list[torch.Tensor] = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.clone())
+            return self.inner(x)
+
+    stage.module = Recorder(stage.module)
+    pred = predictor.predict_path(image)
+    case = io.read(image)
+    assert pred.label.shape == case.shape and pred.label.dtype.name == "uint8"
+    x = torch.cat(seen)  # (K, 3, I, J): slices in order
+    assert x.shape[1] == 3 and x.shape[0] == case.shape[2]
+    # channel 0 of slice k is slice k-1 (clamped), channel 2 is slice k+1: the neighbours, not the image repeated
+    torch.testing.assert_close(x[1:, 0], x[:-1, 1])
+    torch.testing.assert_close(x[:-1, 2], x[1:, 1])
+    torch.testing.assert_close(x[0, 0], x[0, 1])
+    assert not torch.equal(x[:, 0], x[:, 1])

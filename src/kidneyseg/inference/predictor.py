@@ -256,9 +256,13 @@ class Predictor:
         than given gets the image repeated (RGB-trained 2D models on grey images).
         """
         from kidneyseg.inference.engines import predict_2d, predict_slicewise, sliding_window_3d
+        from kidneyseg.preprocessing.plan import slice_context
 
         image = np.asarray(pre.image, dtype=np.float32)
-        chans = [image] + [np.asarray(e, dtype=np.float32) for e in (extra or [])]
+        ctx = int(stage.plan.get("context_slices") or 0)
+        # 2.5D stages see each slice with its neighbours as channels (clamped at the ends)
+        lead = list(slice_context(image, ctx)) if ctx else [image]
+        chans = lead + [np.asarray(e, dtype=np.float32) for e in (extra or [])]
         want = int(stage.spec.get("in_channels", len(chans)))
         while len(chans) < want:
             chans.insert(1, image)

@@ -60,7 +60,30 @@ def validate_plan(plan: dict[str, Any]) -> dict[str, Any]:
                              expected=f"null or {plan['spatial_dims']} positive values in mm")
     if len(plan["patch_size"]) != plan["spatial_dims"]:
         raise KidneysegError("plan patch_size", found=plan["patch_size"], expected=f"{plan['spatial_dims']} sizes")
+    ctx = plan.get("context_slices", 0)
+    if ctx and (plan["spatial_dims"] != 2 or not isinstance(ctx, int) or isinstance(ctx, bool) or ctx < 0):
+        raise KidneysegError("plan context_slices", found=ctx,
+                             expected="a whole number >= 0, for 2D (slice-wise) plans only",
+                             fix="remove context_slices or set spatial_dims 2")
     return plan
+
+
+def slice_context(image: np.ndarray, context: int) -> np.ndarray:
+    """Stack each axial slice with its ``context`` neighbours on either side as channels (2.5D input).
+
+    ``image`` is ``(I, J, K)`` (axial slices ``[:, :, k]``); returns
+    ``(2 * context + 1, I, J, K)`` float32 where channel ``c`` of slice ``k`` is
+    slice ``k + c - context``, clamped at the first and last slice (the edge
+    slice repeats).  ``context == 0`` gives ``image[None]``.  A 2D image
+    ``(H, W)`` has no neighbours: it is repeated, ``(2 * context + 1, H, W)``.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    n = int(context)
+    if img.ndim == 2:
+        return np.repeat(img[None], 2 * n + 1, axis=0)
+    k = img.shape[-1]
+    idx = np.arange(k)
+    return np.stack([img[..., np.clip(idx + d, 0, k - 1)] for d in range(-n, n + 1)])
 
 
 def apply_plan(case: Case, plan: dict[str, Any]) -> Case:

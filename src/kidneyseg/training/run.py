@@ -110,12 +110,13 @@ def _has_lesions(cases: list[Case], task: str) -> bool:
 
 
 def _build_module(stage: StageDef, arch_kwargs: dict[str, Any], out_channels: int, cfg: TrainConfig,
-                  encoder_weights: list[str | None] | None) -> Any:
+                  encoder_weights: list[str | None] | None, in_channels: int | None = None) -> Any:
     from kidneyseg.models.encoders import load_encoder_weights
     from kidneyseg.models.modules import kaiming_init
     from kidneyseg.models.registry import create_model
 
-    module = create_model(stage.arch, in_channels=stage.in_channels, out_channels=out_channels, **arch_kwargs)
+    module = create_model(stage.arch, in_channels=in_channels or stage.in_channels, out_channels=out_channels,
+                          **arch_kwargs)
     if cfg.init == "kaiming":
         kaiming_init(module)
     if encoder_weights:
@@ -151,7 +152,8 @@ def _samples(stage: StageDef, cases: list[Case], task: str, mapping: dict[int, i
         if stage.role == "detector":
             out += S.detector_samples(c, task, max_background=cfg.max_background_slices, seed=cfg.seed + i)
         elif stage.spatial_dims == 2:
-            out += S.slice_samples(c, mapping, max_background=cfg.max_background_slices, seed=cfg.seed + i)
+            out += S.slice_samples(c, mapping, max_background=cfg.max_background_slices, seed=cfg.seed + i,
+                                   context=int(plan.get("context_slices") or 0))
         elif stage.role in ("fine", "lesion", "segmenter"):
             out += S.crop_samples(
                 c, task, mapping, float(stage.facts.get("crop_margin_mm", 10.0)), with_mask=stage.role == "lesion",
@@ -262,8 +264,10 @@ def train_pipeline(
             summaries[stage.name] = json.loads((out / stage.name / "model.json").read_text())["stage"].get("training")
             continue
         seed_everything(cfg.seed + si)
+        # 2.5D: the image and its context_slices neighbours on either side are input channels
+        in_channels = stage.in_channels + 2 * int(plan.get("context_slices") or 0)
         module = _build_module(stage, arch_kwargs, len(channel_to_label), cfg,
-                               encoder_weights if stage.arch not in _NO_ENCODER else None)
+                               encoder_weights if stage.arch not in _NO_ENCODER else None, in_channels)
         if stage.role == "detector":
             loss_name, loss = "faster-rcnn", None
             trainer_cls: type[StageTrainer] = DetectorTrainer
@@ -290,7 +294,7 @@ def train_pipeline(
                         "loss_kwargs": loss_kwargs if stage.role != "detector" else {}})
         module.load_state_dict(trainer.final_state())
         spec = {
-            "arch": stage.arch, "arch_kwargs": arch_kwargs, "in_channels": stage.in_channels,
+            "arch": stage.arch, "arch_kwargs": arch_kwargs, "in_channels": in_channels,
             "out_channels": len(channel_to_label), "channel_to_label": channel_to_label, "plan": plan,
             "stage": {"name": stage.name, "role": stage.role, "target": stage.target,
                       "inputs": ["image", *stage.extra_inputs], **json.loads(json.dumps(stage.facts)),

@@ -17,22 +17,28 @@ from kidneyseg.case import Case
 from kidneyseg.training.targets import kidney_values, to_channels
 
 
-def slice_samples(case: Case, mapping: dict[int, int], *, max_background: int, seed: int) -> list[dict[str, Any]]:
+def slice_samples(case: Case, mapping: dict[int, int], *, max_background: int, seed: int,
+                  context: int = 0) -> list[dict[str, Any]]:
     """2D samples: the image itself, or axial slices ``[:, :, k]`` of a volume.
 
     Of a volume, every slice with foreground is kept plus at most
-    ``max_background`` background-only slices chosen with ``seed``.
+    ``max_background`` background-only slices chosen with ``seed``.  With
+    ``context`` > 0 each sample's image holds ``2 * context + 1`` channels: the
+    slice and its neighbours (:func:`kidneyseg.preprocessing.plan.slice_context`);
+    the label is the middle slice's.
     """
+    from kidneyseg.preprocessing.plan import slice_context
+
     lab = to_channels(case.label, mapping)
-    img = case.image.astype(np.float32)
+    img = slice_context(case.image, context)  # (2n+1, I, J[, K])
     if case.ndim == 2:
-        return [{"image": img[None], "label": lab[None], "name": case.name}]
+        return [{"image": img, "label": lab[None], "name": case.name}]
     fg = np.nonzero(lab.any(axis=(0, 1)))[0]
     bg = np.setdiff1d(np.arange(lab.shape[2]), fg)
     rng = np.random.default_rng(seed)
     keep_bg = rng.choice(bg, size=min(len(bg), max_background), replace=False) if len(bg) else []
     ks = sorted([int(k) for k in fg] + [int(k) for k in keep_bg])
-    return [{"image": np.ascontiguousarray(img[None, :, :, k]), "label": np.ascontiguousarray(lab[None, :, :, k]),
+    return [{"image": np.ascontiguousarray(img[:, :, :, k]), "label": np.ascontiguousarray(lab[None, :, :, k]),
              "name": f"{case.name}_z{k:03d}"} for k in ks]
 
 
