@@ -112,6 +112,9 @@ RECIPES: dict[str, Recipe] = {
         # model): the spleen-side false positives of a kidneys-only model fell away (CV left kidney
         # 0.844 -> 0.890 with the same post-processing); every slice with an organ is a training sample
         # ~1900 steps (40 epochs of ~47) with a poly-decaying learning rate; 128x128 at 2.5 mm is the whole slice
+        # tried on folds 0 and 4, not adopted (mean of right and left; shipped folds 0.899 / 0.872):
+        #   2.0 mm with 160x160 slices -> 0.915 / 0.834; 2.5D (context_slices 1) -> 0.907 / 0.604 (the
+        #   giant-cyst case_36 lost both kidneys). Single runs on 3 validation cases each: noisy.
         config={"epochs": 40, "batch_size": 8, "lr": 2e-3, "lr_schedule": "poly", "val_every": 40,
                 "augmentation": "default", "max_background_slices": 4},
         data="chaos_t2",
