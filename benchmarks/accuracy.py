@@ -1,7 +1,7 @@
 """Case-level cross-validated accuracy of the default models.
 
     python benchmarks/accuracy.py [--modality ct mr] [--work work/defaults] [--data ../shared/data]
-                                  [--threads 2] [--train] [--json OUT.json]
+                                  [--threads 2] [--train] [--tta] [--json OUT.json]
 
 Each fold model in ``WORK/<modality>/fold_<k>`` (written by
 ``scripts/train_defaults.py``, split by ``kidneyseg.data.splits.make_splits``: 5
@@ -12,7 +12,9 @@ are scored against the reference on the original grid with
 :func:`kidneyseg.evaluation.evaluate_case` (Dice, HD95 in mm).  Prints one row per
 fold and region and the mean over folds (the mean of the fold means) and over all
 validation cases.  ``--train`` trains missing fold models first (the CT/MR recipes
-of :mod:`kidneyseg.default_models`).
+of :mod:`kidneyseg.default_models`).  ``--tta`` scores with mirroring test-time
+augmentation (``kidneyseg predict --tta``); a modality whose model refuses it
+(MR: left/right labels) is skipped with the reason.
 
 CT (KiTS19 slices) regions: kidney+masses {1, 2}, tumour {2}.  MR (CHAOS T2):
 right kidney {2}, left kidney {3} and both kidneys {2, 3}; the CHAOS bar is the mean
@@ -54,7 +56,8 @@ def _region_scores(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]
     return {"dice": d, "hd95": h, "ref_empty": not r.any(), "pred_empty": not p.any()}
 
 
-def evaluate_fold(fold_dir: Path, data: Path, fmt: str, modality: str, threads: int) -> list[dict[str, Any]]:
+def evaluate_fold(fold_dir: Path, data: Path, fmt: str, modality: str, threads: int,
+                  tta: bool = False) -> list[dict[str, Any]]:
     """Rows (fold, case, region, dice, hd95) of one fold model on its validation cases."""
     from kidneyseg.data.adapters import load_dataset
     from kidneyseg.inference import Predictor
@@ -66,7 +69,7 @@ def evaluate_fold(fold_dir: Path, data: Path, fmt: str, modality: str, threads: 
     opts = {k: ({int(a): int(b) for a, b in v.items()} if k == "label_map" else v) for k, v in opts.items()}
     ds = load_dataset(data, fmt)  # reference labels as published (no label_map)
     by_name = {c.name: c for c in ds.cases}
-    pred = Predictor(fold_dir, threads=threads)
+    pred = Predictor(fold_dir, threads=threads, tta=tta)
     rows = []
     for name in val:
         case = by_name[name].load()
@@ -149,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train", action="store_true", help="train missing fold models first")
+    ap.add_argument("--tta", action="store_true", help="mirroring test-time augmentation, as `kidneyseg predict --tta`")
     ap.add_argument("--json", type=Path, default=None, help="also write every per-case row here")
     args = ap.parse_args(argv)
 
     from kidneyseg.default_models import RECIPES
+    from kidneyseg.errors import InputError
 
     all_rows: dict[str, list[dict[str, Any]]] = {}
     for mod in args.modality:
@@ -172,10 +177,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.time()
         rows: list[dict[str, Any]] = []
-        for fd in fold_dirs:
-            rows += evaluate_fold(fd, data, str(r.fmt), mod, args.threads)
+        try:
+            for fd in fold_dirs:
+                rows += evaluate_fold(fd, data, str(r.fmt), mod, args.threads, tta=args.tta)
+        except InputError as e:
+            print(f"{mod}: skipped: {e}", file=sys.stderr)
+            continue
         cfg = json.loads((fold_dirs[0] / "model.json").read_text())["training"]["config"]
         print(f"\n## {mod}: {r.data}, {len(fold_dirs)} of {r.folds} folds, epochs {cfg['epochs']}, "
+              f"{'mirroring TTA, ' if args.tta else ''}"
               f"evaluated in {time.time() - t0:.0f} s\n")
         print(table(rows, mod))
         all_rows[mod] = rows

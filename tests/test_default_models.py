@@ -107,3 +107,28 @@ def test_predict_cli_guesses_ct_from_hu(tmp_path: Path, caplog: pytest.LogCaptur
     with caplog.at_level("WARNING"):
         assert guess_modality([path]) == "ct"
     assert "HU" in caplog.text
+
+
+def test_tta_refused_for_the_left_right_mr_default() -> None:
+    """Mirroring would swap right and left on a model never shown a flipped image: refused with a fix."""
+    from kidneyseg.errors import InputError
+    from kidneyseg.inference import Predictor
+
+    with pytest.raises(InputError, match="left and right.*without --tta"):
+        Predictor(default_model_dir("mr"), tta=True)
+
+
+def test_tta_mirrors_only_the_trained_flip_axes() -> None:
+    """Folders written before mirror_axes was recorded: derived from the training config."""
+    from kidneyseg.inference import Predictor
+    from kidneyseg.inference.predictor import stage_mirror_axes
+
+    for modality, expected in (("ct", [0, 1]), ("us", [0])):
+        p = Predictor(default_model_dir(modality), tta=True)
+        model = p.models[0]
+        assert [stage_mirror_axes(model, st) for st in model.stages.values()] == [expected]
+    mr = Predictor(default_model_dir("mr")).models[0]
+    stage = next(iter(mr.stages.values()))
+    assert stage_mirror_axes(mr, stage) == []
+    stage.spec["mirror_axes"] = [1]  # a stage that records its axes is taken at its word
+    assert stage_mirror_axes(mr, stage) == [1]

@@ -48,3 +48,24 @@ def test_speckle_touches_only_image() -> None:
 def test_bad_patch_refused() -> None:
     with pytest.raises(KidneysegError):
         build_train_transform("ct", 2, (32, 32, 32))
+
+
+def test_flip_axes_known_answers() -> None:
+    from kidneyseg.augmentation import flip_axes
+
+    assert flip_axes("ct", 3, "default", False) == [0, 1, 2]
+    assert flip_axes("ct", 2, "light", False) == [0, 1]
+    assert flip_axes("us", 2, "default", False) == [0]
+    assert flip_axes("mr", 2, "default", True) == []  # left/right labels: a flip would swap them
+    assert flip_axes("ct", 3, "none", False) == []
+
+
+@pytest.mark.parametrize("sided", [False, True])
+def test_transform_flips_exactly_the_flip_axes(sided: bool) -> None:
+    from monai.transforms import RandFlipd
+
+    from kidneyseg.augmentation import flip_axes
+
+    t = build_train_transform("mr", 2, (32, 32), sided_labels=sided)
+    axes = [tr.flipper.spatial_axis for tr in t.transforms if isinstance(tr, RandFlipd)]
+    assert axes == flip_axes("mr", 2, "default", sided)

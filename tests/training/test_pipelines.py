@@ -67,6 +67,7 @@ def test_slice_context_stage_trains_and_predicts_on_the_input_grid(tmp_path: Pat
     out = train_pipeline("ct2d-unet-squeezenet", data, "kits23", tmp_path / "m", cfg)
     spec = json.loads((out / "main" / "model.json").read_text())
     assert spec["in_channels"] == 3 and spec["plan"]["context_slices"] == 1
+    assert spec["mirror_axes"] == [0, 1]  # CT slices were flipped along both in-plane axes
     first = next(w for k, w in torch.load(out / "main" / "weights.pt", weights_only=True).items() if w.ndim == 4)
     assert first.shape[1] == 3  # the first convolution sees three slices
     image = sorted(data.glob("case_*/imaging.nii.gz"))[0]

@@ -31,6 +31,19 @@ KEYS = ("image", "label")
 STRENGTHS = ("none", "light", "default")
 
 
+def flip_axes(modality: str, spatial_dims: int, strength: str, sided_labels: bool) -> list[int]:
+    """Spatial axes (0-based) that :func:`build_train_transform` flips at random.
+
+    None when labels name left and right (a flip would swap them) or with
+    ``strength="none"``; only axis 0 for ultrasound; every axis otherwise.
+    Mirroring test-time augmentation may only use these axes: a network never
+    shown a mirrored image has no reason to segment one.
+    """
+    if sided_labels or strength == "none":
+        return []
+    return [0] if modality == "us" else list(range(int(spatial_dims)))
+
+
 def augmentation_names() -> list[str]:
     """Accepted ``strength`` values."""
     return list(STRENGTHS)
@@ -106,8 +119,8 @@ def build_train_transform(
         # (a batch needs equal shapes); 180 degrees is covered by the two flips.
         if modality != "us" and strength == "default" and patch[0] == patch[1]:
             ts.append(T.RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=plane))
-        for ax in range(spatial_dims if modality != "us" else 1):
-            ts.append(T.RandFlipd(keys, prob=0.5, spatial_axis=ax))
+    for ax in flip_axes(modality, spatial_dims, strength, sided_labels):
+        ts.append(T.RandFlipd(keys, prob=0.5, spatial_axis=ax))
     small = math.radians(15)
     if spatial_dims == 2:
         ts.append(T.RandRotated(keys, range_x=small, prob=0.3, mode=modes, padding_mode="zeros"))

@@ -118,17 +118,19 @@ def predict_2d(
     image: np.ndarray,
     *,
     tta: bool = False,
+    mirror_axes: Sequence[int] | None = None,
     device: str = "cpu",
 ) -> np.ndarray:
     """Whole-image prediction of a 2D network: ``(C_in, rows, cols)`` -> ``(C_out, rows, cols)``.
 
     2D networks are fully convolutional (the registry pads to the encoder's
-    multiple), so the image is fed whole at the plan's spacing.
+    multiple), so the image is fed whole at the plan's spacing.  ``mirror_axes``
+    restricts TTA mirroring to these axes (0 = rows, 1 = columns).
     """
     torch = _torch()
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
     with torch.inference_mode():
-        p = predict_with_tta(module, x, tta=tta, spatial_dims=2)
+        p = predict_with_tta(module, x, tta=tta, spatial_dims=2, mirror_axes=mirror_axes)
     return p[0].cpu().numpy().astype(np.float32, copy=False)
 
 
@@ -138,6 +140,7 @@ def predict_slicewise(
     *,
     batch_size: int = 8,
     tta: bool = False,
+    mirror_axes: Sequence[int] | None = None,
     device: str = "cpu",
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
@@ -149,6 +152,8 @@ def predict_slicewise(
         ``(C_in, I, J, K)`` float32; slices ``[:, :, :, k]`` (axial for RAS).
     batch_size:
         Slices per forward pass.
+    mirror_axes:
+        In-plane axes (0 = I, 1 = J) TTA may mirror; None: both.
 
     Returns
     -------
@@ -161,7 +166,7 @@ def predict_slicewise(
     with torch.inference_mode():
         for start in range(0, vol.shape[0], batch_size):
             x = torch.from_numpy(vol[start : start + batch_size]).to(device)
-            p = predict_with_tta(module, x, tta=tta, spatial_dims=2).cpu().numpy()
+            p = predict_with_tta(module, x, tta=tta, spatial_dims=2, mirror_axes=mirror_axes).cpu().numpy()
             if out is None:
                 out = np.empty((p.shape[1],) + volume.shape[1:], dtype=np.float32)
             out[..., start : start + p.shape[0]] = np.moveaxis(p, 0, -1)

@@ -143,6 +143,16 @@ class Predictor:
                                  expected=labels, fix="ensemble only models trained for the same task")
         self.labels = {int(k): str(v) for k, v in labels.items()}
         self.tta = bool(tta)
+        # mirroring TTA uses only the axes each stage was trained to see flipped
+        self._mirror: dict[int, list[int]] = {id(st): stage_mirror_axes(m, st) for m in self.models
+                                              for st in m.stages.values()}
+        if self.tta and not any(self._mirror.values()):
+            raise InputError(
+                "this model cannot use mirroring test-time augmentation", path=self.models[0].dir,
+                found="trained without flips" + (" (its labels name left and right: a mirror would swap them)"
+                                                  if _sided(self.models[0]) else ""),
+                expected="a model trained with flips (mirror_axes in its stage model.json)",
+                fix="predict without --tta")
         self.overlap = float(overlap)
         self.sw_batch_size = int(sw_batch_size)
         self.slice_batch_size = int(slice_batch_size)
@@ -268,17 +278,19 @@ class Predictor:
             chans.insert(1, image)
         x = np.stack(chans[:want])
         dims = int(stage.plan.get("spatial_dims", 3))
+        axes = self._mirror.get(id(stage), [])
+        tta = self.tta and bool(axes)
         if dims == 3:
             if pre.ndim != 3:
                 raise InputError("a 3D model cannot segment a 2D image", path=pre.source, found=f"shape {pre.shape}",
                                  fix="use a 2D model for 2D images")
             patch = stage.plan.get("patch_size") or [64, 64, 64]
             return sliding_window_3d(stage.module, x, patch, overlap=self.overlap, sw_batch_size=self.sw_batch_size,
-                                     tta=self.tta, device=self.device)
+                                     tta=tta, mirror_axes=axes, device=self.device)
         if pre.ndim == 3:
-            return predict_slicewise(stage.module, x, batch_size=self.slice_batch_size, tta=self.tta,
+            return predict_slicewise(stage.module, x, batch_size=self.slice_batch_size, tta=tta, mirror_axes=axes,
                                      device=self.device, progress=progress)
-        return predict_2d(stage.module, x, tta=self.tta, device=self.device)
+        return predict_2d(stage.module, x, tta=tta, mirror_axes=axes, device=self.device)
 
     def to_label_channels(self, probs: np.ndarray, channel_to_label: Sequence[int]) -> np.ndarray:
         """Re-index stage channels ``(C_stage, ...)`` to the model's sorted label values ``(C, ...)``.
@@ -294,6 +306,33 @@ class Predictor:
                                  fix="check channel_to_label in the stage model.json")
             out[values.index(int(v))] += probs[c]
         return out
+
+
+def _sided(model: Any, stage: Any | None = None) -> bool:
+    """Labels name left and right (CHAOS right 2 / left 3): flips were never part of training."""
+    target = str((stage.spec.get("stage") or {}).get("target", "all")) if stage is not None else "all"
+    if target != "all":  # a merged-kidney stage (target "kidney") has no sides
+        return False
+    names = " ".join(str(v).lower() for v in (model.labels or {}).values())
+    return model.spec.get("task") == "chaos-mr" or ("right" in names and "left" in names)
+
+
+def stage_mirror_axes(model: Any, stage: Any) -> list[int]:
+    """Spatial axes mirroring TTA may flip for ``stage``: those its training flipped.
+
+    Read from the stage's ``mirror_axes`` (written by training); for folders
+    written before that key, derived from the model's training config with
+    :func:`kidneyseg.augmentation.flip_axes` (none for left/right labels or
+    ``augmentation: none``, axis 0 for ultrasound, all axes otherwise).
+    """
+    if "mirror_axes" in stage.spec:
+        return [int(a) for a in stage.spec["mirror_axes"]]
+    from kidneyseg.augmentation import flip_axes
+
+    cfg = ((model.spec.get("training") or {}).get("config") or {})
+    dims = int(stage.plan.get("spatial_dims", 3))
+    modality = str(model.spec.get("modality") or stage.plan.get("modality") or "ct")
+    return flip_axes(modality, dims, str(cfg.get("augmentation") or "default"), _sided(model, stage))
 
 
 def _inference_mode(model: Any) -> str:

@@ -283,7 +283,7 @@ def train_pipeline(
         trainer = trainer_cls(
             module, loss, cfg, ckpt_dir, spatial_dims=stage.spatial_dims, patch_size=plan["patch_size"],
             modality=modality, channel_names=[labels[str(v)] for v in channel_to_label],
-            sided_labels=stage.target == "all" and task == "chaos-mr", name=stage.name,
+            sided_labels=stage.target == "all" and task == "chaos-mr", name=stage.name,  # = flip_axes' sided
             intensity=plan.get("intensity"),
         )
         trainer.on_epoch_end += (callbacks or {}).get(stage.name, [])
@@ -293,9 +293,14 @@ def train_pipeline(
         summary.update({"train_samples": len(train_samples), "val_samples": len(val_samples), "loss": loss_name,
                         "loss_kwargs": loss_kwargs if stage.role != "detector" else {}})
         module.load_state_dict(trainer.final_state())
+        from kidneyseg.augmentation import flip_axes
+
+        sided = stage.target == "all" and task == "chaos-mr"
         spec = {
             "arch": stage.arch, "arch_kwargs": arch_kwargs, "in_channels": in_channels,
             "out_channels": len(channel_to_label), "channel_to_label": channel_to_label, "plan": plan,
+            # axes the training flipped: the only ones mirroring TTA may use
+            "mirror_axes": flip_axes(modality, stage.spatial_dims, cfg.augmentation, sided),
             "stage": {"name": stage.name, "role": stage.role, "target": stage.target,
                       "inputs": ["image", *stage.extra_inputs], **json.loads(json.dumps(stage.facts)),
                       "training": summary},
