@@ -115,6 +115,8 @@ RECIPES: dict[str, Recipe] = {
         # tried on folds 0 and 4, not adopted (mean of right and left; shipped folds 0.899 / 0.872):
         #   2.0 mm with 160x160 slices -> 0.915 / 0.834; 2.5D (context_slices 1) -> 0.907 / 0.604 (the
         #   giant-cyst case_36 lost both kidneys). Single runs on 3 validation cases each: noisy.
+        # front-back flips (side-preserving, so --tta could mirror that axis), all 5 folds: right 0.844,
+        #   left 0.847 (0.849 / 0.851 with --tta) against 0.901 / 0.893: a spine in front hurts; no flips
         config={"epochs": 40, "batch_size": 8, "lr": 2e-3, "lr_schedule": "poly", "val_every": 40,
                 "augmentation": "default", "max_background_slices": 4},
         data="chaos_t2",
