@@ -380,24 +380,27 @@ def undo(case: Case, array: np.ndarray, *, is_label: bool = True, channel_axis: 
             "array to undo does not lie on the case grid", found=tuple(spatial), expected=case.shape
         )
     for op in reversed(case.history):
-        before = tuple(op.params.get("shape_before", ()))
-        if op.name == "reorient":
-            out = _undo_reorient(op, out, channel_axis)
-        elif op.name == "resample":
-            mode = op.params.get("label_mode", "nearest")
-            if channel_axis:
-                out = np.stack([_resample_array(c, before, order=1, is_label=is_label, label_mode=mode) for c in out])
-            else:
-                out = _resample_array(out, before, order=1, is_label=is_label, label_mode=mode)
-        elif op.name == "crop":
-            lead = (out.shape[0],) if channel_axis else ()
-            full = np.zeros(lead + before, dtype=out.dtype)
-            sl = tuple(slice(lo, hi) for lo, hi in op.params["box"])
-            full[(slice(None),) * len(lead) + sl] = out
-            out = full
-        else:
-            raise KidneysegError(f"cannot undo operation '{op.name}'", expected="reorient, resample or crop")
+        out = _undo_step(op, out, is_label=is_label, channel_axis=channel_axis)
     return out
+
+
+def _undo_step(op: Operation, out: np.ndarray, *, is_label: bool, channel_axis: bool) -> np.ndarray:
+    """Undo one recorded operation on ``out`` (labels nearest, others linear; optional channel axis first)."""
+    before = tuple(int(x) for x in op.params.get("shape_before", ()))
+    if op.name == "reorient":
+        return _undo_reorient(op, out, channel_axis)
+    if op.name == "resample":
+        mode = op.params.get("label_mode", "nearest")
+        if channel_axis:
+            return np.stack([_resample_array(c, before, order=1, is_label=is_label, label_mode=mode) for c in out])
+        return _resample_array(out, before, order=1, is_label=is_label, label_mode=mode)
+    if op.name == "crop":
+        lead = (out.shape[0],) if channel_axis else ()
+        full = np.zeros(lead + before, dtype=out.dtype)
+        sl = tuple(slice(lo, hi) for lo, hi in op.params["box"])
+        full[(slice(None),) * len(lead) + sl] = out
+        return full
+    raise KidneysegError(f"cannot undo operation '{op.name}'", expected="reorient, resample or crop")
 
 
 def undo_argmax(case: Case, probs: np.ndarray, values: Sequence[int]) -> np.ndarray:
@@ -425,24 +428,12 @@ def undo_argmax(case: Case, probs: np.ndarray, values: Sequence[int]) -> np.ndar
                              expected=(len(vals),) + tuple(case.shape))
     channels = True
     for op in reversed(case.history):
-        before = tuple(int(x) for x in op.params.get("shape_before", ()))
-        if op.name == "reorient":
-            out = _undo_reorient(op, out, channels)
-        elif op.name == "resample":
-            if channels:
-                out = _resample_probs_argmax(out, vals, before)
-                channels = False
-            else:
-                out = _resample_array(out, before, order=1, is_label=True,
-                                      label_mode=op.params.get("label_mode", "nearest"))
-        elif op.name == "crop":
-            lead = (out.shape[0],) if channels else ()
-            full = np.zeros(lead + before, dtype=out.dtype)
-            sl = tuple(slice(lo, hi) for lo, hi in op.params["box"])
-            full[(slice(None),) * len(lead) + sl] = out
-            out = full
+        if channels and op.name == "resample":
+            # the first resampling met (the last one applied) interpolates the probabilities and takes the argmax
+            out = _resample_probs_argmax(out, vals, tuple(int(x) for x in op.params["shape_before"]))
+            channels = False
         else:
-            raise KidneysegError(f"cannot undo operation '{op.name}'", expected="reorient, resample or crop")
+            out = _undo_step(op, out, is_label=not channels, channel_axis=channels)
     if channels:
         out = np.asarray(vals, dtype=np.uint8)[np.argmax(out, axis=0)]
     return np.ascontiguousarray(out, dtype=np.uint8)
