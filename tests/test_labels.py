@@ -41,3 +41,13 @@ def test_label_registry_imports_without_torch():
     code = "import sys, kidneyseg.labels; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("given,expected", [
+    ("Right kidney", "kidney_right"), ("right-kidney", "kidney_right"), ("kidney_left", "kidney_left"),
+    ("left  kidney", "kidney_left"), ("Tumour", "tumor"), ("mass", "tumor"), ("Renal vein", "renal_vein"),
+])
+def test_canonical_label_name(given, expected):
+    from kidneyseg.labels import canonical_label_name
+
+    assert canonical_label_name(given) == expected

@@ -39,6 +39,26 @@ MR_KIDNEY_RIGHT = 2
 MR_KIDNEY_LEFT = 3
 MR_SPLEEN = 4
 
+#: Spellings of label names (lower case, spaces and hyphens as underscores) -> the names used here.
+LABEL_NAME_ALIASES = {
+    "tumour": "tumor", "tumor": "tumor", "mass": "tumor", "kidney": "kidney", "cyst": "cyst",
+    "background": "background", "liver": "liver", "spleen": "spleen",
+    "kidney_right": "kidney_right", "right_kidney": "kidney_right", "kidney_left": "kidney_left",
+    "left_kidney": "kidney_left", "foreground": "foreground",
+}
+
+
+def canonical_label_name(name: object) -> str:
+    """The name this package uses for a label called ``name``.
+
+    Case, spaces and hyphens do not matter, and common spellings are mapped:
+    ``"Right kidney"`` and ``"right-kidney"`` -> ``"kidney_right"``, ``"Tumour"`` -> ``"tumor"``.
+    Unknown names come back lower case with underscores (``"Renal vein"`` -> ``"renal_vein"``).
+    """
+    key = "_".join(str(name).strip().lower().replace("-", " ").split())
+    return LABEL_NAME_ALIASES.get(key, key)
+
+
 KITS_TOLERANCES_MM = {
     "kidney_and_masses": 1.0330772532390826,
     "masses": 1.1328796488598762,

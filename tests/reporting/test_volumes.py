@@ -80,3 +80,21 @@ def test_real_geometry_chaos_labels(shared_data):
     assert m["kidneys"]["left"]["kidney_ml"] == pytest.approx(left_only.sum() * vox, rel=0.02)
     line = summary_line(m)
     assert "right kidney" in line and "left kidney" in line
+
+
+@pytest.mark.parametrize("names", [{2: "kidney_right", 3: "kidney_left"}, {2: "right kidney", 3: "Left-Kidney"}])
+def test_side_labels_are_measured_and_keep_their_side(names):
+    """MR label maps (2 right, 3 left, any spelling): both kidneys measured, each on its labelled side."""
+    lab = np.zeros((40, 20, 20), np.uint8)
+    lab[2:12, 5:15, 5:15] = 2  # labelled right, at low i: the patient's LEFT under this RAS affine
+    lab[25:37, 5:15, 5:15] = 3
+    ras = np.diag([2.0, 2.0, 2.0, 1.0])
+    m = measure(lab, ras, labels={0: "background", **names})
+    assert m["kidneys"]["right"]["kidney_ml"] == pytest.approx(1000 * 8 / 1000)
+    assert m["kidneys"]["left"]["kidney_ml"] == pytest.approx(1200 * 8 / 1000)
+    assert "label" in m["side_rule"]
+    # a single kidney labelled right stays right, though it lies on the patient's left of the field of view
+    one = np.where(lab == 2, 2, 0).astype(np.uint8)
+    m1 = measure(one, ras, labels={0: "background", **names})
+    assert m1["kidneys"]["right"]["present"] and not m1["kidneys"]["left"]["present"]
+    assert "right kidney 8.0 mL; left kidney: none" in summary_line(m1)

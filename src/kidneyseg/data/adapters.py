@@ -46,7 +46,7 @@ import numpy as np
 
 from kidneyseg.case import Case
 from kidneyseg.errors import InputError, unknown_name
-from kidneyseg.labels import get_task
+from kidneyseg.labels import canonical_label_name, get_task
 
 log = logging.getLogger(__name__)
 
@@ -334,14 +334,6 @@ def load_kits23(root: Path, *, label_map: dict | None = None) -> Dataset:
 
 # ----------------------------------------------------------------------------- nnU-Net
 
-_NAME_ALIASES = {
-    "tumour": "tumor", "tumor": "tumor", "mass": "tumor", "kidney": "kidney", "cyst": "cyst",
-    "background": "background", "liver": "liver", "spleen": "spleen",
-    "kidney_right": "kidney_right", "right_kidney": "kidney_right", "kidney_left": "kidney_left",
-    "left_kidney": "kidney_left", "foreground": "foreground",
-}
-
-
 def _nnunet_labels(meta: dict[str, Any]) -> dict[int, str]:
     labels = meta.get("labels", {})
     out: dict[int, str] = {}
@@ -379,7 +371,7 @@ def load_nnunet(root: Path, *, task: str | None = None, label_map: dict | None =
     src_labels = _nnunet_labels(meta)
     lmap = _int_keys(label_map)
     if task is None:
-        names = {v: _NAME_ALIASES.get(n.lower().replace(" ", "_"), n.lower()) for v, n in src_labels.items()}
+        names = {v: canonical_label_name(n) for v, n in src_labels.items()}
         task = "binary"
         for cand in ("kits19", "kits23", "chaos-mr", "openkidney-us"):
             tl = {n: v for v, n in get_task(cand).labels.items()}

@@ -31,6 +31,7 @@ import numpy as np
 
 from kidneyseg.case import Case
 from kidneyseg.errors import InputError, KidneysegError
+from kidneyseg.labels import canonical_label_name
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ class Prediction:
 
 
 def _names_to_values(labels: dict[int, str], names: tuple[str, ...]) -> tuple[int, ...]:
-    return tuple(v for v, n in sorted(labels.items()) if v != 0 and str(n).lower() in names)
+    """Non-zero values whose label name is one of ``names`` (any spelling: ``"right kidney"`` is ``kidney_right``)."""
+    return tuple(v for v, n in sorted(labels.items()) if v != 0 and canonical_label_name(n) in names)
 
 
 class Predictor:

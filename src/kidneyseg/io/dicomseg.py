@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from kidneyseg.errors import InputError, OutputError
+from kidneyseg.labels import canonical_label_name
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,8 @@ def write_dicom_seg(
     seg_array = np.zeros(frames.shape, np.uint8)
     for number, value in enumerate(values, start=1):
         name = labels[value]
-        category, prop, regions = known.get(name.lower(), (codes.SCT.AnatomicalStructure, codes.SCT.Kidney, []))
+        category, prop, regions = known.get(canonical_label_name(name),
+                                            (codes.SCT.AnatomicalStructure, codes.SCT.Kidney, []))
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=name,

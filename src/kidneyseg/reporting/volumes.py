@@ -6,7 +6,10 @@ towards the patient's **right** (NIfTI/nibabel convention; DICOM's LPS x axis
 increases towards the left).  Each kidney (a connected component of kidney
 + tumour + cyst) is placed by the RAS x of its centroid: with two or more
 kidneys the midline is halfway between the two largest, with one kidney it is
-the x of the centre of the field of view.
+the x of the centre of the field of view.  Label maps that name the sides
+(``kidney_right``/``kidney_left``, any spelling, e.g. the MR default's 2 and 3)
+keep them: a component goes to the side whose label holds most of its voxels,
+so the report never contradicts the label map.
 
 Units: volumes in mL (mm^3 / 1000), diameters in mm.  A 2D image (ultrasound
 or one CT slice) reports areas in mm^2 and does not assign sides.
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from kidneyseg.labels import CYST, KIDNEY, TUMOR
+from kidneyseg.labels import CYST, KIDNEY, TUMOR, canonical_label_name
 
 KIDNEY_NAMES = ("kidney", "kidney_right", "kidney_left", "capsule", "foreground")
 TUMOR_NAMES = ("tumor", "tumour")
@@ -32,7 +35,7 @@ CYST_NAMES = ("cyst",)
 def _values(labels: Mapping[Any, str] | None, names: tuple[str, ...], default: tuple[int, ...]) -> tuple[int, ...]:
     if labels is None:
         return default
-    return tuple(sorted(int(v) for v, n in labels.items() if str(n).lower() in names and int(v) != 0))
+    return tuple(sorted(int(v) for v, n in labels.items() if canonical_label_name(n) in names and int(v) != 0))
 
 
 def max_diameter_mm(mask: np.ndarray, affine: np.ndarray) -> float:
@@ -83,7 +86,8 @@ def measure(
         4x4 voxel-to-RAS+ matrix (mm) of that grid.
     labels:
         ``{value: name}`` of the model (``kidney``, ``tumor``, ``cyst``,
-        ``kidney_right``/``kidney_left``...); default KiTS values 1/2/3.
+        ``kidney_right``/``kidney_left``...; spelling is free: ``"right kidney"``
+        is ``kidney_right``); default KiTS values 1/2/3.
 
     Returns
     -------
@@ -146,14 +150,23 @@ def measure(
     else:
         centre = (np.asarray(label.shape, dtype=float) - 1) / 2
         midline = float(affine[0, :3] @ centre + affine[0, 3])
-    right_ids = [c + 1 for c in range(n) if xs[c] > midline]
-    left_ids = [c + 1 for c in range(n) if xs[c] <= midline]
+    right_v = _values(labels, ("kidney_right",), ())
+    left_v = _values(labels, ("kidney_left",), ())
+    is_right = [xs[c] > midline for c in range(n)]
+    if right_v or left_v:
+        n_right = np.bincount(comp[np.isin(label, right_v)], minlength=n + 1)
+        n_left = np.bincount(comp[np.isin(label, left_v)], minlength=n + 1)
+        is_right = [bool(n_right[c + 1] > n_left[c + 1]) if n_right[c + 1] != n_left[c + 1] else is_right[c]
+                    for c in range(n)]
+    right_ids = [c + 1 for c in range(n) if is_right[c]]
+    left_ids = [c + 1 for c in range(n) if not is_right[c]]
     out["kidneys"] = {
         "right": stats(np.isin(comp, right_ids)),
         "left": stats(np.isin(comp, left_ids)),
     }
     out["total"] = stats(np.ones(label.shape, bool))
-    out["side_rule"] = "RAS+ x of each kidney's centroid; larger x = patient right"
+    out["side_rule"] = ("the label map's right/left kidney labels (majority of each component's voxels)"
+                        if right_v or left_v else "RAS+ x of each kidney's centroid; larger x = patient right")
     return out
 
 
