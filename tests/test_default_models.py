@@ -81,6 +81,29 @@ def test_mr_default_predicts_on_input_grid(tmp_path: Path) -> None:
     assert set(np.unique(res.label)) <= {0, 2, 3}
 
 
+def test_mr_default_reports_both_kidney_volumes_on_real_chaos(tmp_path: Path, shared_data: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`kidneyseg predict --modality mr` on a real CHAOS T2 volume: the labels 2/3 of the MR default are
+    post-processed as kidneys and reported as the right and left kidney, near the expert volumes.
+
+    case_01 was seen in training by 4 of the 5 ensemble members: this checks the command, not accuracy
+    (that is benchmarks/accuracy.py, fold models on unseen cases)."""
+    import nibabel as nib
+
+    from kidneyseg.cli import main
+
+    _embedded("mr")
+    src = shared_data / "chaos_t2" / "case_01_image.nii.gz"
+    assert main(["predict", str(src), "--modality", "mr", "-o", str(tmp_path), "--threads", "2"]) == 0
+    assert "case_01_image: right kidney" in capsys.readouterr().out
+    report = json.loads((tmp_path / "case_01_image_volumes.json").read_text())
+    truth = nib.load(str(shared_data / "chaos_t2" / "case_01_label.nii.gz"))
+    ml = float(np.prod(truth.header.get_zooms()[:3])) / 1000
+    ref = np.asarray(truth.dataobj)
+    for side, value in (("right", 2), ("left", 3)):
+        assert report["kidneys"][side]["kidney_ml"] == pytest.approx((ref == value).sum() * ml, rel=0.15), side
+
+
 def test_us_default_predicts_2d_image(tmp_path: Path) -> None:
     from kidneyseg.case import Case
 
