@@ -24,7 +24,9 @@ evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from kidneyseg.errors import unknown_name
 
@@ -57,6 +59,17 @@ def canonical_label_name(name: object) -> str:
     """
     key = "_".join(str(name).strip().lower().replace("-", " ").split())
     return LABEL_NAME_ALIASES.get(key, key)
+
+
+#: Label names (canonical) that count as kidney tissue in post-processing and volume reports.
+KIDNEY_NAMES = ("kidney", "kidney_right", "kidney_left", "capsule", "foreground")
+
+
+def values_named(labels: Mapping[Any, str], names: Iterable[str]) -> tuple[int, ...]:
+    """Sorted non-zero label values whose name is one of ``names`` (any spelling, see
+    :func:`canonical_label_name`: ``"right kidney"`` is ``kidney_right``)."""
+    wanted = set(names)
+    return tuple(sorted(int(v) for v, n in labels.items() if int(v) != 0 and canonical_label_name(n) in wanted))
 
 
 KITS_TOLERANCES_MM = {

@@ -31,11 +31,10 @@ import numpy as np
 
 from kidneyseg.case import Case
 from kidneyseg.errors import InputError, KidneysegError
-from kidneyseg.labels import canonical_label_name
+from kidneyseg.labels import KIDNEY_NAMES, values_named
 
 log = logging.getLogger(__name__)
 
-KIDNEY_NAMES = ("kidney", "kidney_right", "kidney_left", "capsule", "foreground")
 LESION_NAMES = ("tumor", "tumour", "cyst")
 
 
@@ -78,11 +77,6 @@ class Prediction:
     def affine(self) -> np.ndarray:
         """4x4 voxel-to-RAS+ (mm) matrix of ``label``."""
         return self.case.affine
-
-
-def _names_to_values(labels: dict[int, str], names: tuple[str, ...]) -> tuple[int, ...]:
-    """Non-zero values whose label name is one of ``names`` (any spelling: ``"right kidney"`` is ``kidney_right``)."""
-    return tuple(v for v, n in sorted(labels.items()) if v != 0 and canonical_label_name(n) in names)
 
 
 class Predictor:
@@ -188,7 +182,7 @@ class Predictor:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         values = sorted(self.labels)
-        kid = _names_to_values(self.labels, KIDNEY_NAMES)
+        kid = values_named(self.labels, KIDNEY_NAMES)
         # side labels (MR right/left) rank their components by confident voxels: needs the probabilities
         side_labels = self.postprocess and len(kid) > 1
         need_probs = probabilities or len(self.models) > 1 or side_labels
@@ -203,7 +197,7 @@ class Predictor:
         if self.postprocess:
             from kidneyseg.postprocessing import postprocess_label
 
-            les = _names_to_values(self.labels, LESION_NAMES)
+            les = values_named(self.labels, LESION_NAMES)
             if kid:
                 side_probs = ({v: acc[values.index(v)] for v in kid if v in values}
                               if side_labels and acc is not None else None)

@@ -25,9 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from kidneyseg.labels import CYST, KIDNEY, TUMOR, canonical_label_name
+from kidneyseg.labels import CYST, KIDNEY, KIDNEY_NAMES, TUMOR, values_named
 
-KIDNEY_NAMES = ("kidney", "kidney_right", "kidney_left", "capsule", "foreground")
 TUMOR_NAMES = ("tumor", "tumour")
 CYST_NAMES = ("cyst",)
 
@@ -35,7 +34,7 @@ CYST_NAMES = ("cyst",)
 def _values(labels: Mapping[Any, str] | None, names: tuple[str, ...], default: tuple[int, ...]) -> tuple[int, ...]:
     if labels is None:
         return default
-    return tuple(sorted(int(v) for v, n in labels.items() if canonical_label_name(n) in names and int(v) != 0))
+    return values_named(labels, names)
 
 
 def max_diameter_mm(mask: np.ndarray, affine: np.ndarray) -> float:
@@ -153,11 +152,10 @@ def measure(
     right_v = _values(labels, ("kidney_right",), ())
     left_v = _values(labels, ("kidney_left",), ())
     is_right = [xs[c] > midline for c in range(n)]
-    if right_v or left_v:
-        n_right = np.bincount(comp[np.isin(label, right_v)], minlength=n + 1)
-        n_left = np.bincount(comp[np.isin(label, left_v)], minlength=n + 1)
-        is_right = [bool(n_right[c + 1] > n_left[c + 1]) if n_right[c + 1] != n_left[c + 1] else is_right[c]
-                    for c in range(n)]
+    if right_v or left_v:  # the labelled side wins; a tie keeps the position rule
+        n_right = np.bincount(comp[np.isin(label, right_v)], minlength=n + 1)[1:]
+        n_left = np.bincount(comp[np.isin(label, left_v)], minlength=n + 1)[1:]
+        is_right = [r > lft if r != lft else pos for r, lft, pos in zip(n_right, n_left, is_right)]
     right_ids = [c + 1 for c in range(n) if is_right[c]]
     left_ids = [c + 1 for c in range(n) if not is_right[c]]
     out["kidneys"] = {

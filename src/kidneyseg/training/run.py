@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from kidneyseg.augmentation import flip_axes
 from kidneyseg.case import Case
 from kidneyseg.errors import InputError, KidneysegError, OutputError
 from kidneyseg.models.pipelines import Pipeline, StageDef, get_pipeline
@@ -280,10 +281,12 @@ def train_pipeline(
                 loss_kwargs["class_weights"] = class_weights_from_counts(counts.tolist())
             loss = create_loss(loss_name, **loss_kwargs)
             trainer_cls = StageTrainer
+        # left/right labels: never flipped in training, so never mirrored at test time (mirror_axes below)
+        sided = stage.target == "all" and task == "chaos-mr"
         trainer = trainer_cls(
             module, loss, cfg, ckpt_dir, spatial_dims=stage.spatial_dims, patch_size=plan["patch_size"],
             modality=modality, channel_names=[labels[str(v)] for v in channel_to_label],
-            sided_labels=stage.target == "all" and task == "chaos-mr", name=stage.name,  # = flip_axes' sided
+            sided_labels=sided, name=stage.name,
             intensity=plan.get("intensity"),
         )
         trainer.on_epoch_end += (callbacks or {}).get(stage.name, [])
@@ -293,9 +296,6 @@ def train_pipeline(
         summary.update({"train_samples": len(train_samples), "val_samples": len(val_samples), "loss": loss_name,
                         "loss_kwargs": loss_kwargs if stage.role != "detector" else {}})
         module.load_state_dict(trainer.final_state())
-        from kidneyseg.augmentation import flip_axes
-
-        sided = stage.target == "all" and task == "chaos-mr"
         spec = {
             "arch": stage.arch, "arch_kwargs": arch_kwargs, "in_channels": in_channels,
             "out_channels": len(channel_to_label), "channel_to_label": channel_to_label, "plan": plan,
