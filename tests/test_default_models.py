@@ -74,6 +74,27 @@ def test_ct_default_predicts_phantom_on_input_grid(tmp_path: Path) -> None:
     assert set(np.unique(res.label)) <= {0, 1, 2}
 
 
+def test_ct_default_segments_the_same_whatever_the_files_axis_order() -> None:
+    """KiTS volumes are stored I, P, L; the phantom L, A, S: the slice-wise default must cut axial slices
+    of both (it sliced the I, P, L copy sagittally and lost the left kidney before the plan's orientation)."""
+    import nibabel as nib
+
+    from kidneyseg.case import Case
+
+    predictor = _predictor("ct")
+    case = _case("ct", (96, 96, 24), 3)  # 4.2 mm in plane: kidneys large enough to be found
+    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(case.affine),
+                                           nib.orientations.axcodes2ornt(("I", "P", "L")))
+    ipl = Case(image=nib.orientations.apply_orientation(case.image, ornt),
+               affine=case.affine @ nib.orientations.inv_ornt_aff(ornt, case.shape), modality="ct")
+    a = predictor.predict_case(case).label
+    b = predictor.predict_case(ipl).label
+    back = nib.orientations.apply_orientation(b, nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt(("I", "P", "L")), nib.orientations.io_orientation(case.affine)))
+    assert back.shape == a.shape and (a > 0).sum() > 0
+    assert (back == a).mean() > 0.999
+
+
 def test_mr_default_predicts_on_input_grid(tmp_path: Path) -> None:
     case = _case("mr", (64, 64, 10), 1)
     res = _predictor("mr").predict_case(case)

@@ -134,3 +134,28 @@ def test_context_slices_rejected_for_3d_plans() -> None:
     plan = _plan(spatial_dims=3, target_spacing=None, patch_size=[8, 8, 8], context_slices=1)
     with pytest.raises(KidneysegError, match="context_slices"):
         validate_plan(plan)
+
+
+def test_2d_plan_slices_volumes_axially_whatever_their_axis_order(rng: np.random.Generator) -> None:
+    """KiTS volumes are stored I, P, L: a slice-wise model must still see axial slices, in display order."""
+    from kidneyseg.preprocessing.geometry import reorient
+    from kidneyseg.preprocessing.plan import SLICE_ORIENTATION
+
+    case = _volume(rng)  # LAS
+    ipl = reorient(case, "IPL")
+    assert ipl.shape == (10, 36, 40)
+    for plan in (_plan(orientation=None), _plan(orientation=SLICE_ORIENTATION)):
+        a, b = apply_plan(case, plan), apply_plan(ipl, plan)
+        assert a.orientation == b.orientation == ("P", "L", "S")
+        assert a.shape[2] == 10  # the 10 axial slices
+        np.testing.assert_array_equal(a.label, b.label)
+        np.testing.assert_allclose(a.image, b.image, atol=1e-5)
+        back = undo(b, b.label)  # every recorded step undone, the test's own reorient too
+        assert back.shape == case.shape and (back == case.label).mean() > 0.97
+
+
+def test_plan_from_fingerprint_gives_2d_ct_slices_the_display_orientation() -> None:
+    fp = {"modality": "ct", "spatial_dims": 2, "task": "kits19", "spacings": [[0.8, 0.8], [0.7, 0.7]],
+          "shapes": [[512, 512], [512, 512]]}
+    assert plan_from_fingerprint(fp, 2)["orientation"] == "PLS"
+    assert plan_from_fingerprint(dict(fp, modality="us"), 2)["orientation"] is None  # no axial anatomy

@@ -35,6 +35,12 @@ from kidneyseg.preprocessing.denoise import denoise
 from kidneyseg.preprocessing.geometry import reorient, resample
 from kidneyseg.preprocessing.intensity import KIDNEY_WINDOW_HU, normalize
 
+#: Orientation of axial slices in radiological display order (rows anterior -> posterior, columns the
+#: patient's right -> left, slices inferior -> superior): how KiTS19 slices and the project's own slice
+#: phantoms are stored.  A slice-wise (2D) model trained on such images reorients volumes to it, so the
+#: slices it sees at inference are oriented as the images it learned from.
+SLICE_ORIENTATION = "PLS"
+
 PLAN_KEYS = ("modality", "spatial_dims", "orientation", "target_spacing", "patch_size", "intensity", "denoise",
              "labels")
 
@@ -89,7 +95,8 @@ def slice_context(image: np.ndarray, context: int) -> np.ndarray:
 def apply_plan(case: Case, plan: dict[str, Any]) -> Case:
     """Preprocess ``case`` as ``plan`` says; returns a new case with float32 image.
 
-    Steps: reorient to ``plan["orientation"]`` (3D cases only), optional body
+    Steps: reorient to ``plan["orientation"]`` (3D cases only; a 2D plan without
+    one reorients volumes to :data:`SLICE_ORIENTATION`), optional body
     crop, resample to ``target_spacing`` (a 2D plan on a volume resamples axes
     0 and 1 of the reoriented volume and keeps axis 2, so axial slices are
     ``[:, :, k]``), denoise, normalise intensities.  The label follows every
@@ -98,8 +105,13 @@ def apply_plan(case: Case, plan: dict[str, Any]) -> Case:
     """
     validate_plan(plan)
     out = case
-    if case.ndim == 3 and plan.get("orientation"):
-        out = reorient(out, plan["orientation"])
+    orientation = plan.get("orientation")
+    if case.ndim == 3 and not orientation and plan["spatial_dims"] == 2:
+        # a slice-wise model from 2D images (folders written before SLICE_ORIENTATION): axial slices must lie
+        # along axis 2 whatever the file's axis order (KiTS volumes are stored I, P, L)
+        orientation = SLICE_ORIENTATION
+    if case.ndim == 3 and orientation:
+        out = reorient(out, orientation)
     else:
         out = out.copy()
     if plan.get("crop") == "body":
@@ -196,7 +208,8 @@ def plan_from_fingerprint(fingerprint: dict[str, Any], spatial_dims: int, modali
     plan = {
         "modality": modality,
         "spatial_dims": spatial_dims,
-        "orientation": "RAS" if data_dims == 3 else None,
+        # 3D data: RAS; axial 2D images (CT, MR): radiological display order, which volumes are reoriented to
+        "orientation": "RAS" if data_dims == 3 else (SLICE_ORIENTATION if modality in ("ct", "mr") else None),
         "target_spacing": [round(float(t), 4) for t in target],
         "patch_size": patch,
         "intensity": intensity,
