@@ -69,3 +69,52 @@ def test_transform_flips_exactly_the_flip_axes(sided: bool) -> None:
     t = build_train_transform("mr", 2, (32, 32), sided_labels=sided)
     axes = [tr.flipper.spatial_axis for tr in t.transforms if isinstance(tr, RandFlipd)]
     assert axes == flip_axes("mr", 2, "default", sided)
+
+
+def test_left_right_mirror_known_answers() -> None:
+    from kidneyseg.augmentation import flip_axes
+
+    assert flip_axes("ct", 2, "default", False, "left-right", "PLS") == [1]  # display slices: columns R -> L
+    assert flip_axes("ct", 3, "default", False, "left-right", "RAS") == [0]
+    assert flip_axes("ct", 2, "default", False, "none", "PLS") == []
+    assert flip_axes("mr", 2, "default", True, "left-right", "PLS") == []  # sided labels are never flipped
+
+
+@pytest.mark.parametrize("orientation", [None, "ASR"])
+def test_left_right_mirror_needs_a_left_right_axis(orientation) -> None:  # type: ignore[no-untyped-def]
+    from kidneyseg.augmentation import flip_axes
+
+    with pytest.raises(KidneysegError, match="no left-right axis") as e:
+        flip_axes("ct", 2, "default", False, "left-right", orientation)
+    assert "PLS" in str(e.value)  # the fix names an orientation
+
+
+def test_unknown_mirror_lists_the_valid_names() -> None:
+    from kidneyseg.augmentation import flip_axes
+
+    with pytest.raises(KidneysegError, match="left-right, none"):
+        flip_axes("ct", 2, "default", False, "front-back")
+
+
+def test_left_right_mirror_keeps_front_and_back() -> None:
+    """No 90-degree rotations, no front-back flips: a posterior organ stays posterior in every draw,
+    while left and right are swapped in some."""
+    from monai.transforms import RandFlipd, RandRotate90d
+
+    t = build_train_transform("ct", 2, (32, 32), fg_ratio=1.0, mirror="left-right", orientation="PLS")
+    assert [tr.flipper.spatial_axis for tr in t.transforms if isinstance(tr, RandFlipd)] == [1]
+    assert not any(isinstance(tr, RandRotate90d) for tr in t.transforms)
+    assert any(isinstance(tr, RandRotate90d) for tr in build_train_transform("ct", 2, (32, 32)).transforms)
+    label = np.zeros((1, 32, 32), np.uint8)
+    label[0, 22:29, 3:10] = 1  # rows run anterior -> posterior, columns right -> left: a right kidney
+    sample = {"image": label.astype(np.float32), "label": label}
+    rows, cols = [], []
+    for seed in range(40):
+        t.set_random_state(seed)
+        out = t(dict(sample))
+        out = out[0] if isinstance(out, list) else out
+        r, c = np.nonzero(np.asarray(out["label"])[0])
+        rows.append(r.mean())
+        cols.append(c.mean())
+    assert min(rows) > 16  # always behind
+    assert min(cols) < 16 < max(cols)  # sometimes mirrored to the left

@@ -6,6 +6,6 @@ image and label together, the label always with nearest neighbour;
 intensity transforms touch the image only.
 """
 
-from kidneyseg.augmentation.transforms import augmentation_names, build_train_transform, flip_axes
+from kidneyseg.augmentation.transforms import MIRRORS, augmentation_names, build_train_transform, flip_axes, left_right_axis
 
-__all__ = ["augmentation_names", "build_train_transform", "flip_axes"]
+__all__ = ["MIRRORS", "augmentation_names", "build_train_transform", "flip_axes", "left_right_axis"]

@@ -11,7 +11,9 @@ Per modality (``strength="default"``):
 all            pad to the patch, crop a patch (``fg_ratio`` of patches centred on
                foreground), rotation by 90/180/270 degrees in-plane (square in-plane
                patches only; shapes must not change) and flips (not
-               when labels are sided left/right), small rotations (+-15 deg),
+               when labels are sided left/right; ``mirror="left-right"``: the
+               patient's left-right axis only, no 90-degree rotations), small
+               rotations (+-15 deg),
                scaling (0.85-1.15), elastic deformation (2D only by default),
                brightness, contrast, gamma, Gaussian noise
 us             + speckle (multiplicative) noise, no 90-degree rotations (the
@@ -29,18 +31,45 @@ from kidneyseg.errors import KidneysegError, unknown_name
 
 KEYS = ("image", "label")
 STRENGTHS = ("none", "light", "default")
+#: ``mirror`` values: ``all`` (flips along every axis, plus 90-degree rotations where allowed),
+#: ``left-right`` (flips along the patient's left-right axis only: the anatomy keeps its front and back,
+#: the kidneys stay behind, beside the spine), ``none``.
+MIRRORS = ("all", "left-right", "none")
 
 
-def flip_axes(modality: str, spatial_dims: int, strength: str, sided_labels: bool) -> list[int]:
+def left_right_axis(orientation: str | Sequence[str] | None, spatial_dims: int) -> int:
+    """Index of the patient's left-right axis among the first ``spatial_dims`` axes of ``orientation``.
+
+    ``orientation``: the plan's axis codes (e.g. ``"PLS"``: axis 1 runs right -> left).
+    Raises :class:`KidneysegError` when the orientation is unknown or has no
+    left-right axis in-plane (a 2D image without an orientation, a sagittal plan).
+    """
+    codes = [str(c).upper() for c in (orientation or "")][: int(spatial_dims)]
+    for i, c in enumerate(codes):
+        if c in ("L", "R"):
+            return i
+    raise KidneysegError("no left-right axis to mirror", found=f"orientation {orientation!r}",
+                         expected=f"orientation codes with L or R among the first {spatial_dims} axes",
+                         fix="set the plan's orientation (e.g. PLS for axial display slices) or use mirror 'all'")
+
+
+def flip_axes(modality: str, spatial_dims: int, strength: str, sided_labels: bool, mirror: str = "all",
+              orientation: str | Sequence[str] | None = None) -> list[int]:
     """Spatial axes (0-based) that :func:`build_train_transform` flips at random.
 
-    None when labels name left and right (a flip would swap them) or with
-    ``strength="none"``; only axis 0 for ultrasound; every axis otherwise.
-    Mirroring test-time augmentation may only use these axes: a network never
-    shown a mirrored image has no reason to segment one.
+    None when labels name left and right (a flip would swap them), with
+    ``strength="none"`` or ``mirror="none"``; with ``mirror="left-right"`` the
+    left-right axis of ``orientation`` only (:func:`left_right_axis`); else
+    only axis 0 for ultrasound and every axis otherwise.  Mirroring test-time
+    augmentation may only use these axes: a network never shown a mirrored
+    image has no reason to segment one.
     """
-    if sided_labels or strength == "none":
+    if mirror not in MIRRORS:
+        raise unknown_name("mirror", mirror, MIRRORS)
+    if sided_labels or strength == "none" or mirror == "none":
         return []
+    if mirror == "left-right":
+        return [left_right_axis(orientation, spatial_dims)]
     return [0] if modality == "us" else list(range(int(spatial_dims)))
 
 
@@ -60,6 +89,8 @@ def build_train_transform(
     elastic_3d: bool = False,
     extra_label_keys: Sequence[str] = (),
     contrast_phase: tuple[float, tuple[float, float]] | None = None,
+    mirror: str = "all",
+    orientation: str | Sequence[str] | None = None,
 ) -> Any:
     """Compose of patch sampling and augmentation.
 
@@ -89,6 +120,10 @@ def build_train_transform(
         ``(prob, (low, high))``: CT only, simulate unenhanced scans with
         probability ``prob`` (:class:`~kidneyseg.augmentation.contrast_phase.RandContrastPhased`);
         ``(low, high)`` is the plan's intensity window in HU.
+    mirror, orientation:
+        Which flips (:func:`flip_axes`); 90-degree rotations only with
+        ``mirror="all"``.  ``orientation``: the plan's axis codes, needed by
+        ``mirror="left-right"``.
     """
     from monai import transforms as T
 
@@ -114,12 +149,13 @@ def build_train_transform(
     if strength == "none":
         return T.Compose(ts)
     plane = (0, 1)
-    if not sided_labels:
+    axes = flip_axes(modality, spatial_dims, strength, sided_labels, mirror, orientation)
+    if not sided_labels and mirror == "all":
         # 90/270 degrees swap the in-plane axes: only for square in-plane patches
         # (a batch needs equal shapes); 180 degrees is covered by the two flips.
         if modality != "us" and strength == "default" and patch[0] == patch[1]:
             ts.append(T.RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=plane))
-    for ax in flip_axes(modality, spatial_dims, strength, sided_labels):
+    for ax in axes:
         ts.append(T.RandFlipd(keys, prob=0.5, spatial_axis=ax))
     small = math.radians(15)
     if spatial_dims == 2:

@@ -328,7 +328,8 @@ def stage_mirror_axes(model: Any, stage: Any) -> list[int]:
     cfg = ((model.spec.get("training") or {}).get("config") or {})
     dims = int(stage.plan.get("spatial_dims", 3))
     modality = str(model.spec.get("modality") or stage.plan.get("modality") or "ct")
-    return flip_axes(modality, dims, str(cfg.get("augmentation") or "default"), _sided(model, stage))
+    return flip_axes(modality, dims, str(cfg.get("augmentation") or "default"), _sided(model, stage),
+                     str(cfg.get("mirror") or "all"), stage.plan.get("orientation"))
 
 
 def _inference_mode(model: Any) -> str:

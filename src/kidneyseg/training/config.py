@@ -49,6 +49,10 @@ class TrainConfig:
         ``none``, ``light`` or ``default`` (``kidneyseg.augmentation``).
     fg_ratio:
         Fraction of patches centred on foreground.
+    mirror:
+        Flips in augmentation (and so the axes ``--tta`` mirrors): ``all`` (every
+        axis and 90-degree rotations), ``left-right`` (the patient's left-right
+        axis of the plan orientation only: front stays front) or ``none``.
     contrast_phase_prob:
         CT stages with a ``window`` intensity plan: probability of simulating an
         unenhanced scan (:mod:`kidneyseg.augmentation.contrast_phase`); 0 = off.
@@ -90,6 +94,7 @@ class TrainConfig:
     init: str = "default"
     augmentation: str = "default"
     fg_ratio: float = 0.33
+    mirror: str = "all"
     contrast_phase_prob: float = 0.0
     samples_per_case: int = 1
     max_background_slices: int = 4
@@ -117,6 +122,8 @@ class TrainConfig:
             raise bad("lr", self.lr, "> 0")
         if self.lr_schedule not in LR_SCHEDULES:
             raise bad("lr_schedule", self.lr_schedule, " or ".join(LR_SCHEDULES))
+        if self.mirror not in ("all", "left-right", "none"):
+            raise bad("mirror", self.mirror, "all, left-right or none")
         if not 0.0 <= self.contrast_phase_prob <= 1.0:
             raise bad("contrast_phase_prob", self.contrast_phase_prob, "0..1")
         if self.val_every < 1:

@@ -283,11 +283,14 @@ def train_pipeline(
             trainer_cls = StageTrainer
         # left/right labels: never flipped in training, so never mirrored at test time (mirror_axes below)
         sided = stage.target == "all" and task == "chaos-mr"
+        # checked before training: mirror "left-right" needs an orientation with a left-right axis
+        mirror_axes = flip_axes(modality, stage.spatial_dims, cfg.augmentation, sided, cfg.mirror,
+                                plan.get("orientation"))
         trainer = trainer_cls(
             module, loss, cfg, ckpt_dir, spatial_dims=stage.spatial_dims, patch_size=plan["patch_size"],
             modality=modality, channel_names=[labels[str(v)] for v in channel_to_label],
             sided_labels=sided, name=stage.name,
-            intensity=plan.get("intensity"),
+            intensity=plan.get("intensity"), orientation=plan.get("orientation"),
         )
         trainer.on_epoch_end += (callbacks or {}).get(stage.name, [])
         log.info("stage %s: %s, %d training / %d validation samples, patch %s", stage.name, stage.arch,
@@ -300,7 +303,7 @@ def train_pipeline(
             "arch": stage.arch, "arch_kwargs": arch_kwargs, "in_channels": in_channels,
             "out_channels": len(channel_to_label), "channel_to_label": channel_to_label, "plan": plan,
             # axes the training flipped: the only ones mirroring TTA may use
-            "mirror_axes": flip_axes(modality, stage.spatial_dims, cfg.augmentation, sided),
+            "mirror_axes": mirror_axes,
             "stage": {"name": stage.name, "role": stage.role, "target": stage.target,
                       "inputs": ["image", *stage.extra_inputs], **json.loads(json.dumps(stage.facts)),
                       "training": summary},

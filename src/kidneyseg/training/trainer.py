@@ -112,6 +112,9 @@ class StageTrainer:
         Labels encode left/right: no flips in augmentation.
     name:
         Stage name, for the progress bar and log.
+    intensity, orientation:
+        The plan's intensity normalisation and axis codes (contrast-phase
+        simulation; ``mirror="left-right"``).
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class StageTrainer:
         sided_labels: bool = False,
         name: str = "main",
         intensity: dict[str, Any] | None = None,
+        orientation: str | None = None,
     ) -> None:
         self.module = module
         self.loss = loss
@@ -140,6 +144,7 @@ class StageTrainer:
         self.sided = sided_labels
         self.name = name
         self.intensity = intensity
+        self.orientation = orientation
         self.optimizer = torch.optim.Adam([p for p in module.parameters()], lr=config.lr)
         self.rows: list[dict[str, Any]] = []
         self.best = -math.inf
@@ -232,7 +237,7 @@ class StageTrainer:
         return build_train_transform(
             self.modality, self.spatial_dims, self.patch_size, fg_ratio=self.cfg.fg_ratio,
             strength=self.cfg.augmentation, sided_labels=self.sided, extra_label_keys=extra_keys,
-            contrast_phase=phase,
+            contrast_phase=phase, mirror=self.cfg.mirror, orientation=self.orientation,
         )
 
     @staticmethod
