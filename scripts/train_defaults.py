@@ -127,6 +127,9 @@ def synth_us(recipe: Recipe, out: Path, shapes: Path | None) -> Path:
 CARDS: dict[str, dict[str, Any]] = {
     "ct": {
         "title": "CT default: kidney and tumour, slice-wise 2D U-Net",
+        "training_note": "Wall time on the 2-core machine: the 5 folds trained side by side as one-thread "
+                         "processes (`python scripts/train_defaults.py --modality ct --jobs 5`, as `make models` "
+                         "does) finished together in 29.1 min (1745 s)",
         "data": "KiTS19 slices in ../shared/data/kits19_slices: 31 real axial contrast-enhanced CT slices "
                 "(512x512, 0.73-0.88 mm) from 22 KiTS19 cases with the official expert labels (kidney, tumour; "
                 "cysts are labelled kidney in KiTS19). Pixel value = clip(HU, 0, 255), stored as JPEG by the source. "
@@ -139,20 +142,25 @@ CARDS: dict[str, dict[str, Any]] = {
                    "licence (CC BY-NC-SA 4.0). No commercial use.",
         "intended_use": "Research and teaching: kidney and renal tumour outlines on contrast-enhanced abdominal CT "
                         "in HU (any orientation; NIfTI or DICOM), processed axial slice by axial slice at 2.0 mm in "
-                        "plane. Not a medical device; not for diagnosis. `kidneyseg predict --tta` (4 mirrorings, "
-                        "about 4x the network time) scores higher in the same cross-validation: kidney+masses "
-                        "0.717, tumour 0.545, HD95 56.8 mm (`python benchmarks/accuracy.py --modality ct --tta`).",
+                        "plane; volumes are first reoriented so their slices are in radiological display order "
+                        "(orientation PLS), as the training slices are. Not a medical device; not for diagnosis. "
+                        "`kidneyseg predict --tta` mirrors left-right only (the one axis training flipped; 2 passes) "
+                        "and scores the same in this cross-validation: kidney+masses 0.689, tumour 0.548, HD95 57.9 mm "
+                        "(`python benchmarks/accuracy.py --modality ct --tta`).",
         "failure_modes": [
             "Trained on 31 slices only: expect false positives on other organs (liver, spleen, bowel, vessels) "
             "and missed kidneys on slices unlike the training slices (poles, non-contrast or other phases).",
             "Non-contrast CT looks unlike the training data: on the unenhanced TotalSegmentator example "
             "(`kidneyseg predict ../shared/data/totalseg_example/example_ct.nii.gz -o out/`) the model finds no "
-            "kidney. Before post-processing it paints about 30,000 voxels (0.8 L), mostly as tumour, in blobs of "
-            "up to 166 mL; the 3D rule that a tumour must touch kidney then removes them all. TotalSegmentator "
-            "finds right 106.6 mL and left 99.3 mL there. With nearest-neighbour label resampling the same "
-            "networks kept part of the right kidney as tumour (94.6 mL, Dice 0.25): either way the result "
-            "is wrong. Simulating unenhanced scans in training (contrast_phase_prob 0.3) did not fix "
-            "this and lowered the fold-0 Dice (0.72 -> 0.47), so it is off. Do not use volumes from unenhanced CT.",
+            "kidney. Before post-processing the networks find about a quarter of the kidney voxels "
+            "TotalSegmentator labels (Dice 0.29 on the 30 slices it covers), all of it as tumour (an unenhanced "
+            "kidney looks like a renal tumour on contrast CT), plus tumour-like blobs elsewhere (the largest, "
+            "251 mL, in the pelvis); the 3D rule that a tumour must touch kidney then removes them all. "
+            "TotalSegmentator finds right 106.6 mL and left 99.3 mL there. Simulating unenhanced scans in "
+            "training (contrast_phase_prob 0.3) did not fix this: with this recipe (all 5 folds) the example's "
+            "kidneys were still painted as tumour (Dice 0.29 before post-processing), at an unchanged "
+            "cross-validation score (0.695 / 0.549); in an earlier recipe it lowered the fold-0 Dice from 0.72 "
+            "to 0.47. It is off. Do not use volumes from unenhanced CT.",
             "Cysts are not a class (KiTS19 labels them kidney); tumour vs cyst is not distinguished.",
             "Intensities outside 0..255 HU are clipped (window 0..255, the range of the training PNGs).",
             "Slice-wise: no 3D context; consistency between slices comes only from post-processing "

@@ -163,14 +163,19 @@ def test_tta_refused_for_the_left_right_mr_default() -> None:
 
 
 def test_tta_mirrors_only_the_trained_flip_axes() -> None:
-    """Folders written before mirror_axes was recorded: derived from the training config."""
+    """The CT default records its axis (left-right only: columns of PLS display slices); the ultrasound
+    default was written before mirror_axes was recorded: derived from the training config."""
     from kidneyseg.inference import Predictor
     from kidneyseg.inference.predictor import stage_mirror_axes
 
-    for modality, expected in (("ct", [0, 1]), ("us", [0])):
+    for modality, expected in (("ct", [1]), ("us", [0])):
         p = Predictor(default_model_dir(modality), tta=True)
         model = p.models[0]
         assert [stage_mirror_axes(model, st) for st in model.stages.values()] == [expected]
+    ct = Predictor(default_model_dir("ct")).models[0]
+    stage = next(iter(ct.stages.values()))
+    del stage.spec["mirror_axes"]  # derived from the config (mirror left-right) and the plan orientation
+    assert stage_mirror_axes(ct, stage) == [1]
     mr = Predictor(default_model_dir("mr")).models[0]
     stage = next(iter(mr.stages.values()))
     assert stage_mirror_axes(mr, stage) == []
