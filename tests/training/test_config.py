@@ -14,3 +14,9 @@ def test_poly_schedule_known_values():
 def test_bad_schedule_named_in_error():
     with pytest.raises(InputError, match="lr_schedule"):
         TrainConfig(lr_schedule="cosine").check()
+
+
+def test_bad_mirror_named_in_error_with_the_valid_values():
+    with pytest.raises(InputError, match="mirror.*all or left-right or none"):
+        TrainConfig(mirror="front-back").check()
+    assert TrainConfig(mirror="left-right").check().mirror == "left-right"

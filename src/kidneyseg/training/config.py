@@ -122,8 +122,10 @@ class TrainConfig:
             raise bad("lr", self.lr, "> 0")
         if self.lr_schedule not in LR_SCHEDULES:
             raise bad("lr_schedule", self.lr_schedule, " or ".join(LR_SCHEDULES))
-        if self.mirror not in ("all", "left-right", "none"):
-            raise bad("mirror", self.mirror, "all, left-right or none")
+        from kidneyseg.augmentation.transforms import MIRRORS
+
+        if self.mirror not in MIRRORS:
+            raise bad("mirror", self.mirror, " or ".join(MIRRORS))
         if not 0.0 <= self.contrast_phase_prob <= 1.0:
             raise bad("contrast_phase_prob", self.contrast_phase_prob, "0..1")
         if self.val_every < 1:
