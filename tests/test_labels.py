@@ -51,3 +51,11 @@ def test_canonical_label_name(given, expected):
     from kidneyseg.labels import canonical_label_name
 
     assert canonical_label_name(given) == expected
+
+
+def test_tumour_spellings_are_found_by_the_lesion_names() -> None:
+    from kidneyseg.labels import LESION_NAMES, TUMOR_NAMES, values_named
+
+    labels = {0: "background", 1: "Kidney", 2: "Tumour", 3: "mass", 4: "cyst"}
+    assert values_named(labels, TUMOR_NAMES) == (2, 3)
+    assert values_named(labels, LESION_NAMES) == (2, 3, 4)

@@ -63,6 +63,10 @@ def canonical_label_name(name: object) -> str:
 
 #: Label names (canonical) that count as kidney tissue in post-processing and volume reports.
 KIDNEY_NAMES = ("kidney", "kidney_right", "kidney_left", "capsule", "foreground")
+#: Canonical tumour and cyst names ("tumour", "mass" are spellings of "tumor"), and both as lesions.
+TUMOR_NAMES = ("tumor",)
+CYST_NAMES = ("cyst",)
+LESION_NAMES = TUMOR_NAMES + CYST_NAMES
 
 
 def values_named(labels: Mapping[Any, str], names: Iterable[str]) -> tuple[int, ...]:

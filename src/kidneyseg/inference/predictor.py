@@ -31,11 +31,9 @@ import numpy as np
 
 from kidneyseg.case import Case
 from kidneyseg.errors import InputError, KidneysegError
-from kidneyseg.labels import KIDNEY_NAMES, values_named
+from kidneyseg.labels import KIDNEY_NAMES, LESION_NAMES, values_named
 
 log = logging.getLogger(__name__)
-
-LESION_NAMES = ("tumor", "tumour", "cyst")
 
 
 @dataclass

@@ -25,10 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from kidneyseg.labels import CYST, KIDNEY, KIDNEY_NAMES, TUMOR, values_named
-
-TUMOR_NAMES = ("tumor", "tumour")
-CYST_NAMES = ("cyst",)
+from kidneyseg.labels import CYST, CYST_NAMES, KIDNEY, KIDNEY_NAMES, TUMOR, TUMOR_NAMES, values_named
 
 
 def _values(labels: Mapping[Any, str] | None, names: tuple[str, ...], default: tuple[int, ...]) -> tuple[int, ...]:
