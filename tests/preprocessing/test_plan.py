@@ -152,6 +152,8 @@ def test_2d_plan_slices_volumes_axially_whatever_their_axis_order(rng: np.random
         np.testing.assert_allclose(a.image, b.image, atol=1e-5)
         back = undo(b, b.label)  # every recorded step undone, the test's own reorient too
         assert back.shape == case.shape and (back == case.label).mean() > 0.97
+    # ultrasound plans have no axial anatomy: the same rule that gives them no orientation leaves volumes as stored
+    assert apply_plan(ipl, _plan(modality="us", orientation=None)).orientation == ("I", "P", "L")
 
 
 def test_plan_from_fingerprint_gives_2d_ct_slices_the_display_orientation() -> None:

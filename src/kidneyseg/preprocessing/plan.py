@@ -41,6 +41,12 @@ from kidneyseg.preprocessing.intensity import KIDNEY_WINDOW_HU, normalize
 #: slices it sees at inference are oriented as the images it learned from.
 SLICE_ORIENTATION = "PLS"
 
+
+def slice_orientation(modality: str) -> str | None:
+    """Orientation of a slice-wise plan learned from 2D images of ``modality``:
+    :data:`SLICE_ORIENTATION` for axial CT and MR slices, ``None`` for ultrasound (no axial anatomy)."""
+    return SLICE_ORIENTATION if modality in ("ct", "mr") else None
+
 PLAN_KEYS = ("modality", "spatial_dims", "orientation", "target_spacing", "patch_size", "intensity", "denoise",
              "labels")
 
@@ -95,8 +101,8 @@ def slice_context(image: np.ndarray, context: int) -> np.ndarray:
 def apply_plan(case: Case, plan: dict[str, Any]) -> Case:
     """Preprocess ``case`` as ``plan`` says; returns a new case with float32 image.
 
-    Steps: reorient to ``plan["orientation"]`` (3D cases only; a 2D plan without
-    one reorients volumes to :data:`SLICE_ORIENTATION`), optional body
+    Steps: reorient to ``plan["orientation"]`` (3D cases only; a 2D CT/MR plan
+    without one reorients volumes to :data:`SLICE_ORIENTATION`), optional body
     crop, resample to ``target_spacing`` (a 2D plan on a volume resamples axes
     0 and 1 of the reoriented volume and keeps axis 2, so axial slices are
     ``[:, :, k]``), denoise, normalise intensities.  The label follows every
@@ -109,7 +115,7 @@ def apply_plan(case: Case, plan: dict[str, Any]) -> Case:
     if case.ndim == 3 and not orientation and plan["spatial_dims"] == 2:
         # a slice-wise model from 2D images (folders written before SLICE_ORIENTATION): axial slices must lie
         # along axis 2 whatever the file's axis order (KiTS volumes are stored I, P, L)
-        orientation = SLICE_ORIENTATION
+        orientation = slice_orientation(plan["modality"])
     if case.ndim == 3 and orientation:
         out = reorient(out, orientation)
     else:
@@ -209,7 +215,7 @@ def plan_from_fingerprint(fingerprint: dict[str, Any], spatial_dims: int, modali
         "modality": modality,
         "spatial_dims": spatial_dims,
         # 3D data: RAS; axial 2D images (CT, MR): radiological display order, which volumes are reoriented to
-        "orientation": "RAS" if data_dims == 3 else (SLICE_ORIENTATION if modality in ("ct", "mr") else None),
+        "orientation": "RAS" if data_dims == 3 else slice_orientation(modality),
         "target_spacing": [round(float(t), 4) for t in target],
         "patch_size": patch,
         "intensity": intensity,
