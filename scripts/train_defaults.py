@@ -57,13 +57,15 @@ def pipeline_of(recipe: Recipe) -> Any:
 
 
 def train_one(recipe: Recipe, data: Path, fmt: str, out: Path, fold: int, folds: int, threads: int,
-              epochs: int | None) -> Path:
-    """Train one model folder (resuming an unfinished run in ``out``)."""
+              epochs: int | None, extra: Path | None = None) -> Path:
+    """Train one model folder (resuming an unfinished run in ``out``); ``extra``: training-only phantoms."""
     from kidneyseg.training.config import TrainConfig
     from kidneyseg.training.run import train_pipeline
 
     cfg = dict(recipe.config)
     cfg.update({"fold": fold, "folds": max(folds, 2), "threads": threads, "progress": False})
+    if extra is not None:
+        cfg["extra_train"] = [{"data": str(extra), "format": str((recipe.extra_synth or {})["layout"])}]
     if epochs is not None:
         cfg["epochs"] = epochs
         if "val_every" in cfg:
@@ -121,6 +123,42 @@ def synth_us(recipe: Recipe, out: Path, shapes: Path | None) -> Path:
     if shapes is not None:
         cmd += ["--shapes", str(shapes)]
     subprocess.run([*cmd, str(out)], check=True)
+    return out
+
+
+def extra_phantoms(recipe: Recipe, shared: Path, out: Path) -> Path | None:
+    """Generate the recipe's training-only phantoms (``extra_synth``) into ``out`` (kept when already there).
+
+    Their kidney shapes come from ``shared/kits23_masks`` minus every case (patient) of the recipe's real
+    data set, so no validation case lends its shape to a training phantom.
+    """
+    s = recipe.extra_synth
+    if not s:
+        return None
+    if (out / "index.csv").is_file() or (out / "dataset.json").is_file():
+        return out
+    from kidneyseg.data.adapters import load_dataset
+
+    cmd = [sys.executable, "-m", "kidneyseg.cli", "-q", "data", "synth", "--modality", s["modality"],
+           "--n", str(s["n"]), "--seed", str(s["seed"]), "--layout", s["layout"]]
+    masks = shared / "kits23_masks"
+    if masks.is_dir():
+        real = set(load_dataset(shared / str(recipe.data), str(recipe.fmt)).patients)
+        shapes = out.parent / (out.name + "_shapes")
+        if shapes.exists():
+            shutil.rmtree(shapes)
+        (shapes / "kits23_masks").mkdir(parents=True)
+        for m in sorted(masks.glob("case_*.nii.gz")):
+            if m.name.split(".")[0] not in real:
+                (shapes / "kits23_masks" / m.name).symlink_to(m.resolve())
+        cmd += ["--shapes", str(shapes)]
+    else:
+        cmd += ["--shapes", "none"]
+    tmp = out.parent / (out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    subprocess.run([*cmd, str(tmp)], check=True)
+    tmp.rename(out)
     return out
 
 
@@ -374,10 +412,11 @@ def main(argv: list[str] | None = None) -> int:
                 log.error("missing data set %s: `make models` needs ../shared/data", data)
                 return 2
             folds = args.folds if args.folds is not None else list(range(r.folds))
+            extra = extra_phantoms(r, args.data, args.work / mod / "extra_phantoms")
             if args.jobs > 1:
                 train_folds_in_processes(mod, folds, args)
-            members = [train_one(r, data, fmt, args.work / mod / f"fold_{k}", k, r.folds, args.threads, args.epochs)
-                       for k in folds]
+            members = [train_one(r, data, fmt, args.work / mod / f"fold_{k}", k, r.folds, args.threads, args.epochs,
+                                 extra) for k in folds]
             desc = {"data_set": r.data, "format": fmt, "folds": r.folds, "members": [f"fold_{k}" for k in folds],
                     "split": "kidneyseg.data.splits.make_splits(folds=5, seed=0), by patient"}
         log.info("%s: trained in %.0f s", mod, time.time() - t0)

@@ -81,3 +81,36 @@ def test_jobs_below_one_is_refused(td, capsys):
     with pytest.raises(SystemExit):
         td.main(["--jobs", "0", "--modality", "mr"])
     assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_extra_phantoms_never_take_a_shape_from_a_real_case(td, tmp_path, monkeypatch):
+    """The training-only phantoms' kidney shapes come from kits23 masks of cases outside the real data set."""
+    from kidneyseg.data.phantoms import write_phantom_set
+    from kidneyseg.default_models import Recipe
+
+    shared = tmp_path / "shared"
+    write_phantom_set(shared / "real", "ct", 2, size=(40, 40, 8), layout="slices", progress=False)  # case_00000/1
+    (shared / "kits23_masks").mkdir()
+    for name in ("case_00000", "case_00001", "case_00099"):
+        (shared / "kits23_masks" / f"{name}.nii.gz").write_bytes(b"")
+    recipe = Recipe(modality="ct", pipeline="custom", config={}, data="real", fmt="slices",
+                    extra_synth={"modality": "ct", "n": 3, "seed": 4, "layout": "slices"})
+    seen = {}
+
+    def fake_run(cmd, check):
+        seen["cmd"] = cmd
+        shapes = Path(cmd[cmd.index("--shapes") + 1])
+        seen["shapes"] = sorted(p.name for p in (shapes / "kits23_masks").iterdir())
+        out = Path(cmd[-1])
+        out.mkdir(parents=True)
+        (out / "index.csv").write_text("stem\n")
+
+    monkeypatch.setattr(td.subprocess, "run", fake_run)
+    out = td.extra_phantoms(recipe, shared, tmp_path / "work" / "ct" / "extra_phantoms")
+    assert out == tmp_path / "work" / "ct" / "extra_phantoms" and (out / "index.csv").is_file()
+    assert seen["shapes"] == ["case_00099.nii.gz"]
+    cmd = seen["cmd"]
+    assert [cmd[cmd.index(k) + 1] for k in ("--modality", "--n", "--seed", "--layout")] == ["ct", "3", "4", "slices"]
+    seen.clear()
+    assert td.extra_phantoms(recipe, shared, out) == out and not seen  # generated once, then kept
+    assert td.extra_phantoms(Recipe(modality="ct", pipeline="custom", config={}), shared, tmp_path / "x") is None

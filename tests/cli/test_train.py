@@ -54,6 +54,11 @@ def test_train_cli_errors(slices_set: Path, tmp_path: Path, capsys) -> None:  # 
                str(tmp_path / "m"), "--encoder-weights", "imagenet"])
     err = capsys.readouterr().err
     assert rc == 2 and "local file" in err and "never downloads" in err
+    # --extra-train reaches training: a missing extra folder is named
+    rc = main(["train", "--pipeline", "ct2d-unet-squeezenet", "--data", str(slices_set), "--format", "slices", "-o",
+               str(tmp_path / "m"), "--extra-train", str(tmp_path / "no_phantoms"), "slices", "--epochs", "1", "--folds", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no_phantoms" in err
 
 
 def test_models_cli_lists_and_rejects(capsys) -> None:  # type: ignore[no-untyped-def]

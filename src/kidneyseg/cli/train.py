@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder-weights", action="append", metavar="PATH",
                         help="local torchvision/timm state dict of the encoder; once per ensemble member "
                              "('none' to skip one); nothing is ever downloaded")
+    parser.add_argument("--extra-train", nargs=2, action="append", metavar=("DATA", "FORMAT"),
+                        help="another data set (e.g. phantoms) added to the training cases of every fold and never "
+                             "validated on; repeat for more")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in the same -o folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -60,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, fold=args.fold, folds=args.folds,
         val_every=args.val_every, threads=args.threads, loss=args.loss, init=args.init, augmentation=args.augmentation,
         patch_size=args.patch_size, max_cases=args.max_cases, ensemble_training=args.ensemble_training,
-        encoder_weights=weights, progress=False if args.no_progress or getattr(args, "quiet", False) else None,
+        encoder_weights=weights,
+        extra_train=[{"data": d, "format": f} for d, f in args.extra_train] if args.extra_train else None,
+        progress=False if args.no_progress or getattr(args, "quiet", False) else None,
     )
     if cfg.loss is not None:
         from kidneyseg.training.losses import loss_names

@@ -59,8 +59,10 @@ class Recipe:
     ``pipeline``: a pipeline name of :mod:`kidneyseg.models.pipelines`, or ``custom``
     with ``stage`` describing a one-stage slice-wise pipeline; ``config``:
     :class:`~kidneyseg.training.config.TrainConfig` fields; ``folds``: number of
-    case-level folds (0 = one model on every case); ``drop_channels``: label values
-    the network learns but the shipped model reports as background.
+    case-level folds (0 = one model on every case); ``extra_synth``: phantoms
+    (``kidneyseg data synth`` options, with ``layout``) added to the training cases of
+    every fold and never validated on (``TrainConfig.extra_train``); their real kidney
+    shapes never come from a case of ``data``.
     """
 
     modality: str
@@ -69,6 +71,7 @@ class Recipe:
     data: str | None = None
     fmt: str | None = None
     synth: dict[str, Any] | None = None
+    extra_synth: dict[str, Any] | None = None
     stage: dict[str, Any] | None = None
     folds: int = 5
     output_labels: dict[str, str] = field(default_factory=dict)

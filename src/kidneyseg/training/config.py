@@ -79,6 +79,12 @@ class TrainConfig:
         Show tqdm progress bars.
     max_cases:
         Use at most this many cases (quick runs); ``None`` = all.
+    extra_train:
+        More data sets added to the training cases of every fold and never validated
+        on, e.g. synthetic phantoms beside a small real set: a list of
+        ``{"data": folder, "format": layout}`` (optional ``"options"``: adapter
+        options).  They must have the main data set's task and modality; the plan
+        (fingerprint) and the case-level split come from the main data set only.
     """
 
     epochs: int = 50
@@ -107,6 +113,7 @@ class TrainConfig:
     encoder_weights: list[str | None] | None = None
     progress: bool = True
     max_cases: int | None = None
+    extra_train: list[dict[str, Any]] = field(default_factory=list)
 
     def check(self) -> TrainConfig:
         """Validate values; raises :class:`InputError` naming the bad field."""
@@ -138,6 +145,10 @@ class TrainConfig:
             raise bad("fold", self.fold, f"-1 (no validation) or 0..{self.folds - 1}")
         if self.threads is not None and self.threads < 1:
             raise bad("threads", self.threads, ">= 1")
+        for i, extra in enumerate(self.extra_train):
+            if (not isinstance(extra, dict) or not isinstance(extra.get("data"), str)
+                    or not isinstance(extra.get("format"), str) or set(extra) - {"data", "format", "options"}):
+                raise bad(f"extra_train[{i}]", extra, '{"data": "FOLDER", "format": "LAYOUT"} (optional "options")')
         return self
 
     def to_dict(self) -> dict[str, Any]:

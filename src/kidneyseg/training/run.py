@@ -105,6 +105,31 @@ def _stage_plan(stage: StageDef, fp: dict[str, Any], modality: str, cfg: TrainCo
     return validate_plan(plan)
 
 
+def _extra_cases(extra: dict[str, Any], index: int, task: str, modality: str, data_dims: int) -> list[Case]:
+    """The labelled cases of one ``extra_train`` data set, named ``extra<index>/<name>``.
+
+    Raises :class:`InputError` when its task, modality or dimensionality differ from the main data set's.
+    """
+    from kidneyseg.data.adapters import load_dataset
+
+    ds = load_dataset(extra["data"], extra["format"], **extra.get("options", {}))
+    where = f"extra_train[{index}]"
+    if ds.task != task or (ds.modality or "ct") != modality:
+        raise InputError(f"{where} is not the same kind of data as --data", path=extra["data"],
+                         found=f"task {ds.task}, modality {ds.modality}", expected=f"task {task}, modality {modality}",
+                         fix="give a data set with the main data set's labels and modality (or map its labels "
+                             "with \"options\")")
+    refs = [c for c in ds.cases if c.label_path is not None and c.image_path is not None]
+    if not refs:
+        raise InputError(f"{where} has no case with both image and label", path=extra["data"],
+                         expected="labelled images", fix="check its folder and format (`kidneyseg data check`)")
+    cases = [replace(c.load(), name=f"extra{index}/{c.name}") for c in refs]
+    if cases[0].ndim != data_dims:
+        raise InputError(f"{where} has {cases[0].ndim}D images", path=extra["data"], found=f"{cases[0].ndim}D",
+                         expected=f"{data_dims}D like --data", fix="give slices with slices, volumes with volumes")
+    return cases
+
+
 def _has_lesions(cases: list[Case], task: str) -> bool:
     vals = lesion_values(task)
     return bool(vals) and any(c.label is not None and np.isin(c.label, vals).any() for c in cases)
@@ -222,6 +247,13 @@ def train_pipeline(
         log.warning("pipeline %s is meant for %s, the data are %s", pipe.name, "/".join(pipe.modalities), modality)
     data_dims = raw_train[0].ndim
     fp = fingerprint_of(raw_train, task, modality)
+    extra_names = []
+    for i, extra in enumerate(cfg.extra_train):
+        cases = _extra_cases(extra, i, task, modality, data_dims)
+        raw_train += cases
+        extra_names += [c.name for c in cases]
+    if extra_names:
+        log.info("%d more training cases from extra_train", len(extra_names))
 
     out.mkdir(parents=True, exist_ok=True)
     (out / CKPT).mkdir(exist_ok=True)
@@ -325,7 +357,7 @@ def train_pipeline(
         "inference": pipe.inference,
         "training": {
             "data": {"root": str(data), "format": fmt, "cases": len(refs), "train": train_names, "val": val_names,
-                     "fold": cfg.fold, "folds": cfg.folds},
+                     "fold": cfg.fold, "folds": cfg.folds, "extra_train": extra_names},
             "config": cfg.to_dict(),
             "stages": summaries,
             "skipped_stages": skipped,

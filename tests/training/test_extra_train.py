@@ -1,0 +1,57 @@
+"""``extra_train``: more data sets join every fold's training cases, never its validation cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kidneyseg.errors import InputError
+from kidneyseg.training.config import TrainConfig
+from kidneyseg.training.run import train_pipeline
+
+TINY = {"main": {"decoder_channels": [8, 8, 8, 8]}}
+
+
+def _slices(root: Path, n: int, seed: int) -> Path:
+    from kidneyseg.data.phantoms import write_phantom_set
+
+    write_phantom_set(root, "ct", n, size=(40, 40, 8), seed=seed, layout="slices", progress=False, shapes_root=None)
+    return root
+
+
+@pytest.mark.parametrize("bad", [{"data": "x"}, {"format": "slices"}, "folder", {"data": "x", "format": "slices", "z": 1}])
+def test_bad_extra_train_entry_is_named(bad: object) -> None:
+    with pytest.raises(InputError, match=r"extra_train\[0\]"):
+        TrainConfig(extra_train=[bad]).check()  # type: ignore[list-item]
+
+
+def test_extra_cases_train_every_fold_and_are_never_validated(tmp_path: Path) -> None:
+    from kidneyseg.data.adapters import load_dataset
+
+    main = _slices(tmp_path / "main", 2, seed=0)
+    extra = _slices(tmp_path / "extra", 2, seed=5)
+    n_main = len(load_dataset(main, "slices").cases)
+    n_extra = len(load_dataset(extra, "slices").cases)
+    cfg = TrainConfig(epochs=1, batch_size=2, folds=2, fold=0, progress=False, threads=1, patch_size=[32, 32],
+                      stage_arch_kwargs=TINY, extra_train=[{"data": str(extra), "format": "slices"}])
+    out = train_pipeline("ct2d-unet-squeezenet", main, "slices", tmp_path / "m", cfg)
+    data = json.loads((out / "model.json").read_text())["training"]["data"]
+    assert len(data["extra_train"]) == n_extra and all(n.startswith("extra0/") for n in data["extra_train"])
+    assert len(data["train"]) + len(data["val"]) == n_main  # the split is the main data set's alone
+    stage = json.loads((out / "main" / "model.json").read_text())["stage"]["training"]
+    assert stage["train_samples"] == len(data["train"]) + n_extra
+    assert stage["val_samples"] == len(data["val"])
+
+
+def test_extra_data_of_another_modality_is_refused(tmp_path: Path) -> None:
+    from kidneyseg.data.phantoms import write_phantom_set
+
+    main = _slices(tmp_path / "main", 2, seed=0)
+    mr = tmp_path / "mr"
+    write_phantom_set(mr, "mr", 1, size=(40, 40, 8), seed=0, progress=False, shapes_root=None)
+    cfg = TrainConfig(epochs=1, batch_size=2, folds=2, progress=False, threads=1, patch_size=[32, 32],
+                      stage_arch_kwargs=TINY, extra_train=[{"data": str(mr), "format": "chaos-mr"}])
+    with pytest.raises(InputError, match=r"extra_train\[0\] is not the same kind of data.*modality mr"):
+        train_pipeline("ct2d-unet-squeezenet", main, "slices", tmp_path / "m", cfg)
