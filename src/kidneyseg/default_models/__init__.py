@@ -105,6 +105,12 @@ RECIPES: dict[str, Recipe] = {
         # + contrast_phase_prob 0.3 (all 5 folds, left-right mirror): 0.695 / 0.549, and the unenhanced
         #   TotalSegmentator example still gets no kidney (its kidneys are painted as tumour): not adopted
         # + 192x192 patches (whole slice, left-right mirror; all 5 folds, 42.9 min wall): 0.622 / 0.408, not adopted
+        # + training-only CT phantoms (extra_synth, kits23 shapes of cases outside kits19_slices; epochs cut so the
+        #   steps stay ~1800; all 5 folds each, left-right mirror): 12 phantoms (35 slices, 120 epochs) 0.718 / 0.581
+        #   with phantom seed 11 but 0.678 / 0.511 with seed 12; 24 phantoms (70 slices, 80 epochs) 0.681 / 0.501;
+        #   HD95 57-70 mm against 62: no gain beyond the spread between runs, and the unenhanced TotalSegmentator
+        #   example still got no kidney: not adopted (rerun: extra_synth={"modality": "ct", "n": 12, "seed": 11,
+        #   "layout": "slices"}, epochs 120)
         config={"epochs": 300, "batch_size": 4, "lr": 2e-3, "lr_schedule": "poly", "val_every": 300,
                 "augmentation": "default", "fg_ratio": 0.67, "mirror": "left-right"},
         data="kits19_slices",
