@@ -59,6 +59,7 @@ def test_train_cli_errors(slices_set: Path, tmp_path: Path, capsys) -> None:  # 
                str(tmp_path / "m"), "--extra-train", str(tmp_path / "no_phantoms"), "slices", "--epochs", "1", "--folds", "2"])
     err = capsys.readouterr().err
     assert rc == 2 and "no_phantoms" in err
+    assert not (tmp_path / "m").exists()  # refused before any output folder is made
 
 
 def test_models_cli_lists_and_rejects(capsys) -> None:  # type: ignore[no-untyped-def]
