@@ -119,15 +119,23 @@ def _extra_cases(extra: dict[str, Any], index: int, task: str, modality: str, da
                          found=f"task {ds.task}, modality {ds.modality}", expected=f"task {task}, modality {modality}",
                          fix="give a data set with the main data set's labels and modality (or map its labels "
                              "with \"options\")")
+    refs = _labelled(ds, "check its folder and format (`kidneyseg data check`)", who=where)
+    if ds.spatial_dims != data_dims:  # judged from the file names: nothing read yet
+        raise InputError(f"{where} has {ds.spatial_dims}D images", path=extra["data"], found=f"{ds.spatial_dims}D",
+                         expected=f"{data_dims}D like --data", fix="give slices with slices, volumes with volumes")
+    return [replace(c.load(), name=f"extra{index}/{c.name}") for c in refs]
+
+
+def _labelled(ds: Any, fix: str, who: str | None = None) -> list[Any]:
+    """The cases (``CaseRef``) of data set ``ds`` with both an image and a label.
+
+    Raises :class:`InputError` with ``fix`` when there is none (``who``: which data set, for extra ones).
+    """
     refs = [c for c in ds.cases if c.label_path is not None and c.image_path is not None]
     if not refs:
-        raise InputError(f"{where} has no case with both image and label", path=extra["data"],
-                         expected="labelled images", fix="check its folder and format (`kidneyseg data check`)")
-    cases = [replace(c.load(), name=f"extra{index}/{c.name}") for c in refs]
-    if cases[0].ndim != data_dims:
-        raise InputError(f"{where} has {cases[0].ndim}D images", path=extra["data"], found=f"{cases[0].ndim}D",
-                         expected=f"{data_dims}D like --data", fix="give slices with slices, volumes with volumes")
-    return cases
+        msg = "no case with both image and label"
+        raise InputError(f"{who} has {msg}" if who else msg, path=ds.root, expected="labelled images", fix=fix)
+    return refs
 
 
 def _has_lesions(cases: list[Case], task: str) -> bool:
@@ -224,12 +232,9 @@ def train_pipeline(
     t0 = time.time()
 
     ds = load_dataset(data, fmt, **cfg.dataset_options)
-    refs = [c for c in ds.cases if c.label_path is not None and c.image_path is not None]
+    refs = _labelled(ds, "check --data and --format (`kidneyseg data check`)")
     if cfg.max_cases:
         refs = refs[: cfg.max_cases]
-    if not refs:
-        raise InputError("no case with both image and label", path=data, expected="labelled images",
-                         fix="check --data and --format (`kidneyseg data check`)")
     ds = replace(ds, cases=refs)
     if cfg.fold >= 0:
         from kidneyseg.data.splits import make_splits
