@@ -113,16 +113,29 @@ def train_folds_in_processes(mod: str, folds: list[int], args: argparse.Namespac
         wait_one()
 
 
-def synth_us(recipe: Recipe, out: Path, shapes: Path | None) -> Path:
-    """Generate the ultrasound phantoms of the recipe (kept when already there)."""
-    s = recipe.synth or {}
-    if (out / "index.json").is_file() or any(out.glob("**/*.png")):
+def synth(options: dict[str, Any], out: Path, shapes: Path | str | None) -> Path:
+    """Generate phantoms with ``kidneyseg data synth`` into ``out``, once (an existing ``out`` is kept).
+
+    ``options``: ``modality``, ``n``, ``seed`` and optionally ``size`` and ``layout`` (a recipe's ``synth`` or
+    ``extra_synth``); ``shapes``: the ``--shapes`` folder, ``"none"`` (parametric) or ``None`` (the CLI's
+    default).  Written to ``OUT.tmp`` and renamed, so ``out`` exists only when complete.
+    """
+    if out.is_dir():
         return out
-    cmd = [sys.executable, "-m", "kidneyseg.cli", "-q", "data", "synth", "--modality", s["modality"], "--n", str(s["n"]),
-           "--size", *[str(v) for v in s["size"]], "--seed", str(s["seed"])]
+    cmd = [sys.executable, "-m", "kidneyseg.cli", "-q", "data", "synth", "--modality", options["modality"],
+           "--n", str(options["n"])]
+    if "size" in options:  # never last: --size takes every number up to the next option
+        cmd += ["--size", *[str(v) for v in options["size"]]]
+    cmd += ["--seed", str(options["seed"])]
+    if "layout" in options:
+        cmd += ["--layout", options["layout"]]
     if shapes is not None:
         cmd += ["--shapes", str(shapes)]
-    subprocess.run([*cmd, str(out)], check=True)
+    tmp = out.parent / (out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    subprocess.run([*cmd, str(tmp)], check=True)
+    tmp.rename(out)
     return out
 
 
@@ -132,16 +145,14 @@ def extra_phantoms(recipe: Recipe, shared: Path, out: Path) -> Path | None:
     Their kidney shapes come from ``shared/kits23_masks`` minus every case (patient) of the recipe's real
     data set, so no validation case lends its shape to a training phantom.
     """
-    s = recipe.extra_synth
-    if not s:
+    if not recipe.extra_synth:
         return None
-    if (out / "index.csv").is_file() or (out / "dataset.json").is_file():
+    if out.is_dir():
         return out
     from kidneyseg.data.adapters import load_dataset
 
-    cmd = [sys.executable, "-m", "kidneyseg.cli", "-q", "data", "synth", "--modality", s["modality"],
-           "--n", str(s["n"]), "--seed", str(s["seed"]), "--layout", s["layout"]]
     masks = shared / "kits23_masks"
+    shapes: Path | str = "none"  # never the CLI's default search, which could find every mask
     if masks.is_dir():
         real = set(load_dataset(shared / str(recipe.data), str(recipe.fmt)).patients)
         shapes = out.parent / (out.name + "_shapes")
@@ -151,15 +162,7 @@ def extra_phantoms(recipe: Recipe, shared: Path, out: Path) -> Path | None:
         for m in sorted(masks.glob("case_*.nii.gz")):
             if m.name.split(".")[0] not in real:
                 (shapes / "kits23_masks" / m.name).symlink_to(m.resolve())
-        cmd += ["--shapes", str(shapes)]
-    else:
-        cmd += ["--shapes", "none"]
-    tmp = out.parent / (out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    subprocess.run([*cmd, str(tmp)], check=True)
-    tmp.rename(out)
-    return out
+    return synth(recipe.extra_synth, out, shapes)
 
 
 CARDS: dict[str, dict[str, Any]] = {
@@ -405,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         if r.synth:
             shapes = args.data / "kidneyus_masks"
-            data = synth_us(r, args.work / mod / "phantoms", args.data if shapes.is_dir() else None)
+            data = synth(r.synth, args.work / mod / "phantoms", args.data if shapes.is_dir() else None)
             fmt = "openkidney-us"
             desc = {"phantoms": r.synth, "shapes": "Open Kidney US capsule masks" if shapes.is_dir() else "parametric"}
             members = [train_one(r, data, fmt, args.work / mod / "all", -1, 2, args.threads, args.epochs)]

@@ -114,3 +114,20 @@ def test_extra_phantoms_never_take_a_shape_from_a_real_case(td, tmp_path, monkey
     seen.clear()
     assert td.extra_phantoms(recipe, shared, out) == out and not seen  # generated once, then kept
     assert td.extra_phantoms(Recipe(modality="ct", pipeline="custom", config={}), shared, tmp_path / "x") is None
+
+
+def test_synth_command_keeps_the_output_folder_out_of_size(td, tmp_path, monkeypatch):
+    """``--size`` takes every number up to the next option: the output folder must not follow it directly."""
+    seen = []
+
+    def fake_run(cmd, check):
+        seen.append(cmd)
+        Path(cmd[-1]).mkdir(parents=True)
+
+    monkeypatch.setattr(td.subprocess, "run", fake_run)
+    out = td.synth({"modality": "us", "n": 2, "size": [64, 48], "seed": 7}, tmp_path / "phantoms", None)
+    cmd = seen[0]
+    i = cmd.index("--size")
+    assert cmd[i + 1:i + 3] == ["64", "48"] and cmd[i + 3].startswith("--")
+    assert "--shapes" not in cmd and cmd[-1].endswith("phantoms.tmp")
+    assert out.is_dir() and not (tmp_path / "phantoms.tmp").exists()
