@@ -123,6 +123,16 @@ def test_mr_default_reports_both_kidney_volumes_on_real_chaos(tmp_path: Path, sh
     ref = np.asarray(truth.dataobj)
     for side, value in (("right", 2), ("left", 3)):
         assert report["kidneys"][side]["kidney_ml"] == pytest.approx((ref == value).sum() * ml, rel=0.15), side
+    assert report["warnings"] == []
+
+
+def test_ct_default_never_reports_a_silent_none_on_the_unenhanced_example(shared_data: Path) -> None:
+    """The real non-contrast TotalSegmentator CT has both kidneys in view (TotalSegmentator: about 100 mL
+    each).  The contrast-trained CT default either finds kidneys there or says why it reports none: today it
+    paints them as tumour, which "a lesion must touch kidney" removes (model card: do not use on unenhanced CT)."""
+    res = _predictor("ct").predict_path(shared_data / "totalseg_example" / "example_ct.nii.gz")
+    if not (res.label == 1).any():
+        assert res.warnings and "contrast-enhanced CT" in res.warnings[0]
 
 
 def test_us_default_predicts_2d_image(tmp_path: Path) -> None:

@@ -114,3 +114,50 @@ def test_ensemble_of_folders_averages(unet3d_dir, phantom, tmp_path):
     # ensembles take the argmax of the averaged probabilities on the input grid
     expect = np.argmax(twice.probabilities.astype(np.float32), axis=0)
     assert (twice.label == expect).mean() > 0.999
+
+
+def test_postprocess_warning_known_answers():
+    """Volumes in the warning come from the spacing; it speaks only when less than half the region is kept."""
+    from kidneyseg.inference.predictor import postprocess_warning
+
+    raw = np.zeros((20, 20, 20), np.uint8)
+    raw[:10, :10, :10] = 2  # 1000 voxels of tumour
+    raw[15:, 15:, 15:] = 1  # 125 voxels of kidney
+    clean = np.zeros_like(raw)
+    msg = postprocess_warning(raw, clean, (2.0, 2.0, 2.0), [1], [2, 3], modality="ct")  # 8 uL per voxel
+    assert "kept 0.0 of the 9.0 mL" in msg and "kidney 1.0, lesions 8.0 mL" in msg
+    assert "contrast-enhanced CT" in msg and "--no-postprocess" in msg
+    assert "contrast" not in postprocess_warning(raw, clean, (2.0, 2.0, 2.0), [1], [2, 3], modality="mr")
+    kept_half = raw * (np.arange(20) < 10)[:, None, None].astype(np.uint8)
+    kept_half[:10, :10, 5:] = 0  # 500 of 1125 voxels kept: under half
+    assert "kept 4.0 of the 9.0 mL" in postprocess_warning(raw, kept_half, (2.0, 2.0, 2.0), [1], [2, 3])
+    kept_half[:10, :10, 5] = 2  # 600 of 1125: over half, no warning
+    assert postprocess_warning(raw, kept_half, (2.0, 2.0, 2.0), [1], [2, 3]) is None
+    assert postprocess_warning(np.zeros_like(raw), clean, (1.0, 1.0, 1.0), [1], [2, 3]) is None
+    img = np.zeros((10, 10), np.uint8)
+    img[:4, :5] = 1  # 20 pixels of 0.5 x 0.5 mm
+    assert "kept 0.0 of the 5.0 mm^2" in postprocess_warning(img, np.zeros_like(img), (0.5, 0.5), [1], [])
+
+
+def test_prediction_carries_the_postprocess_warning_to_volumes_json(unet3d_dir, phantom, tmp_path, monkeypatch,
+                                                                    caplog):
+    """A network output that post-processing mostly wipes out is not reported as a plain result."""
+    import json
+
+    from kidneyseg.reporting.export import save_prediction
+
+    case = Case(phantom.image.astype(np.float32), phantom.affine, name="w", modality="ct")
+    p = Predictor(unet3d_dir)  # labels: background, kidney
+    fake = np.zeros(case.shape, np.uint8)
+    for i in range(6):  # six equal kidney blobs: the two largest are kept, a third of the region
+        fake[2 + 6 * i: 6 + 6 * i, 5:10, 5:10] = 1
+    monkeypatch.setattr(Predictor, "_run_model", lambda self, model, c, need, t: (fake, None))
+    with caplog.at_level("WARNING"):
+        res = p.predict_case(case)
+    assert (res.label > 0).sum() == 2 * 4 * 5 * 5
+    assert len(res.warnings) == 1 and "w: post-processing kept" in caplog.text
+    written = save_prediction(res, tmp_path)
+    assert json.loads(written["volumes"].read_text())["warnings"] == res.warnings
+    kidney = (phantom.label > 0).astype(np.uint8)
+    monkeypatch.setattr(Predictor, "_run_model", lambda self, model, c, need, t: (kidney, None))
+    assert Predictor(unet3d_dir).predict_case(case).warnings == []

@@ -57,6 +57,10 @@ class Prediction:
         Pipeline name(s) that produced it.
     timings:
         Seconds per step (``preprocess+network`` per stage, ``postprocess``, ``total``).
+    warnings:
+        Things a reader of the result must know (also logged), e.g. that
+        post-processing removed most of what the network labelled
+        (:func:`postprocess_warning`); written to ``volumes.json``.
     """
 
     label: np.ndarray
@@ -65,6 +69,7 @@ class Prediction:
     case: Case
     pipeline: str
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def label_values(self) -> list[int]:
@@ -192,11 +197,13 @@ class Predictor:
             acc = sum(r[1] for r in results if r[1] is not None) / len(results)  # type: ignore[assignment]
             label = np.asarray(values, dtype=np.uint8)[np.argmax(acc, axis=0)]
         t1 = time.perf_counter()
+        warnings: list[str] = []
         if self.postprocess:
             from kidneyseg.postprocessing import postprocess_label
 
             les = values_named(self.labels, LESION_NAMES)
             if kid:
+                raw = label
                 side_probs = ({v: acc[values.index(v)] for v in kid if v in values}
                               if side_labels and acc is not None else None)
                 label = postprocess_label(
@@ -205,11 +212,17 @@ class Predictor:
                     min_volume_ml=self.min_volume_ml if case.ndim == 3 else self.min_volume_ml / 100.0,
                     affine=case.affine, probabilities=side_probs,
                 )
+                msg = postprocess_warning(raw, label, case.spacing, kid, les,
+                                          modality=case.modality or self.modality)
+                if msg:
+                    where = f"{case.source}: " if case.source is not None else f"{case.name}: "
+                    log.warning("%s%s", where, msg)
+                    warnings.append(msg)
         timings["postprocess"] = time.perf_counter() - t1
         timings["total"] = time.perf_counter() - t0
         probs16 = acc.astype(np.float16) if (probabilities and acc is not None) else None
         return Prediction(label=label.astype(np.uint8, copy=False), probabilities=probs16, labels=dict(self.labels),
-                          case=case, pipeline=self.pipeline, timings=timings)
+                          case=case, pipeline=self.pipeline, timings=timings, warnings=warnings)
 
     # ------------------------------------------------------------------ dispatch
     def _run_model(self, model: Any, case: Case, need_probs: bool,
@@ -300,6 +313,47 @@ class Predictor:
                                  fix="check channel_to_label in the stage model.json")
             out[values.index(int(v))] += probs[c]
         return out
+
+
+#: :func:`postprocess_warning` speaks when post-processing keeps less than this share of the kidney region.
+KEPT_SHARE_WARNING = 0.5
+
+
+def postprocess_warning(raw: np.ndarray, clean: np.ndarray, spacing: Sequence[float], kidney_labels: Sequence[int],
+                        lesion_labels: Sequence[int], *, modality: str | None = None) -> str | None:
+    """A warning when post-processing removed most of the *kidney region* the network labelled.
+
+    ``raw``/``clean``: label maps before and after
+    :func:`~kidneyseg.postprocessing.postprocess_label` (same shape, ``[i, j, k]``
+    or ``[row, col]``); ``spacing`` in mm per axis; the kidney region is every
+    voxel of ``kidney_labels`` or ``lesion_labels``.  Returns ``None`` when
+    nothing was labelled or at least :data:`KEPT_SHARE_WARNING` of it was kept;
+    else one sentence with both volumes (mL; mm^2 for 2D images), e.g. a CT
+    model trained on contrast-enhanced scans that paints unenhanced kidneys as
+    tumour, which the "a lesion must touch kidney" rule then removes.
+    """
+    region = tuple(int(v) for v in kidney_labels) + tuple(int(v) for v in lesion_labels)
+    raw_region = np.isin(raw, region)
+    n_raw = int(raw_region.sum())
+    if n_raw == 0:
+        return None
+    n_kept = int(np.isin(clean, region).sum())
+    if n_kept >= KEPT_SHARE_WARNING * n_raw:
+        return None
+    unit = float(np.prod([float(s) for s in spacing[: raw.ndim]]))
+    if raw.ndim == 3:
+        unit, name = unit / 1000.0, "mL"
+    else:
+        name = "mm^2"
+    n_kid = int(np.isin(raw, tuple(int(v) for v in kidney_labels)).sum())
+    msg = (f"post-processing kept {n_kept * unit:.1f} of the {n_raw * unit:.1f} {name} the network labelled as "
+           f"kidney or lesion (kidney {n_kid * unit:.1f}, lesions {(n_raw - n_kid) * unit:.1f} {name}): "
+           "most of it was stray blobs or lesions with no kidney next to them, so the result is probably wrong "
+           "for this scan")
+    if modality == "ct" and n_kid < n_raw - n_kid:
+        msg += ("; a model trained on contrast-enhanced CT (such as the CT default) takes unenhanced kidneys "
+                "for tumour: check the scan's contrast phase against the model card")
+    return msg + ". Rerun with --no-postprocess to see the network's own labels."
 
 
 def _sided(model: Any, stage: Any | None = None) -> bool:

@@ -92,6 +92,7 @@ def save_prediction(
     m = measure(prediction.label, case.affine, labels=prediction.labels, name=stem)
     m["pipeline"] = prediction.pipeline
     m["source"] = str(case.source) if case.source is not None else None
+    m["warnings"] = list(getattr(prediction, "warnings", None) or [])
     vol_path = write_volumes_json(m, out / f"{stem}_volumes.json")
     return {"label": label_path, "probabilities": prob_path, "volumes": vol_path, "measures": m,
             "line": summary_line(m)}
