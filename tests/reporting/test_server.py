@@ -148,3 +148,27 @@ def test_dicom_zip_upload(tmp_path: Path, shared_data: Path) -> None:
         assert info["planes"]["axial"] == 20 and info["modality"] == "ct"
         code, body, headers = _req(f"{url}/api/studies/{info['id']}/slice?plane=coronal&index=200")
         assert code == 200 and int(headers["X-Rows"]) == 20
+
+
+def test_prediction_warnings_reach_the_volumes(tmp_path: Path, nifti_bytes: bytes) -> None:
+    """What the Predictor warns about a result (e.g. post-processing kept little) is shown with its volumes."""
+    from types import SimpleNamespace
+
+    from kidneyseg.reporting.server import Viewer
+
+    viewer = Viewer(tmp_path / "work")
+    sid, folder = viewer.new_folder()
+    (folder / "ct.nii.gz").write_bytes(nifti_bytes)
+    study = viewer.open_file(folder / "ct.nii.gz", sid, folder)
+    label = np.zeros(study.case.shape, np.uint8)
+    label[20:30, 20:30, 10:20] = 1
+
+    class Stub:
+        def predict_case(self, case):  # type: ignore[no-untyped-def]
+            return SimpleNamespace(label=label, warnings=["post-processing kept 0.0 of the 9.0 mL"])
+
+    viewer._predictor = Stub()
+    viewer.predict(study)
+    assert study.job.state == "done", study.job.message
+    assert study.volumes["warnings"] == ["post-processing kept 0.0 of the 9.0 mL"]
+    assert study.volumes["total"]["kidney_ml"] > 0

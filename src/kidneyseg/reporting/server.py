@@ -236,7 +236,7 @@ class Viewer:
                     job.progress = 0.15 + 0.7 * max(0.0, min(1.0, float(fraction)))
                     job.message = message
 
-                label = _call_predict(predictor, study.case, progress)
+                label, warnings = _call_predict(predictor, study.case, progress)
             label = np.asarray(label).astype(np.uint8)
             if label.shape != study.case.shape:
                 raise InputError("the prediction is not on the input grid", found=label.shape,
@@ -247,6 +247,7 @@ class Viewer:
             io.write(label, out, like=study.case, is_label=True)
             job.progress, job.message = 0.94, "measuring volumes"
             vols = measure(label, study.case.affine, labels=self.task(study).labels, name=study.case.name)
+            vols["warnings"] = warnings  # shown above the volumes table (e.g. post-processing kept little)
             if study.case.ndim == 3:
                 _, (lab_ras,), _ = overlay.ras_arrays(study.case, label)
             else:
@@ -270,8 +271,8 @@ class Viewer:
                                          seg_source=str(study.label_path)), out)
 
 
-def _call_predict(predictor, case: Case, progress) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """The label map of ``predictor.predict_case(case)``, passing ``progress`` when the predictor accepts one."""
+def _call_predict(predictor, case: Case, progress) -> tuple[np.ndarray, list[str]]:  # type: ignore[no-untyped-def]
+    """The label map and warnings of ``predictor.predict_case(case)``, passing ``progress`` when it accepts one."""
     import inspect
 
     params = inspect.signature(predictor.predict_case).parameters
@@ -281,8 +282,8 @@ def _call_predict(predictor, case: Case, progress) -> np.ndarray:  # type: ignor
             kwargs[name] = progress
             break
     result = predictor.predict_case(case, **kwargs)
-    # Predictor.predict_case returns a Prediction (label on the input grid in ``.label``)
-    return np.asarray(getattr(result, "label", result))
+    # Predictor.predict_case returns a Prediction (label on the input grid in ``.label``, ``.warnings``)
+    return np.asarray(getattr(result, "label", result)), [str(w) for w in getattr(result, "warnings", None) or []]
 
 
 def create_app(viewer: Viewer):  # type: ignore[no-untyped-def]

@@ -150,6 +150,10 @@ function showVolumes(v) {
       "<p class='muted'>Right and left in patient space (from the image affine).</p>";
   }
   box.innerHTML = html; box.className = "";
+  for (const w of (v.warnings || [])) {  // text, never HTML
+    const p = document.createElement("p"); p.className = "error warning"; p.textContent = "Warning: " + w;
+    box.insertBefore(p, box.firstChild);
+  }
 }
 function setDownloads(has) {
   for (const [id, what] of [["dlLabel", "label"], ["dlReport", "report"]]) {
