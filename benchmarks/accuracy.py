@@ -44,13 +44,20 @@ REGIONS: dict[str, dict[str, tuple[int, ...]]] = {
     "ct": {"kidney+masses": (1, 2), "tumour": (2,)},
     "mr": {"right kidney": (2,), "left kidney": (3,), "kidney (both)": (2, 3)},
 }
+# CT data sets scored by their label task: region -> (model output values, reference values)
+SET_REGIONS: dict[str, dict[str, tuple[tuple[int, ...], tuple[int, ...]]]] = {
+    "kits19": {"kidney+masses": ((1, 2), (1, 2)), "tumour": ((2,), (2,))},
+    "curvas-ct": {"kidney": ((1, 2), (1,))},
+}
+SET_NAMES = {"kits19": "KiTS19 slices", "curvas-ct": "CURVAS slices"}
 
 
-def _region_scores(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], values: tuple[int, ...]) -> dict[str, float]:
+def _region_scores(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], values: tuple[int, ...],
+                   ref_values: tuple[int, ...] | None = None) -> dict[str, float]:
     from kidneyseg.evaluation import dice, hd95, surface_distances
 
     p = np.isin(pred, values)
-    r = np.isin(ref, values)
+    r = np.isin(ref, values if ref_values is None else ref_values)
     d = float(dice(p, r))
     h = float(hd95(surface_distances(r, p, spacing))) if p.any() and r.any() else float("nan")
     return {"dice": d, "hd95": h, "ref_empty": not r.any(), "pred_empty": not p.any()}
@@ -68,16 +75,65 @@ def evaluate_fold(fold_dir: Path, data: Path, fmt: str, modality: str, threads: 
     opts = tr["config"].get("dataset_options") or {}
     opts = {k: ({int(a): int(b) for a, b in v.items()} if k == "label_map" else v) for k, v in opts.items()}
     ds = load_dataset(data, fmt)  # reference labels as published (no label_map)
-    by_name = {c.name: c for c in ds.cases}
+    by_name = {c.name: (c, ds.task) for c in ds.cases}
+    # cases of extra data sets cross-validated with the main one (names extra<i>/<case>)
+    extra_val = list(tr["data"].get("extra_val") or [])
+    for i, extra in enumerate(tr["config"].get("extra_train") or []):
+        if any(n.startswith(f"extra{i}/") for n in extra_val):
+            xds = load_dataset(extra["data"], extra["format"], **extra.get("options", {}))
+            by_name.update({f"extra{i}/{c.name}": (c, xds.task) for c in xds.cases})
     pred = Predictor(fold_dir, threads=threads, tta=tta)
     rows = []
-    for name in val:
-        case = by_name[name].load()
+    for name in val + extra_val:
+        ref, task = by_name[name]
+        case = ref.load()
         res = pred.predict_case(case)
-        for region, values in REGIONS[modality].items():
-            s = _region_scores(res.label, case.label, tuple(case.spacing), values)
-            rows.append({"fold": int(tr["data"]["fold"]), "case": name, "region": region, **s})
+        regions = (SET_REGIONS.get(task, {}) if modality == "ct"
+                   else {g: (v, v) for g, v in REGIONS[modality].items()})
+        for region, (values, ref_values) in regions.items():
+            s = _region_scores(res.label, case.label, tuple(case.spacing), values, ref_values)
+            rows.append({"fold": int(tr["data"]["fold"]), "case": name, "set": SET_NAMES.get(task, task),
+                         "region": region, "warnings": len(res.warnings), **s})
     return rows
+
+
+def evaluate_totalseg_example(model_dir: Path, data: Path, threads: int) -> dict[str, Any]:
+    """The CT model on the real unenhanced TotalSegmentator example (``totalseg_example/example_ct.nii.gz``, 3 mm),
+    predicted whole, as ``kidneyseg predict`` does, and scored against TotalSegmentator's labels
+    (``example_seg.nii.gz``, model output, not expert truth) on the 30 slices they cover
+    (``example_ct_sm.nii.gz``).  Right and left: the TotalSegmentator values 2 / 3 against the predicted kidney
+    (with masses) on the patient's right / left of the body's centre.  Returns Dice (both, right, left),
+    volumes (mL) and the Predictor's warnings."""
+    import nibabel as nib
+
+    from kidneyseg.evaluation import dice
+    from kidneyseg.inference import Predictor
+    from kidneyseg.io import read
+
+    ex = data / "totalseg_example"
+    full, sm, seg = (nib.load(str(ex / n)) for n in ("example_ct.nii.gz", "example_ct_sm.nii.gz", "example_seg.nii.gz"))
+    case = read(ex / "example_ct.nii.gz", modality="ct")
+    res = Predictor(model_dir, threads=threads).predict_case(case)
+    # voxel offset of the small file's grid inside the full one (same spacing and axes)
+    off = np.rint(np.linalg.inv(full.affine) @ sm.affine[:, 3]).astype(int)[:3]
+    sub = tuple(slice(o, o + n) for o, n in zip(off, sm.shape))
+    pred = np.asarray(res.label)[sub]
+    ref = np.asarray(seg.dataobj).astype(np.int16)
+    img = np.asarray(sm.dataobj)
+    # patient's right = RAS x below the body's centre
+    ijk = np.indices(pred.shape).reshape(3, -1)
+    x = (sm.affine[:3, :3] @ ijk + sm.affine[:3, 3:4])[0].reshape(pred.shape)
+    body = img > -300
+    mid = float(np.median(x[body])) if body.any() else float(np.median(x))
+    kid = np.isin(pred, (1, 2))
+    ml = float(np.prod(sm.header.get_zooms()[:3])) / 1000.0
+    out = {"dice_both": float(dice(kid, np.isin(ref, (2, 3)))),
+           "dice_right": float(dice(kid & (x < mid), ref == 2)), "dice_left": float(dice(kid & (x >= mid), ref == 3)),
+           "ml_pred_right": round(float((kid & (x < mid)).sum()) * ml, 1),
+           "ml_pred_left": round(float((kid & (x >= mid)).sum()) * ml, 1),
+           "ml_ref_right": round(float((ref == 2).sum()) * ml, 1), "ml_ref_left": round(float((ref == 3).sum()) * ml, 1),
+           "warnings": list(res.warnings)}
+    return out
 
 
 def _mean(xs: list[float]) -> float:
@@ -86,9 +142,18 @@ def _mean(xs: list[float]) -> float:
 
 
 def table(rows: list[dict[str, Any]], modality: str) -> str:
-    """Markdown table: per fold and region mean Dice / HD95, then the means."""
+    """Markdown table: per fold and region mean Dice / HD95, then the means; one table per data set when the
+    rows come from several (``set``)."""
+    sets = list(dict.fromkeys(r.get("set") for r in rows))
+    if len(sets) > 1 or sets[0] is not None:
+        return "\n\n".join(f"**{name}**\n\n" + _table([r for r in rows if r.get("set") == name], modality)
+                            for name in sets)
+    return _table(rows, modality)
+
+
+def _table(rows: list[dict[str, Any]], modality: str) -> str:
     folds = sorted({r["fold"] for r in rows})
-    regions = list(REGIONS[modality])
+    regions = list(dict.fromkeys(r["region"] for r in rows))
     head = "| fold | cases | " + " | ".join(f"{g} Dice | {g} HD95 mm" for g in regions) + " |"
     lines = [head, "|" + "---|" * (2 + 2 * len(regions))]
     per_fold: dict[str, list[tuple[float, float]]] = {g: [] for g in regions}
@@ -112,9 +177,18 @@ def table(rows: list[dict[str, Any]], modality: str) -> str:
 
 
 def summary(rows: list[dict[str, Any]], modality: str) -> dict[str, Any]:
-    """Mean over folds of the per-fold mean Dice and HD95 per region (the numbers quoted in the cards)."""
-    out: dict[str, Any] = {"folds": len({r["fold"] for r in rows}), "cases": len({r["case"] for r in rows})}
-    for g in REGIONS[modality]:
+    """Mean over folds of the per-fold mean Dice and HD95 per region (the numbers quoted in the cards); per data
+    set (``{set: {...}}``) when the rows name several."""
+    sets = list(dict.fromkeys(r.get("set") for r in rows))
+    if len(sets) > 1 or sets[0] is not None:
+        return {name: _summary([r for r in rows if r.get("set") == name]) for name in sets}
+    return _summary(rows)
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"folds": len({r["fold"] for r in rows}), "cases": len({r["case"] for r in rows}),
+                           "warnings": sum(int(r.get("warnings", 0)) for r in rows)}
+    for g in dict.fromkeys(r["region"] for r in rows):
         per = [([r["dice"] for r in rows if r["fold"] == f and r["region"] == g],
                 [r["hd95"] for r in rows if r["fold"] == f and r["region"] == g]) for f in sorted({r["fold"] for r in rows})]
         out[g] = {"dice": round(_mean([_mean(d) for d, _ in per]), 4), "hd95_mm": round(_mean([_mean(h) for _, h in per]), 2),
@@ -154,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", action="store_true", help="train missing fold models first")
     ap.add_argument("--tta", action="store_true", help="mirroring test-time augmentation, as `kidneyseg predict --tta`")
     ap.add_argument("--json", type=Path, default=None, help="also write every per-case row here")
+    ap.add_argument("--example-model", type=Path, default=None,
+                    help="CT model scored on the unenhanced TotalSegmentator example (default: the embedded CT default)")
     args = ap.parse_args(argv)
 
     from kidneyseg.default_models import RECIPES
@@ -171,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
 
             train_defaults.main(["--modality", mod, "--data", str(args.data), "--work", str(args.work),
                                  "--threads", str(args.threads), "--no-pack"])
-        fold_dirs = sorted(d for d in (args.work / mod).glob("fold_*") if (d / "model.json").is_file())
+        # cross-validation folds only (fold_all, a model trained on every case, has no held-out case)
+        fold_dirs = sorted(d for d in (args.work / mod).glob("fold_[0-9]*") if (d / "model.json").is_file())
         if not fold_dirs:
             print(f"{mod}: no trained fold in {args.work / mod} (run with --train)", file=sys.stderr)
             continue
@@ -189,9 +266,28 @@ def main(argv: list[str] | None = None) -> int:
               f"evaluated in {time.time() - t0:.0f} s\n")
         print(table(rows, mod))
         all_rows[mod] = rows
+        if mod == "ct" and (args.data / "totalseg_example").is_dir():
+            model = args.example_model or _default_dir("ct")
+            ex = evaluate_totalseg_example(model, args.data, args.threads)
+            print(f"\n## ct: unenhanced TotalSegmentator example (model {model}), against TotalSegmentator's labels "
+                  "on the 30 slices they cover\n")
+            print("| Dice both kidneys | Dice right | Dice left | right mL (pred / TotalSeg) | left mL | warnings |")
+            print("|---|---|---|---|---|---|")
+            print(f"| {ex['dice_both']:.3f} | {ex['dice_right']:.3f} | {ex['dice_left']:.3f} | "
+                  f"{ex['ml_pred_right']} / {ex['ml_ref_right']} | {ex['ml_pred_left']} / {ex['ml_ref_left']} | "
+                  f"{len(ex['warnings'])} |")
+            for w in ex["warnings"]:
+                print(f"warning: {w}")
+            all_rows["ct_totalseg_example"] = [ex]
     if args.json:
         args.json.write_text(json.dumps(all_rows, indent=1))
     return 0
+
+
+def _default_dir(modality: str) -> Path:
+    from kidneyseg.default_models import default_model_dir
+
+    return default_model_dir(modality)
 
 
 if __name__ == "__main__":

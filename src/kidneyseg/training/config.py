@@ -11,6 +11,9 @@ from typing import Any
 from kidneyseg.errors import InputError
 
 
+#: Keys of one ``extra_train`` entry.
+EXTRA_KEYS = frozenset({"data", "format", "options", "split", "classes", "max_slices"})
+
 #: Learning-rate schedules of :class:`TrainConfig` (``lr_schedule``).
 LR_SCHEDULES = ("poly", "constant")
 
@@ -83,8 +86,20 @@ class TrainConfig:
         More data sets added to the training cases of every fold and never validated
         on, e.g. synthetic phantoms beside a small real set: a list of
         ``{"data": folder, "format": layout}`` (optional ``"options"``: adapter
-        options).  They must have the main data set's task and modality; the plan
-        (fingerprint) and the case-level split come from the main data set only.
+        options).  They must have the main data set's modality, and its task unless
+        ``classes`` is set; the plan (fingerprint) comes from the main data set only.
+        More keys: ``"split": true`` splits the set by case into the same number of
+        folds (its fold ``fold`` is validated on, like the main set's: several data
+        sets cross-validated together); ``"classes"``: declarations of its merged
+        labels, ``{"kidney": ["kidney", "tumor", "cyst"]}`` (partial labels, see
+        :func:`kidneyseg.labels.partial_label_groups`); ``"max_slices"``: 2D stages
+        on volumes keep at most this many labelled slices per case, evenly spaced.
+    classes:
+        The model's output classes as label value -> name (``{"0": "background",
+        "1": "kidney", "2": "tumor", "4": "liver"}``) when the data sets label
+        different subsets of them (partial labels): every set's labels are mapped to
+        groups of these classes and the stage trains with the marginal loss
+        (``dice-ce`` with groups).  ``None``: the main data set's task labels.
     """
 
     epochs: int = 50
@@ -114,6 +129,7 @@ class TrainConfig:
     progress: bool = True
     max_cases: int | None = None
     extra_train: list[dict[str, Any]] = field(default_factory=list)
+    classes: dict[str, str] | None = None
 
     def check(self) -> TrainConfig:
         """Validate values; raises :class:`InputError` naming the bad field."""
@@ -147,8 +163,20 @@ class TrainConfig:
             raise bad("threads", self.threads, ">= 1")
         for i, extra in enumerate(self.extra_train):
             if (not isinstance(extra, dict) or not isinstance(extra.get("data"), str)
-                    or not isinstance(extra.get("format"), str) or set(extra) - {"data", "format", "options"}):
-                raise bad(f"extra_train[{i}]", extra, '{"data": "FOLDER", "format": "LAYOUT"} (optional "options")')
+                    or not isinstance(extra.get("format"), str) or set(extra) - EXTRA_KEYS
+                    or not isinstance(extra.get("split", False), bool)
+                    or not isinstance(extra.get("classes", {}), dict)
+                    or not (extra.get("max_slices") is None or (isinstance(extra["max_slices"], int)
+                                                                 and extra["max_slices"] > 0))):
+                raise bad(f"extra_train[{i}]", extra, '{"data": "FOLDER", "format": "LAYOUT"} (optional "options", '
+                          '"split": true/false, "classes": {"label": ["class", ...]}, "max_slices": N > 0)')
+        if self.classes is not None:
+            try:
+                values = sorted(int(v) for v in self.classes)
+            except (TypeError, ValueError):
+                raise bad("classes", self.classes, 'label value -> name, e.g. {"0": "background", "1": "kidney"}') from None
+            if not values or values[0] != 0 or len(set(self.classes.values())) != len(self.classes):
+                raise bad("classes", self.classes, "value 0 (background) and distinct names")
         return self
 
     def to_dict(self) -> dict[str, Any]:

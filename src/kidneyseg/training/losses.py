@@ -13,6 +13,15 @@ name                      definition
                           ``class_weights`` per channel, default from the training labels
 ``dice``                  plain softmax Dice (MONAI ``DiceLoss``)
 ========================= ==================================================================
+
+Partial labels (several data sets with different label sets): ``dice-ce`` also
+takes ``groups``, a ``(N, G, C)`` 0/1 tensor whose row ``g`` marks the channels
+that target value ``g`` of sample ``n`` stands for (CURVAS "kidney" = kidney +
+tumour; KiTS19 background = background + liver + ...).  The loss is then the
+*marginal* Dice + cross-entropy (Shi et al., Med Image Anal 2021): the softmax
+probabilities of each group's channels are summed and scored against the group
+target, so a data set is never punished for a class it cannot see.  With one
+group per channel (identity rows) it equals the plain ``dice-ce``.
 """
 
 from __future__ import annotations
@@ -38,10 +47,46 @@ class DiceCE(nn.Module):
         self.register_buffer("weight", None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32))
         self.dice_weight, self.ce_weight = float(dice_weight), float(ce_weight)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of ``logits`` (N, C, *spatial) against ``target`` (N, 1, *spatial).
+
+        ``groups`` (N, G, C), optional: partial labels, ``target`` then holds group
+        indices ``0..G-1`` (see the module docstring); all-zero rows pad samples with
+        fewer groups.
+        """
         _check(logits, target, self.weight)
+        if groups is not None:
+            return self._marginal(logits, target, groups)
         ce = F.cross_entropy(logits, target[:, 0].long(), weight=self.weight)
         return self.dice_weight * self.dice(logits, target) + self.ce_weight * ce
+
+    def _marginal(self, logits: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        n, c = logits.shape[:2]
+        if groups.ndim != 3 or groups.shape[0] != n or groups.shape[2] != c:
+            raise KidneysegError("partial-label groups do not fit the logits", found=tuple(groups.shape),
+                                 expected=f"(N={n}, G, C={c})", fix="give one (G, C) 0/1 matrix per sample")
+        if self.weight is not None:
+            raise KidneysegError("class weights with partial labels", found="class_weights and groups",
+                                 expected="one of them", fix="use dice-ce without class weights for partial labels")
+        m = groups.to(logits.dtype)
+        logp = F.log_softmax(logits.flatten(2), dim=1)  # (N, C, V)
+        # (N, G, C, 1): 0 inside a group, a large negative number outside (not -inf: a padded all-zero row
+        # would give logsumexp a NaN gradient)
+        log_m = torch.where(m > 0, 0.0, -1e4).to(logits.dtype).unsqueeze(-1)
+        logq = torch.logsumexp(logp.unsqueeze(1) + log_m, dim=2)  # (N, G, V): log of the summed probabilities
+        t = target.flatten(2)[:, 0].long()  # (N, V)
+        if int(t.max()) >= groups.shape[1] or int(t.min()) < 0:
+            raise KidneysegError("partial-label target outside its groups", found=int(t.max()),
+                                 expected=f"0..{groups.shape[1] - 1}", fix="map label values to group indices")
+        ce = -torch.gather(logq, 1, t.unsqueeze(1)).mean()
+        q = logq.exp()  # padded rows: exp(-1e4) = 0
+        y = F.one_hot(t, groups.shape[1]).movedim(-1, 1).to(q.dtype)  # (N, G, V)
+        inter, denom = (q * y).sum(-1), q.sum(-1) + y.sum(-1)
+        dice = 1.0 - (2.0 * inter + 1e-5) / (denom + 1e-5)  # MONAI's smoothing
+        valid = m.sum(-1) > 0
+        valid[:, 0] = False  # background group excluded, as include_background=False
+        dice_loss = dice[valid].mean() if bool(valid.any()) else logits.sum() * 0.0
+        return self.dice_weight * dice_loss + self.ce_weight * ce
 
 
 class BCEDice(nn.Module):

@@ -105,25 +105,39 @@ def _stage_plan(stage: StageDef, fp: dict[str, Any], modality: str, cfg: TrainCo
     return validate_plan(plan)
 
 
-def _extra_cases(extra: dict[str, Any], index: int, task: str, modality: str, data_dims: int) -> list[Case]:
-    """The labelled cases of one ``extra_train`` data set, named ``extra<index>/<name>``.
+def _extra_refs(extra: dict[str, Any], index: int, task: str, modality: str, data_dims: int, cfg: TrainConfig,
+                ) -> tuple[Any, list[Any]]:
+    """The data set of one ``extra_train`` entry and its labelled cases (``CaseRef``, not read yet), named
+    ``extra<index>/<name>``; patient ids are kept, so a patient with cases in two sets (KiTS19 slices in two
+    folders) stays in one fold.
 
-    Raises :class:`InputError` when its task, modality or dimensionality differ from the main data set's.
+    Raises :class:`InputError` when its modality or dimensionality differ from the main data set's, or its
+    task does when the model has no ``classes`` to map different label sets to.
     """
     from kidneyseg.data.adapters import load_dataset
 
     ds = load_dataset(extra["data"], extra["format"], **extra.get("options", {}))
     where = f"extra_train[{index}]"
-    if ds.task != task or (ds.modality or "ct") != modality:
+    if (ds.task != task and cfg.classes is None) or (ds.modality or "ct") != modality:
         raise InputError(f"{where} is not the same kind of data as --data", path=extra["data"],
                          found=f"task {ds.task}, modality {ds.modality}", expected=f"task {task}, modality {modality}",
                          fix="give a data set with the main data set's labels and modality (or map its labels "
-                             "with \"options\")")
+                             "with \"options\", or give the model's classes (partial labels: TrainConfig.classes))")
     refs = _labelled(ds, "check its folder and format (`kidneyseg data check`)", who=where)
-    if ds.spatial_dims != data_dims:  # judged from the file names: nothing read yet
+    # judged from the file names: nothing read yet; volumes may join 2D images (slice-wise stages cut them)
+    if ds.spatial_dims != data_dims and not (data_dims == 2 and ds.spatial_dims == 3):
         raise InputError(f"{where} has {ds.spatial_dims}D images", path=extra["data"], found=f"{ds.spatial_dims}D",
                          expected=f"{data_dims}D like --data", fix="give slices with slices, volumes with volumes")
-    return [replace(c.load(), name=f"extra{index}/{c.name}") for c in refs]
+    return ds, [replace(c, name=f"extra{index}/{c.name}") for c in refs]
+
+
+def _model_classes(cfg: TrainConfig) -> dict[int, str] | None:
+    """``cfg.classes`` as value -> canonical name (partial labels), or ``None``."""
+    if cfg.classes is None:
+        return None
+    from kidneyseg.labels import canonical_label_name
+
+    return {int(v): canonical_label_name(n) for v, n in cfg.classes.items()}
 
 
 def _labelled(ds: Any, fix: str, who: str | None = None) -> list[Any]:
@@ -178,16 +192,25 @@ def _preprocess(cases: list[Case], plan: dict[str, Any], cache: dict[str, list[C
 
 
 def _samples(stage: StageDef, cases: list[Case], task: str, mapping: dict[int, int], plan: dict[str, Any],
-             cfg: TrainConfig) -> list[dict[str, Any]]:
+             cfg: TrainConfig, per_case: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Training or validation samples of ``cases``; ``per_case`` (case name -> ``{"mapping", "groups",
+    "max_slices"}``): partial labels, each case's value -> group mapping and ``(G, C)`` group matrix,
+    attached to its samples as ``"groups"``."""
     from kidneyseg.training import samples as S
 
     out: list[dict[str, Any]] = []
     for i, c in enumerate(cases):
+        own = (per_case or {}).get(c.name, {})
         if stage.role == "detector":
             out += S.detector_samples(c, task, max_background=cfg.max_background_slices, seed=cfg.seed + i)
         elif stage.spatial_dims == 2:
-            out += S.slice_samples(c, mapping, max_background=cfg.max_background_slices, seed=cfg.seed + i,
-                                   context=int(plan.get("context_slices") or 0))
+            got = S.slice_samples(c, own.get("mapping", mapping), max_background=cfg.max_background_slices,
+                                  seed=cfg.seed + i, context=int(plan.get("context_slices") or 0),
+                                  max_slices=own.get("max_slices"))
+            if "groups" in own:
+                for smp in got:
+                    smp["groups"] = own["groups"]
+            out += got
         elif stage.role in ("fine", "lesion", "segmenter"):
             out += S.crop_samples(
                 c, task, mapping, float(stage.facts.get("crop_margin_mm", 10.0)), with_mask=stage.role == "lesion",
@@ -236,11 +259,19 @@ def train_pipeline(
     if cfg.max_cases:
         refs = refs[: cfg.max_cases]
     ds = replace(ds, cases=refs)
+    extra_sets = [_extra_refs(extra, i, ds.task, ds.modality or "ct", ds.spatial_dims, cfg)
+                  for i, extra in enumerate(cfg.extra_train)]
+    val_all: set[str] = set()
     if cfg.fold >= 0:
         from kidneyseg.data.splits import make_splits
 
-        split = make_splits(ds, folds=cfg.folds, seed=cfg.seed)[cfg.fold]
-        train_names, val_names = list(split["train"]), list(split["val"])
+        # the main set and every extra set with "split": true are split together, by patient
+        joint = refs + [r for (_, rs), extra in zip(extra_sets, cfg.extra_train) if extra.get("split") for r in rs]
+        split = make_splits(replace(ds, cases=joint), folds=cfg.folds, seed=cfg.seed)[cfg.fold]
+        val_all = set(split["val"])
+        main = {c.name for c in refs}
+        train_names = [n for n in split["train"] if n in main]
+        val_names = [n for n in split["val"] if n in main]
     else:
         train_names, val_names = [c.name for c in refs], []
     by_name = {c.name: c for c in refs}
@@ -252,13 +283,34 @@ def train_pipeline(
         log.warning("pipeline %s is meant for %s, the data are %s", pipe.name, "/".join(pipe.modalities), modality)
     data_dims = raw_train[0].ndim
     fp = fingerprint_of(raw_train, task, modality)
-    extra_names = []
-    for i, extra in enumerate(cfg.extra_train):
-        cases = _extra_cases(extra, i, task, modality, data_dims)
+    per_case: dict[str, dict[str, Any]] = {}
+    classes = _model_classes(cfg)
+    if classes is not None:
+        from kidneyseg.labels import get_task as _task
+        from kidneyseg.training.targets import partial_targets
+
+        m, g, names = partial_targets(_task(task).labels, classes, None, where=f"--data {data}")
+        log.info("partial labels: %s (%s) -> groups %s", data, task, names)
+        for c in raw_train + raw_val:
+            per_case[c.name] = {"mapping": m, "groups": g}
+    extra_names, extra_val = [], []
+    for i, (extra, (ds_x, xrefs)) in enumerate(zip(cfg.extra_train, extra_sets)):
+        cases = [r.load() for r in xrefs if r.name not in val_all]
+        vcases = [r.load() for r in xrefs if r.name in val_all]
         raw_train += cases
+        raw_val += vcases
         extra_names += [c.name for c in cases]
+        extra_val += [c.name for c in vcases]
+        own: dict[str, Any] = {"max_slices": extra.get("max_slices")}
+        if classes is not None:
+            m, g, names = partial_targets(_task(ds_x.task).labels, classes, extra.get("classes"),
+                                          where=f"extra_train[{i}] ({extra['data']})")
+            log.info("partial labels: %s (%s) -> groups %s", extra["data"], ds_x.task, names)
+            own.update({"mapping": m, "groups": g})
+        for c in cases + vcases:
+            per_case[c.name] = own
     if extra_names:
-        log.info("%d more training cases from extra_train", len(extra_names))
+        log.info("%d more training and %d more validation cases from extra_train", len(extra_names), len(extra_val))
 
     out.mkdir(parents=True, exist_ok=True)
     (out / CKPT).mkdir(exist_ok=True)
@@ -279,7 +331,16 @@ def train_pipeline(
             skipped[stage.name] = f"no lesion labels ({task})"
             log.info("stage %s skipped: %s", stage.name, skipped[stage.name])
             continue
-        mapping, channel_to_label, labels = target_mapping(stage.target, task)
+        if classes is not None:
+            if stage.target != "all" or stage.role == "detector":
+                raise InputError(f"partial labels (classes) for stage {stage.name}", found=f"target {stage.target}",
+                                 expected="a one-stage segmentation pipeline with target 'all'",
+                                 fix="train this pipeline on one data set, or drop classes")
+            channel_to_label = sorted(classes)
+            mapping = {v: i for i, v in enumerate(channel_to_label)}
+            labels = {str(v): classes[v] for v in channel_to_label}
+        else:
+            mapping, channel_to_label, labels = target_mapping(stage.target, task)
         if stage.role != "detector":
             top_labels.update(labels)
         ckpt_dir = out / CKPT / stage.name
@@ -289,8 +350,8 @@ def train_pipeline(
         plan = _stage_plan(stage, fp, modality, cfg, labels)
         tr = _preprocess(raw_train, plan, cache_train)
         va = _preprocess(raw_val, plan, cache_val)
-        train_samples = _samples(stage, tr, task, mapping, plan, cfg)
-        val_samples = _samples(stage, va, task, mapping, plan, cfg)
+        train_samples = _samples(stage, tr, task, mapping, plan, cfg, per_case)
+        val_samples = _samples(stage, va, task, mapping, plan, cfg, per_case)
         crop_stage = stage.role in ("fine", "lesion") and "patch_size" not in stage.plan
         if crop_stage and cfg.patch_size is None and "patch_size" not in cfg.stage_plans.get(stage.name, {}):
             from kidneyseg.training.samples import patch_for_crops
@@ -311,6 +372,9 @@ def train_pipeline(
             trainer_cls: type[StageTrainer] = DetectorTrainer
         else:
             loss_name = cfg.loss or stage.loss
+            if classes is not None and loss_name != "dice-ce":
+                raise InputError("partial labels (classes) need the marginal dice-ce loss", found=loss_name,
+                                 expected="dice-ce", fix="drop --loss or set it to dice-ce")
             loss_kwargs: dict[str, Any] = {}
             if loss_name == "weighted-ce-dice":
                 counts = np.bincount(np.concatenate([s["label"].ravel() for s in train_samples]),
@@ -319,7 +383,8 @@ def train_pipeline(
             loss = create_loss(loss_name, **loss_kwargs)
             trainer_cls = StageTrainer
         # left/right labels: never flipped in training, so never mirrored at test time (mirror_axes below)
-        sided = stage.target == "all" and task == "chaos-mr"
+        sided = stage.target == "all" and (task == "chaos-mr" if classes is None else
+                                           any(n in ("kidney_right", "kidney_left") for n in classes.values()))
         # checked before training: mirror "left-right" needs an orientation with a left-right axis
         mirror_axes = flip_axes(modality, stage.spatial_dims, cfg.augmentation, sided, cfg.mirror,
                                 plan.get("orientation"))
@@ -362,7 +427,7 @@ def train_pipeline(
         "inference": pipe.inference,
         "training": {
             "data": {"root": str(data), "format": fmt, "cases": len(refs), "train": train_names, "val": val_names,
-                     "fold": cfg.fold, "folds": cfg.folds, "extra_train": extra_names},
+                     "fold": cfg.fold, "folds": cfg.folds, "extra_train": extra_names, "extra_val": extra_val},
             "config": cfg.to_dict(),
             "stages": summaries,
             "skipped_stages": skipped,

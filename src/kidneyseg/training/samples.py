@@ -18,11 +18,12 @@ from kidneyseg.training.targets import kidney_values, to_channels
 
 
 def slice_samples(case: Case, mapping: dict[int, int], *, max_background: int, seed: int,
-                  context: int = 0) -> list[dict[str, Any]]:
+                  context: int = 0, max_slices: int | None = None) -> list[dict[str, Any]]:
     """2D samples: the image itself, or axial slices ``[:, :, k]`` of a volume.
 
-    Of a volume, every slice with foreground is kept plus at most
-    ``max_background`` background-only slices chosen with ``seed``.  With
+    Of a volume, every slice with foreground is kept (at most ``max_slices`` of them,
+    evenly spaced, when given) plus at most ``max_background`` background-only
+    slices chosen with ``seed``.  With
     ``context`` > 0 each sample's image holds ``2 * context + 1`` channels: the
     slice and its neighbours (:func:`kidneyseg.preprocessing.plan.slice_context`);
     the label is the middle slice's.
@@ -35,6 +36,8 @@ def slice_samples(case: Case, mapping: dict[int, int], *, max_background: int, s
         return [{"image": img, "label": lab[None], "name": case.name}]
     fg = np.nonzero(lab.any(axis=(0, 1)))[0]
     bg = np.setdiff1d(np.arange(lab.shape[2]), fg)
+    if max_slices is not None and len(fg) > max_slices:
+        fg = fg[np.unique(np.round(np.linspace(0, len(fg) - 1, max_slices)).astype(int))]
     rng = np.random.default_rng(seed)
     keep_bg = rng.choice(bg, size=min(len(bg), max_background), replace=False) if len(bg) else []
     ks = sorted([int(k) for k in fg] + [int(k) for k in keep_bg])

@@ -63,3 +63,33 @@ def to_channels(label: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
         if 0 <= v < len(lut):
             lut[v] = c
     return lut[label.astype(np.int64)]
+
+
+def partial_targets(set_labels: dict[int, str], classes: dict[int, str], unions: dict[str, list[str]] | None = None,
+                    *, where: str = "data set") -> tuple[dict[int, int], np.ndarray, list[str]]:
+    """Targets of a data set that labels only some of the model's classes (partial labels).
+
+    ``set_labels``: the data set's value -> name; ``classes``: the model's label
+    value -> name (channel ``c`` is the ``c``-th value in ascending order);
+    ``unions``: declarations of merged labels (:func:`kidneyseg.labels.partial_label_groups`).
+
+    Returns ``(value -> group index, groups, group names)``: ``groups`` is a
+    ``(G, C)`` uint8 matrix whose row ``g`` marks the model channels that label
+    group ``g`` covers (group 0: the set's background and every class it does not
+    annotate).  A sample's label holds group indices; the marginal loss
+    (:class:`kidneyseg.training.losses.DiceCE` with ``groups``) sums the channel
+    probabilities of each group.
+    """
+    from kidneyseg.labels import partial_label_groups
+
+    values = sorted(int(v) for v in classes)
+    names = [classes[v] for v in values]
+    groups = partial_label_groups(set_labels, names, unions, where=where)
+    mat = np.zeros((len(groups), len(values)), np.uint8)
+    mapping: dict[int, int] = {}
+    for g, (_, vals, chans) in enumerate(groups):
+        mat[g, list(chans)] = 1
+        for v in vals:
+            mapping[int(v)] = g
+    mapping.pop(0, None)  # unmapped values (background) -> group 0
+    return mapping, mat, [name for name, _, _ in groups]

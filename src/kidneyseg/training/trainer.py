@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from kidneyseg.errors import InputError
+from kidneyseg.errors import InputError, KidneysegError
 from kidneyseg.training.config import TrainConfig, lr_at
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,20 @@ def dice_per_channel(pred: np.ndarray, target: np.ndarray, n_classes: int) -> tu
         fp[c - 1] = int(np.count_nonzero(p & ~t))
         fn[c - 1] = int(np.count_nonzero(~p & t))
     return tp, fp, fn
+
+
+def stack_groups(groups: list[Any]) -> torch.Tensor | None:
+    """The ``(N, G, C)`` partial-label group tensor of a batch from each sample's ``(G_n, C)`` matrix, padded with
+    zero rows to the largest ``G``; ``None`` when no sample has groups.  A batch mixing samples with and
+    without groups is an error (every data set of a partial-label run has groups)."""
+    if all(g is None for g in groups):
+        return None
+    if any(g is None for g in groups):
+        raise KidneysegError("a batch mixes samples with and without label groups", found=len(groups),
+                             fix="give every data set of a partial-label run its groups")
+    mats = [torch.as_tensor(np.asarray(g), dtype=torch.float32) for g in groups]
+    n_g = max(m.shape[0] for m in mats)
+    return torch.stack([torch.cat([m, m.new_zeros(n_g - m.shape[0], m.shape[1])]) for m in mats])
 
 
 class StageTrainer:
@@ -180,15 +194,16 @@ class StageTrainer:
             for p in self.module.parameters():
                 p.requires_grad_(True)
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor, phase: str) -> torch.Tensor:
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, phase: str, groups: torch.Tensor | None = None) -> torch.Tensor:
+        kw = {} if groups is None else {"groups": groups}  # partial labels: the marginal loss
         if phase == "members":
             logits = self.module.member_logits(x)
-            return torch.stack([self.loss(z, y) for z in logits]).sum()
+            return torch.stack([self.loss(z, y, **kw) for z in logits]).sum()
         if phase == "fusion":
             with torch.no_grad():
                 logits = self.module.member_logits(x)
-            return self.loss(self.module.combine(logits), y)
-        return self.loss(self.module(x), y)
+            return self.loss(self.module.combine(logits), y, **kw)
+        return self.loss(self.module(x), y, **kw)
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, epoch: int) -> dict[str, Any]:
@@ -255,8 +270,9 @@ class StageTrainer:
             items.append(out[0] if isinstance(out, list) else out)
         x = torch.stack([self._to_input(d) for d in items]).as_subclass(torch.Tensor)
         y = torch.stack([torch.as_tensor(np.asarray(d["label"])).round().long() for d in items]).as_subclass(torch.Tensor)
+        groups = stack_groups([s.get("groups") for s in batch])
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self._loss(x, y, phase)
+        loss = self._loss(x, y, phase, groups)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
@@ -269,6 +285,7 @@ class StageTrainer:
         tp = np.zeros(n - 1, np.int64)
         fp = np.zeros_like(tp)
         fn = np.zeros_like(tp)
+        by_group: dict[str, np.ndarray] = {}  # partial labels: tp, fp, fn per label group name
         self.module.eval()
         for s in samples:
             x = self._to_input(s)[None]
@@ -280,12 +297,28 @@ class StageTrainer:
             else:
                 logits = self.module(x)
             pred = torch.as_tensor(logits).argmax(1)[0].numpy()
+            if "groups" in s:  # partial labels: a predicted channel counts as the group that covers it
+                g = np.asarray(s["groups"])
+                pred = g.argmax(0)[pred]
+                names = ["+".join(self.channel_names[c] for c in np.nonzero(row)[0]) for row in g]
+                a, b, c = dice_per_channel(pred, np.asarray(s["label"])[0], len(names))
+                for k, name in enumerate(names[1:]):
+                    acc = by_group.setdefault(name, np.zeros(3, np.int64))
+                    acc += (a[k], b[k], c[k])
+                continue
             a, b, c = dice_per_channel(pred, np.asarray(s["label"])[0], n)
             tp, fp, fn = tp + a, fp + b, fn + c
         out: dict[str, float] = {}
-        for i, name in enumerate(self.channel_names[1:]):
+        seen = any("groups" not in s for s in samples)
+        for i, name in enumerate(self.channel_names[1:] if seen else []):
             denom = 2 * tp[i] + fp[i] + fn[i]
             out[f"dice_{name}"] = float(2 * tp[i] / denom) if denom else 1.0
+        for name, (t, f_p, f_n) in by_group.items():
+            if name in self.channel_names:
+                i = self.channel_names.index(name) - 1
+                t, f_p, f_n = t + tp[i], f_p + fp[i], f_n + fn[i]
+            denom = 2 * t + f_p + f_n
+            out[f"dice_{name}"] = float(2 * t / denom) if denom else 1.0
         out["dice_mean"] = float(np.mean(list(out.values()))) if out else float("nan")
         return out
 
