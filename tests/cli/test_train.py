@@ -68,3 +68,30 @@ def test_models_cli_lists_and_rejects(capsys) -> None:  # type: ignore[no-untype
     assert "unet-squeezenet" in out and "GFLOPs" in out and "params" in out
     assert main(["models", "resnet-unet"]) == 2
     assert "unet-resnet34" in capsys.readouterr().err
+
+
+def test_train_cli_takes_several_data_sets_split_together(slices_set: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(slices_set, other)
+    for f in other.glob("*.png"):  # the same patients under other names: a second set of the same kind
+        f.rename(f.with_name("b" + f.name))
+    (other / "index.csv").write_text("\n".join(
+        ("b" + line if i else line) for i, line in enumerate((slices_set / "index.csv").read_text().splitlines())) + "\n")
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"stage_arch_kwargs": {"main": {"decoder_channels": [8, 8, 8, 8]}}, "folds": 2}))
+    out = tmp_path / "model"
+    rc = main(["train", "--pipeline", "ct2d-unet-squeezenet", "--data", str(slices_set), "--format", "slices",
+               "--data", str(other), "--format", "slices", "-o", str(out), "--config", str(cfg), "--epochs", "1",
+               "--batch-size", "2", "--patch-size", "32", "32", "--threads", "1", "--no-progress"])
+    assert rc == 0
+    data = json.loads((out / "model.json").read_text())["training"]["data"]
+    assert data["extra_val"] and data["extra_train"]
+    # patient ids are shared across the sets: each lands in one fold of both
+    val = {n.rsplit("_z", 1)[0] for n in data["val"]} | {n.split("/", 1)[1][1:].rsplit("_z", 1)[0] for n in data["extra_val"]}
+    train = {n.rsplit("_z", 1)[0] for n in data["train"]} | {n.split("/", 1)[1][1:].rsplit("_z", 1)[0] for n in data["extra_train"]}
+    assert not val & train
+    rc = main(["train", "--pipeline", "ct2d-unet-squeezenet", "--data", str(slices_set), "--format", "slices",
+               "--data", str(other), "-o", str(tmp_path / "m2")])
+    assert rc == 2 and "--data and --format must come in pairs" in capsys.readouterr().err

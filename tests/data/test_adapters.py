@@ -161,3 +161,34 @@ def test_real_layouts(shared_data: Path) -> None:
     assert len(sl.cases) == 31 and len(sl.patients) == 22
     us = load_dataset(shared_data / "kidneyus_masks", "openkidney-us")
     assert len(us.cases) == 534 and us.options["labels_only"]
+
+
+def test_slices_spacing_option_fills_rows_without_one(tmp_path: Path) -> None:
+    rows = ["stem,case,z,spacing_mm"]
+    for stem, sp in (("c1_z001", ""), ("c1_z002", "0.7x0.7")):
+        _png(tmp_path / f"{stem}_image.png", np.full((8, 6), 100))
+        _png(tmp_path / f"{stem}_label.png", np.zeros((8, 6)))
+        rows.append(f"{stem},c1,{stem[-1]},{sp}")
+    (tmp_path / "index.csv").write_text("\n".join(rows) + "\n")
+    ds = load_dataset(tmp_path, "slices", spacing_mm=0.8, task="curvas-ct")
+    assert [c.spacing for c in ds.cases] == [(0.8, 0.8), (0.7, 0.7)] and ds.task == "curvas-ct"
+    assert ds.cases[0].load().spacing == pytest.approx((0.8, 0.8))
+    with pytest.raises(InputError, match="spacing_mm.*-1"):
+        load_dataset(tmp_path, "slices", spacing_mm=-1)
+
+
+def test_folder_takes_name_ct_as_the_image(tmp_path: Path) -> None:
+    _pair(tmp_path / "s0009_ct.nii.gz", tmp_path / "s0009_label.nii.gz")
+    ds = load_dataset(tmp_path, "folder", task="totalseg-ct", modality="ct")
+    assert [c.name for c in ds.cases] == ["s0009"] and ds.cases[0].image_path.name == "s0009_ct.nii.gz"
+    assert not ds.problems
+
+
+def test_real_ct_sets_of_the_ct_default(shared_data: Path) -> None:
+    more = load_dataset(shared_data / "kits19_slices_more", "slices")
+    assert len(more.cases) == 40 and len(more.patients) == 26
+    curvas = load_dataset(shared_data / "curvas_slices", "slices", task="curvas-ct", spacing_mm=0.8)
+    assert len(curvas.cases) == 85 and len(curvas.patients) == 10
+    assert sorted(np.unique(curvas.cases[0].load().label)) <= [0, 1, 4, 5]
+    ts = load_dataset(shared_data / "totalseg_subjects", "folder", task="totalseg-ct", modality="ct")
+    assert [c.name for c in ts.cases] == ["s0002", "s0003", "s0009"]

@@ -163,7 +163,9 @@ def load_encoder_weights(module: nn.Module, weights: Any, *, arch: str) -> dict[
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
     own = target.state_dict()
+    origin: dict[str, str] = {}  # renamed key -> the file's own name, for the error
     if any(k.startswith("_blocks.") for k in state):  # efficientnet_pytorch style
+        origin = efficientnet_pytorch_to_timm({k: k for k in state}, list(own))
         state = efficientnet_pytorch_to_timm(state, list(own))
     matched: dict[str, torch.Tensor] = {}
     unmapped: list[str] = []
@@ -177,14 +179,14 @@ def load_encoder_weights(module: nn.Module, weights: Any, *, arch: str) -> dict[
                     k = k[len(pre):]
                     break
         if k not in own or not isinstance(value, torch.Tensor):
-            if not key.startswith(_HEAD_KEYS) and isinstance(value, torch.Tensor):
-                unmapped.append(key)
+            if not origin.get(key, key).startswith(_HEAD_KEYS) and isinstance(value, torch.Tensor):
+                unmapped.append(origin.get(key, key))
             continue
         if value.shape != own[k].shape:
             if value.ndim == 4 and value.shape[0] == own[k].shape[0] and value.shape[2:] == own[k].shape[2:]:
                 value = _adapt_first_conv(value, own[k].shape)
             else:
-                unmapped.append(f"{key} {tuple(value.shape)} (encoder: {tuple(own[k].shape)})")
+                unmapped.append(f"{origin.get(key, key)} {tuple(value.shape)} (encoder {k}: {tuple(own[k].shape)})")
                 continue
         matched[k] = value
     n_params = sum(1 for k in own if not k.endswith("num_batches_tracked"))
