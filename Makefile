@@ -33,7 +33,7 @@ demo: $(STAMP)
 # models: retrain the embedded default models (CT, MR, US) from ../shared/data on 2 CPU cores,
 # score them (case-level 5-fold cross-validation) and write their model cards
 models: $(STAMP)
-	$(PY) scripts/train_defaults.py --threads 2 --jobs 5
+	$(PY) scripts/train_defaults.py --threads 2 --jobs 6
 
 test: $(STAMP) browser-deps
 	$(PY) -m pytest -q

@@ -47,8 +47,9 @@ class FakeProcesses:
         return Proc()
 
 
-def _args(tmp_path: Path, jobs: int, epochs: int | None = None) -> argparse.Namespace:
-    return argparse.Namespace(work=tmp_path / "work", data=tmp_path / "data", jobs=jobs, epochs=epochs)
+def _args(tmp_path: Path, jobs: int, epochs: int | None = None, scratch: bool = False) -> argparse.Namespace:
+    return argparse.Namespace(work=tmp_path / "work", data=tmp_path / "data", jobs=jobs, epochs=epochs,
+                              no_encoder_weights=scratch)
 
 
 def test_folds_run_at_most_jobs_at_once_with_one_thread_each(td, tmp_path, monkeypatch):
@@ -69,6 +70,15 @@ def test_folds_run_at_most_jobs_at_once_with_one_thread_each(td, tmp_path, monke
         assert "--no-pack" in c and c[c.index("--epochs") + 1] == "3"
         assert c[c.index("--modality") + 1] == "mr"
     assert (tmp_path / "work" / "mr" / "fold_0.log").is_file()
+
+
+def test_the_all_cases_model_trains_beside_the_folds_and_scratch_runs_pass_on(td, tmp_path, monkeypatch):
+    fake = FakeProcesses()
+    monkeypatch.setattr(td.subprocess, "Popen", fake)
+    td.train_folds_in_processes("ct", [0, td.ALL], _args(tmp_path, jobs=2, scratch=True))
+    assert [c[c.index("--folds") + 1] for c in fake.commands] == ["0", "-1"]
+    assert all("--no-encoder-weights" in c for c in fake.commands)
+    assert (tmp_path / "work" / "ct" / "fold_all.log").is_file() and td.fold_dir_name(td.ALL) == "fold_all"
 
 
 def test_a_failed_fold_names_its_log(td, tmp_path, monkeypatch):
