@@ -114,23 +114,26 @@ def evaluate_totalseg_example(model_dir: Path, data: Path, threads: int) -> dict
     full, sm, seg = (nib.load(str(ex / n)) for n in ("example_ct.nii.gz", "example_ct_sm.nii.gz", "example_seg.nii.gz"))
     case = read(ex / "example_ct.nii.gz", modality="ct")
     res = Predictor(model_dir, threads=threads).predict_case(case)
-    # voxel offset of the small file's grid inside the full one (same spacing and axes)
-    off = np.rint(np.linalg.inv(full.affine) @ sm.affine[:, 3]).astype(int)[:3]
-    sub = tuple(slice(o, o + n) for o, n in zip(off, sm.shape))
+    # where the small file's slices lie in the full one: its header repeats the full file's origin, so the
+    # slices are found by their voxels (slices 82-111: identical values)
+    a, b = np.asarray(full.dataobj), np.asarray(sm.dataobj)
+    err = [float(np.abs(a[..., k:k + b.shape[2]] - b).mean()) for k in range(a.shape[2] - b.shape[2] + 1)]
+    k0 = int(np.argmin(err))
+    sub = (slice(None), slice(None), slice(k0, k0 + b.shape[2]))
     pred = np.asarray(res.label)[sub]
     ref = np.asarray(seg.dataobj).astype(np.int16)
-    img = np.asarray(sm.dataobj)
-    # patient's right = RAS x below the body's centre
+    img = b
+    # patient's right: RAS+ x above the body's centre (x grows towards the patient's right)
     ijk = np.indices(pred.shape).reshape(3, -1)
     x = (sm.affine[:3, :3] @ ijk + sm.affine[:3, 3:4])[0].reshape(pred.shape)
     body = img > -300
     mid = float(np.median(x[body])) if body.any() else float(np.median(x))
     kid = np.isin(pred, (1, 2))
     ml = float(np.prod(sm.header.get_zooms()[:3])) / 1000.0
-    out = {"dice_both": float(dice(kid, np.isin(ref, (2, 3)))),
-           "dice_right": float(dice(kid & (x < mid), ref == 2)), "dice_left": float(dice(kid & (x >= mid), ref == 3)),
-           "ml_pred_right": round(float((kid & (x < mid)).sum()) * ml, 1),
-           "ml_pred_left": round(float((kid & (x >= mid)).sum()) * ml, 1),
+    out = {"slices": [k0, k0 + b.shape[2] - 1], "dice_both": float(dice(kid, np.isin(ref, (2, 3)))),
+           "dice_right": float(dice(kid & (x >= mid), ref == 2)), "dice_left": float(dice(kid & (x < mid), ref == 3)),
+           "ml_pred_right": round(float((kid & (x >= mid)).sum()) * ml, 1),
+           "ml_pred_left": round(float((kid & (x < mid)).sum()) * ml, 1),
            "ml_ref_right": round(float((ref == 2).sum()) * ml, 1), "ml_ref_left": round(float((ref == 3).sum()) * ml, 1),
            "warnings": list(res.warnings)}
     return out
