@@ -427,6 +427,19 @@ def evaluate(mod: str, recipe: Recipe, members: list[Path], data: Path, threads:
     return out
 
 
+def _sections(text: str) -> dict[str, str]:
+    """``## NAME`` sections of a markdown text, by name (each with its heading)."""
+    out: dict[str, str] = {}
+    name = None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            name = line[3:].strip()
+            out[name] = ""
+        if name is not None:
+            out[name] += line
+    return out
+
+
 def write_accuracy_doc(work: Path) -> Path:
     """docs/models/accuracy.md from every ``WORK/<modality>/metrics.json`` present."""
     parts = ["# Accuracy of the embedded default models", "",
@@ -435,12 +448,15 @@ def write_accuracy_doc(work: Path) -> Path:
              "models); each fold model predicts its held-out cases through `kidneyseg.inference.Predictor` and "
              "is scored on the original grid with `kidneyseg.evaluation` (Dice; HD95 in mm, in-plane for the 2D "
              "KiTS19 slices). Means are over folds (mean of the per-fold means) and over cases.", ""]
+    out = ROOT / "docs" / "models" / "accuracy.md"
+    kept = _sections(out.read_text()) if out.is_file() else {}
     for mod in ("ct", "mr", "us"):
         f = work / mod / "metrics.json"
         if f.is_file():
             ev = json.loads(f.read_text())
             parts += [f"## {mod.upper()}", "", ev.get("note", ""), "", ev["table"], ""]
-    out = ROOT / "docs" / "models" / "accuracy.md"
+        elif mod.upper() in kept:  # not retrained in this work folder: the section written before stays
+            parts += [kept[mod.upper()].rstrip("\n"), ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(parts))
     return out

@@ -141,3 +141,16 @@ def test_synth_command_keeps_the_output_folder_out_of_size(td, tmp_path, monkeyp
     assert cmd[i + 1:i + 3] == ["64", "48"] and cmd[i + 3].startswith("--")
     assert "--shapes" not in cmd and cmd[-1].endswith("phantoms.tmp")
     assert out.is_dir() and not (tmp_path / "phantoms.tmp").exists()
+
+
+def test_accuracy_doc_keeps_the_sections_of_models_not_retrained(td, tmp_path, monkeypatch):
+    import json as _json
+
+    root = tmp_path / "root"
+    (root / "docs" / "models").mkdir(parents=True)
+    (root / "docs" / "models" / "accuracy.md").write_text("# old\n\n## CT\n\nold ct\n\n## MR\n\nmr table\n")
+    monkeypatch.setattr(td, "ROOT", root)
+    (tmp_path / "work" / "ct").mkdir(parents=True)
+    (tmp_path / "work" / "ct" / "metrics.json").write_text(_json.dumps({"note": "new", "table": "new ct table"}))
+    text = td.write_accuracy_doc(tmp_path / "work").read_text()
+    assert "new ct table" in text and "old ct" not in text and "## MR\n\nmr table" in text
