@@ -224,7 +224,12 @@ CARDS: dict[str, dict[str, Any]] = {
                 "learns background, kidney, tumour, liver, pancreas and spleen; the shipped model reports liver, "
                 "pancreas and spleen as background. Augmentation: the default spatial and intensity "
                 "augmentation with left-right mirroring only (no front-back flips, no 90-degree rotations) and a "
-                "simulated unenhanced phase on 20 % of the samples (contrast_phase_prob 0.2).",
+                "simulated unenhanced phase on 20 % of the samples (contrast_phase_prob 0.2). Pretrained against from "
+                "scratch, fold 0 of the same recipe and split (`python scripts/train_defaults.py --modality ct --work "
+                "work/ct_scratch --folds 0 --no-encoder-weights --no-pack`): KiTS19 kidney+masses 0.590 against "
+                "0.466, tumour 0.465 against 0.373, CURVAS kidney 0.661 against 0.445, unenhanced TotalSegmentator "
+                "example Dice 0.832 against 0.170 (from scratch it also warns that post-processing removed most of "
+                "what it labelled): the default uses the ImageNet encoder.",
         "split": "Cross-validation: 5 folds by case over KiTS19 (both folders split together on the case id: the 10 "
                  "cases with slices in both folders land in one fold) and CURVAS (kidneyseg.data.splits.make_splits, "
                  "seed 0, one split over both sets); the TotalSegmentator subjects train every fold (one abdomen "
