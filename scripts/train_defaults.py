@@ -248,7 +248,9 @@ CARDS: dict[str, dict[str, Any]] = {
                         "enhanced or not (any orientation; NIfTI or DICOM), processed axial slice by axial slice at "
                         "2.0 mm in plane after reorienting to radiological display order (PLS). Label map: 1 kidney, "
                         "2 tumour; right and left are reported in volumes.json from the affine. Not a medical "
-                        "device; not for diagnosis.",
+                        "device; not for diagnosis. `kidneyseg predict --tta` mirrors left-right only (2 passes): "
+                        "cross-validated KiTS19 kidney+masses 0.758, tumour 0.570, CURVAS kidney 0.699 "
+                        "(`python benchmarks/accuracy.py --modality ct --tta`).",
         "failure_modes": [
             "Unenhanced kidneys are found but mostly labelled tumour: on the non-contrast TotalSegmentator "
             "example the kidney region (kidney + tumour) matches TotalSegmentator's kidneys with Dice 0.82 on the 30 "

@@ -351,8 +351,8 @@ def postprocess_warning(raw: np.ndarray, clean: np.ndarray, spacing: Sequence[fl
            "most of it was stray blobs or lesions with no kidney next to them, so the result is probably wrong "
            "for this scan")
     if modality == "ct" and n_kid < n_raw - n_kid:
-        msg += ("; a model trained on contrast-enhanced CT (such as the CT default) takes unenhanced kidneys "
-                "for tumour: check the scan's contrast phase against the model card")
+        msg += ("; a model trained on contrast-enhanced CT takes unenhanced kidneys for tumour: check the scan's "
+                "contrast phase against the model card")
     return msg + ". Rerun with --no-postprocess to see the network's own labels."
 
 
