@@ -122,21 +122,34 @@ def evaluate_totalseg_example(model_dir: Path, data: Path, threads: int) -> dict
     sub = (slice(None), slice(None), slice(k0, k0 + b.shape[2]))
     pred = np.asarray(res.label)[sub]
     ref = np.asarray(seg.dataobj).astype(np.int16)
-    img = b
     # patient's right: RAS+ x above the body's centre (x grows towards the patient's right)
     ijk = np.indices(pred.shape).reshape(3, -1)
     x = (sm.affine[:3, :3] @ ijk + sm.affine[:3, 3:4])[0].reshape(pred.shape)
-    body = img > -300
+    body = b > -300
     mid = float(np.median(x[body])) if body.any() else float(np.median(x))
     kid = np.isin(pred, (1, 2))
+    right, left = kid & (x >= mid), kid & (x < mid)
     ml = float(np.prod(sm.header.get_zooms()[:3])) / 1000.0
-    out = {"slices": [k0, k0 + b.shape[2] - 1], "dice_both": float(dice(kid, np.isin(ref, (2, 3)))),
-           "dice_right": float(dice(kid & (x >= mid), ref == 2)), "dice_left": float(dice(kid & (x < mid), ref == 3)),
-           "ml_pred_right": round(float((kid & (x >= mid)).sum()) * ml, 1),
-           "ml_pred_left": round(float((kid & (x < mid)).sum()) * ml, 1),
-           "ml_ref_right": round(float((ref == 2).sum()) * ml, 1), "ml_ref_left": round(float((ref == 3).sum()) * ml, 1),
-           "warnings": list(res.warnings)}
-    return out
+    return {"slices": [k0, k0 + b.shape[2] - 1], "dice_both": float(dice(kid, np.isin(ref, (2, 3)))),
+            "dice_right": float(dice(right, ref == 2)), "dice_left": float(dice(left, ref == 3)),
+            "ml_pred_right": round(float(right.sum()) * ml, 1), "ml_pred_left": round(float(left.sum()) * ml, 1),
+            "ml_ref_right": round(float((ref == 2).sum()) * ml, 1), "ml_ref_left": round(float((ref == 3).sum()) * ml, 1),
+            "warnings": list(res.warnings)}
+
+
+def example_table(ex: dict[str, Any]) -> str:
+    """Markdown table of :func:`evaluate_totalseg_example`'s result."""
+    return ("| Dice both kidneys | Dice right | Dice left | right mL (pred / TotalSeg) | left mL (pred / TotalSeg) | "
+            "post-processing warnings |\n|---|---|---|---|---|---|\n"
+            f"| {ex['dice_both']:.3f} | {ex['dice_right']:.3f} | {ex['dice_left']:.3f} | "
+            f"{ex['ml_pred_right']} / {ex['ml_ref_right']} | {ex['ml_pred_left']} / {ex['ml_ref_left']} | "
+            f"{len(ex['warnings'])} |")
+
+
+def _set_names(rows: list[dict[str, Any]]) -> list[str] | None:
+    """The data sets the rows come from (``set``), in first-seen order, or ``None`` when they name none."""
+    names = list(dict.fromkeys(r["set"] for r in rows if r.get("set") is not None))
+    return names or None
 
 
 def _mean(xs: list[float]) -> float:
@@ -147,8 +160,8 @@ def _mean(xs: list[float]) -> float:
 def table(rows: list[dict[str, Any]], modality: str) -> str:
     """Markdown table: per fold and region mean Dice / HD95, then the means; one table per data set when the
     rows come from several (``set``)."""
-    sets = list(dict.fromkeys(r.get("set") for r in rows))
-    if len(sets) > 1 or sets[0] is not None:
+    sets = _set_names(rows)
+    if sets:
         return "\n\n".join(f"**{name}**\n\n" + _table([r for r in rows if r.get("set") == name], modality)
                             for name in sets)
     return _table(rows, modality)
@@ -182,8 +195,8 @@ def _table(rows: list[dict[str, Any]], modality: str) -> str:
 def summary(rows: list[dict[str, Any]], modality: str) -> dict[str, Any]:
     """Mean over folds of the per-fold mean Dice and HD95 per region (the numbers quoted in the cards); per data
     set (``{set: {...}}``) when the rows name several."""
-    sets = list(dict.fromkeys(r.get("set") for r in rows))
-    if len(sets) > 1 or sets[0] is not None:
+    sets = _set_names(rows)
+    if sets:
         return {name: _summary([r for r in rows if r.get("set") == name]) for name in sets}
     return _summary(rows)
 
@@ -274,11 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             ex = evaluate_totalseg_example(model, args.data, args.threads)
             print(f"\n## ct: unenhanced TotalSegmentator example (model {model}), against TotalSegmentator's labels "
                   "on the 30 slices they cover\n")
-            print("| Dice both kidneys | Dice right | Dice left | right mL (pred / TotalSeg) | left mL | warnings |")
-            print("|---|---|---|---|---|---|")
-            print(f"| {ex['dice_both']:.3f} | {ex['dice_right']:.3f} | {ex['dice_left']:.3f} | "
-                  f"{ex['ml_pred_right']} / {ex['ml_ref_right']} | {ex['ml_pred_left']} / {ex['ml_ref_left']} | "
-                  f"{len(ex['warnings'])} |")
+            print(example_table(ex))
             for w in ex["warnings"]:
                 print(f"warning: {w}")
             all_rows["ct_totalseg_example"] = [ex]

@@ -525,15 +525,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg = json.loads((members[0] / "model.json").read_text())["training"]["config"]
             table_text = ev["table"]
             if "example" in ev:
-                ex = ev["example"]
+                import accuracy  # benchmarks/, on sys.path since evaluate()
+
                 table_text += ("\n\n**Unenhanced TotalSegmentator example** (`kidneyseg predict "
                                "../shared/data/totalseg_example/example_ct.nii.gz`, the shipped network, against "
                                "TotalSegmentator's own labels on the 30 slices they cover: model output, not truth)"
-                               "\n\n| Dice both kidneys | Dice right | Dice left | right mL (pred / TotalSeg) | "
-                               "left mL (pred / TotalSeg) | post-processing warnings |\n|---|---|---|---|---|---|\n"
-                               f"| {ex['dice_both']:.3f} | {ex['dice_right']:.3f} | {ex['dice_left']:.3f} | "
-                               f"{ex['ml_pred_right']} / {ex['ml_ref_right']} | {ex['ml_pred_left']} / "
-                               f"{ex['ml_ref_left']} | {len(ex['warnings'])} |")
+                               "\n\n" + accuracy.example_table(ev["example"]))
             card = {**CARDS[mod], "metrics": ev["summary"], "metrics_table": table_text,
                     "metrics_note": ev.get("note", f"Case-level cross-validation: {len(members)} of the {r.folds} "
                                            f"folds ({', '.join(m.name for m in members)}; split by patient), "

@@ -308,15 +308,13 @@ class StageTrainer:
                 continue
             a, b, c = dice_per_channel(pred, np.asarray(s["label"])[0], n)
             tp, fp, fn = tp + a, fp + b, fn + c
+        # partial labels: every sample has groups (training refuses a mix, stack_groups), so it is one or the other
+        if any("groups" in s for s in samples):
+            counts = {name: tuple(acc) for name, acc in by_group.items()}
+        else:
+            counts = {name: (tp[i], fp[i], fn[i]) for i, name in enumerate(self.channel_names[1:])}
         out: dict[str, float] = {}
-        seen = any("groups" not in s for s in samples)
-        for i, name in enumerate(self.channel_names[1:] if seen else []):
-            denom = 2 * tp[i] + fp[i] + fn[i]
-            out[f"dice_{name}"] = float(2 * tp[i] / denom) if denom else 1.0
-        for name, (t, f_p, f_n) in by_group.items():
-            if name in self.channel_names:
-                i = self.channel_names.index(name) - 1
-                t, f_p, f_n = t + tp[i], f_p + fp[i], f_n + fn[i]
+        for name, (t, f_p, f_n) in counts.items():
             denom = 2 * t + f_p + f_n
             out[f"dice_{name}"] = float(2 * t / denom) if denom else 1.0
         out["dice_mean"] = float(np.mean(list(out.values()))) if out else float("nan")
