@@ -215,7 +215,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def evaluate_us(model_dir: Path, out: Path, threads: int, n: int = 8, seed: int = 1000) -> dict[str, Any]:
     """Dice/HD95 of the ultrasound model on ``n`` freshly generated phantoms (a seed not used in training)."""
     from kidneyseg.case import Case
-    from kidneyseg.data.phantoms import generate, find_shapes_root
+    from kidneyseg.data.phantoms import find_shapes_root, generate
     from kidneyseg.inference import Predictor
 
     spec = json.loads((model_dir / "model.json").read_text())

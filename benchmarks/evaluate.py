@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"real data folder {folder} is absent (set KIDNEYSEG_SHARED_DATA)", file=sys.stderr)
         return 1
 
-    from kidneyseg.evaluation import evaluate_case_full, markdown_table, aggregate
+    from kidneyseg.evaluation import aggregate, evaluate_case_full, markdown_table
     from kidneyseg.io import read
 
     path = find_case(folder, args.slices)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from kidneyseg.data.phantoms import ct_phantom, find_shapes_root, mr_phantom, us_phantom  # noqa: E402
+from kidneyseg.data.phantoms import ct_phantom, find_shapes_root, mr_phantom, us_phantom
 
 COLORS = {1: (0.18, 0.63, 0.26), 2: (0.86, 0.2, 0.18), 3: (0.15, 0.55, 0.82), 4: (0.42, 0.44, 0.77)}
 

@@ -212,8 +212,8 @@ def main() -> int:
     print(f"{'pipeline':<22} {'wall s':>8} {'peak RSS GB':>12} {'ms/image':>9} {'crops':>6}  stage seconds")
     for r in rows:
         stages = ", ".join(f"{k} {v}" for k, v in (r.get("timings_s") or {}).items())
-        print(f"{r['pipeline']:<22} {r['wall_s']:>8} {r['peak_rss_gb']:>12} {str(r.get('ms_per_image', '')):>9} "
-              f"{str(r.get('crops', '')):>6}  {stages}")
+        print(f"{r['pipeline']:<22} {r['wall_s']:>8} {r['peak_rss_gb']:>12} {r.get('ms_per_image', '')!s:>9} "
+              f"{r.get('crops', '')!s:>6}  {stages}")
     return 0
 
 

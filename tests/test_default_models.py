@@ -163,10 +163,9 @@ def test_us_default_predicts_2d_image(tmp_path: Path) -> None:
 
 def test_predict_cli_guesses_ct_from_hu(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Without --modality a NIfTI volume in HU selects the CT default, with a warning."""
-    from kidneyseg.cli.predict import guess_modality
-
     import nibabel as nib
 
+    from kidneyseg.cli.predict import guess_modality
     from kidneyseg.data.phantoms import ct_phantom
 
     ph = ct_phantom(size=(48, 48, 8), seed=2, shapes_root=None)
@@ -182,7 +181,7 @@ def test_tta_refused_for_the_left_right_mr_default() -> None:
     from kidneyseg.errors import InputError
     from kidneyseg.inference import Predictor
 
-    with pytest.raises(InputError, match="left and right.*without --tta"):
+    with pytest.raises(InputError, match=r"left and right.*without --tta"):
         Predictor(default_model_dir("mr"), tta=True)
 
 

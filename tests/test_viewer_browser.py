@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "reporting"))
-from live_server import live_server  # noqa: E402
-from phantom_case import phantom  # noqa: E402
-from tiny_model import shared_tiny_model  # noqa: E402
+from live_server import live_server
+from phantom_case import phantom
+from tiny_model import shared_tiny_model
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -92,6 +92,25 @@ class Case:
             return self.label
         raise ValueError(f"case {self.name} has neither image nor label")
 
+    def require_image(self) -> np.ndarray:
+        """The image; an :class:`~kidneyseg.errors.InputError` naming the case's file where it has none."""
+        if self.image is None:
+            from kidneyseg.errors import InputError
+
+            raise InputError(f"case {self.name} has no image", path=self.source, found="a label map only",
+                             expected="an image (CT in HU, MR, ultrasound)", fix="pass the image file, not a label map")
+        return self.image
+
+    def require_label(self) -> np.ndarray:
+        """The label map; an :class:`~kidneyseg.errors.InputError` naming the case's file where it has none."""
+        if self.label is None:
+            from kidneyseg.errors import InputError
+
+            raise InputError(f"case {self.name} has no label map", path=self.source, found="an image only",
+                             expected="a reference label map beside the image",
+                             fix="give the labels (a labelsTr folder, *_label files or --label)")
+        return self.label
+
     @property
     def shape(self) -> tuple[int, ...]:
         """Array shape (voxels), ``(I, J, K)`` or ``(rows, cols)``."""

@@ -109,7 +109,7 @@ class Region:
     labels: tuple[int, ...] | None
     tolerance_mm: float = DEFAULT_TOLERANCE_MM
 
-    def mask(self, label_map):  # type: ignore[no-untyped-def]
+    def mask(self, label_map):
         """Boolean mask of this region for a numpy label map (any shape)."""
         import numpy as np
 

@@ -73,7 +73,7 @@ def test_dicom_seg_for_well_formed_series(model_dir, tmp_path):
     import pydicom
     from test_dicomseg import write_ct_series
 
-    files, series_uid, _ = write_ct_series(tmp_path / "series", n=12, rows=40, cols=40, spacing=(8.0, 8.0), dz=8.0)
+    _files, series_uid, _ = write_ct_series(tmp_path / "series", n=12, rows=40, cols=40, spacing=(8.0, 8.0), dz=8.0)
     rc = main(["predict", str(tmp_path / "series"), "-o", str(tmp_path / "out"), "--model", str(model_dir),
                "--output-format", "dicom-seg"])
     assert rc == 0

@@ -14,7 +14,7 @@ from PIL import Image
 from kidneyseg.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reporting"))
-from phantom_case import TUMOR, phantom  # noqa: E402
+from phantom_case import TUMOR, phantom
 
 
 def _write_case(folder: Path) -> tuple[Path, Path, Path]:

@@ -90,7 +90,9 @@ def test_slices_with_index(tmp_path: Path) -> None:
         for z in zs:
             stem = f"{case}_z{z:03d}"
             _png(tmp_path / f"{stem}_image.png", np.full((8, 6), 100))
-            lab = np.zeros((8, 6)); lab[2:4, 2:4] = 1; lab[5, 5] = 2
+            lab = np.zeros((8, 6))
+            lab[2:4, 2:4] = 1
+            lab[5, 5] = 2
             _png(tmp_path / f"{stem}_label.png", lab)
             rows.append(f"{stem},{case},{z},0.7x0.6,5.0")
     (tmp_path / "index.csv").write_text("\n".join(rows) + "\n")
@@ -102,8 +104,10 @@ def test_slices_with_index(tmp_path: Path) -> None:
 
 
 def test_openkidney_us_union_intersection_and_labels_only(tmp_path: Path) -> None:
-    a = np.zeros((10, 12)); a[2:6, 2:6] = 255  # masks may be 0/255
-    b = np.zeros((10, 12)); b[4:8, 4:8] = 1
+    a = np.zeros((10, 12))
+    a[2:6, 2:6] = 255  # masks may be 0/255
+    b = np.zeros((10, 12))
+    b[4:8, 4:8] = 1
     for son, m in (("1", a), ("2", b)):
         _png(tmp_path / "labels" / f"reviewed_masks_{son}" / "capsule" / "7_IM-0001-0001_anon.png", m)
         _png(tmp_path / "labels" / f"reviewed_masks_{son}" / "regions" / "7_IM-0001-0001_anon.png", (m > 0) * 3)
@@ -173,7 +177,7 @@ def test_slices_spacing_option_fills_rows_without_one(tmp_path: Path) -> None:
     ds = load_dataset(tmp_path, "slices", spacing_mm=0.8, task="curvas-ct")
     assert [c.spacing for c in ds.cases] == [(0.8, 0.8), (0.7, 0.7)] and ds.task == "curvas-ct"
     assert ds.cases[0].load().spacing == pytest.approx((0.8, 0.8))
-    with pytest.raises(InputError, match="spacing_mm.*-1"):
+    with pytest.raises(InputError, match=r"spacing_mm.*-1"):
         load_dataset(tmp_path, "slices", spacing_mm=-1)
 
 

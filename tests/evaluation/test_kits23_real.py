@@ -104,7 +104,7 @@ def test_surface_dice_equals_brute_force_reference(scored):
 
 
 def test_known_outcomes_of_the_perturbations(scored):
-    ref, spacing, results = scored
+    _ref, spacing, results = scored
     rows = {n: r for n, (_, r) in results.items()}
     assert [r["dice"] for r in rows["empty"]] == [0.0, 0.0, 0.0]
     assert [r["surface_dice"] for r in rows["empty"]] == [0.0, 0.0, 0.0]

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from kidneyseg.errors import GeometryError
-from kidneyseg.evaluation import assd, hd95, neighbour_code_table, robust_hausdorff, sdd, surface_dice, surface_distances
+from kidneyseg.evaluation import (
+    assd,
+    hd95,
+    neighbour_code_table,
+    robust_hausdorff,
+    sdd,
+    surface_dice,
+    surface_distances,
+)
 
 from ._reference import brute_surface
 

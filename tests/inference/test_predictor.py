@@ -12,10 +12,10 @@ pytest.importorskip("torch")
 pytest.importorskip("monai")
 sys.path.insert(0, str(Path(__file__).parent))
 
-import predict_kit as kit  # noqa: E402
+import predict_kit as kit
 
-from kidneyseg.case import Case  # noqa: E402
-from kidneyseg.inference import Predictor  # noqa: E402
+from kidneyseg.case import Case
+from kidneyseg.inference import Predictor
 
 
 @pytest.fixture(scope="module")

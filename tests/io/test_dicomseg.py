@@ -116,6 +116,6 @@ def test_example_ct_dicom_repairs_sop_class_then_refuses(shared_data, tmp_path, 
     folder = shared_data / "totalseg_example" / "example_ct_dicom"
     files = sorted(p for p in folder.iterdir() if p.is_file())
     datasets = read_sources(files)
-    with pytest.raises(DicomSegError, match="SeriesInstanceUID|StudyInstanceUID"):
+    with pytest.raises(DicomSegError, match=r"SeriesInstanceUID|StudyInstanceUID"):
         check_sources(datasets, folder)
     assert all(str(ds.SOPClassUID) == "1.2.840.10008.5.1.4.1.1.2" for ds in datasets)  # repaired from file meta

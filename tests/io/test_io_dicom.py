@@ -66,7 +66,7 @@ def test_two_series_default_largest_and_choice(tmp_path, dicom_series, caplog):
     other = io.read(tmp_path / "mix", series_uid="1.2.3.5")
     np.testing.assert_array_equal(other.image, b)
     assert other.modality == "mr"
-    with pytest.raises(InputError, match="1.2.3.4 \\(5 slices\\)"):
+    with pytest.raises(InputError, match=r"1\.2\.3\.4 \(5 slices\)"):
         io.read(tmp_path / "mix", series_uid="9.9")
 
 
@@ -79,7 +79,7 @@ def test_empty_series_uid_grouped_by_description(tmp_path, dicom_series):
     assert case.meta["series_uid"] == ""
     keys = [k for k, _ in case.meta["series_available"]]
     assert sorted(keys) == ["noUID-1", "noUID-2"]
-    small = [k for k, n in case.meta["series_available"] if n == 2][0]
+    small = next(k for k, n in case.meta["series_available"] if n == 2)
     np.testing.assert_array_equal(io.read(tmp_path / "anon", series_uid=small).image, b)
 
 

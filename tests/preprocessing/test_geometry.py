@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from kidneyseg.case import Case
-from kidneyseg.errors import GeometryError
-from kidneyseg.errors import KidneysegError
+from kidneyseg.errors import GeometryError, KidneysegError
 from kidneyseg.preprocessing.geometry import crop, original_affine, reorient, resample, undo, undo_argmax
 
 

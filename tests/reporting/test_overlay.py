@@ -7,12 +7,11 @@ import io
 import re
 
 import numpy as np
+from phantom_case import CYST, LEFT_KIDNEY, RIGHT_KIDNEY, TUMOR, phantom
 
 from kidneyseg.labels import COLOR_CYST, COLOR_KIDNEY, COLOR_TUMOR, get_task
 from kidneyseg.reporting import overlay
 from kidneyseg.reporting.html import ReportInputs, build_report
-
-from phantom_case import CYST, LEFT_KIDNEY, RIGHT_KIDNEY, TUMOR, phantom
 
 TASK = get_task("kits23")
 PALETTE = {"kidney": COLOR_KIDNEY, "tumor": COLOR_TUMOR, "cyst": COLOR_CYST, "grey": None}
@@ -78,7 +77,7 @@ def test_mosaic_colours_at_known_voxels() -> None:
         tile = min(m.tiles, key=lambda t: abs(t.index - TUMOR[ax]))
         assert abs(tile.index - TUMOR[ax]) <= 2
 
-        def on_tile(v):  # type: ignore[no-untyped-def]
+        def on_tile(v, ax=ax, tile=tile):  # type: ignore[no-untyped-def]
             v = list(v)
             v[ax] = tile.index
             return tuple(v)

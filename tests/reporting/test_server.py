@@ -14,12 +14,11 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
-
-from kidneyseg.reporting.server import check_name
-from kidneyseg.errors import InputError
-
 from live_server import live_server
 from phantom_case import phantom
+
+from kidneyseg.errors import InputError
+from kidneyseg.reporting.server import check_name
 
 
 def _req(url: str, data: bytes | None = None, method: str | None = None) -> tuple[int, bytes, Any]:
@@ -125,7 +124,7 @@ def test_predict_and_downloads(tmp_path: Path, tmp_path_factory: pytest.TempPath
             time.sleep(0.2)
         assert info["job"]["state"] == "done", info["job"]
         assert info["volumes"]["total"]["kidney_ml"] > 1.0
-        code, body, headers = _req(f"{url}/api/studies/{sid}/label")
+        code, body, _headers = _req(f"{url}/api/studies/{sid}/label")
         assert code == 200 and body[:2] == b"\x1f\x8b"  # gzip: a .nii.gz
         lab = np.asarray(nib.load(next(work.rglob("*_label.nii.gz"))).dataobj)
         assert lab.shape == (64, 56, 40) and (lab > 0).sum() > 500

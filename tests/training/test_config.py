@@ -17,6 +17,6 @@ def test_bad_schedule_named_in_error():
 
 
 def test_bad_mirror_named_in_error_with_the_valid_values():
-    with pytest.raises(InputError, match="mirror.*all or left-right or none"):
+    with pytest.raises(InputError, match=r"mirror.*all or left-right or none"):
         TrainConfig(mirror="front-back").check()
     assert TrainConfig(mirror="left-right").check().mirror == "left-right"

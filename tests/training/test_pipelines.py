@@ -24,7 +24,8 @@ def test_concat_ensemble_members_then_fusion(tmp_path: Path) -> None:
     cfg = TrainConfig(epochs=2, fusion_epochs=1, batch_size=2, folds=2, progress=False, threads=1, patch_size=[32, 32],
                       stage_arch_kwargs={"main": {"members": TINY_MEMBERS, "fusion_kernel": 1}})
     out = train_pipeline("us-triple-ensemble", data, "openkidney-us", tmp_path / "m", cfg)
-    rows = list(csv.DictReader(open(out / "main" / "log.csv")))
+    with open(out / "main" / "log.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [r["phase"] for r in rows] == ["members", "fusion"]
     # the fusion epoch leaves the members untouched
     ck = tmp_path / "m" / "checkpoints" / "main"

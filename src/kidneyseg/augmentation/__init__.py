@@ -6,6 +6,12 @@ image and label together, the label always with nearest neighbour;
 intensity transforms touch the image only.
 """
 
-from kidneyseg.augmentation.transforms import MIRRORS, augmentation_names, build_train_transform, flip_axes, left_right_axis
+from kidneyseg.augmentation.transforms import (
+    MIRRORS,
+    augmentation_names,
+    build_train_transform,
+    flip_axes,
+    left_right_axis,
+)
 
 __all__ = ["MIRRORS", "augmentation_names", "build_train_transform", "flip_axes", "left_right_axis"]

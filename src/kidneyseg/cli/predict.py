@@ -137,8 +137,8 @@ def run(args: argparse.Namespace) -> int:
     from kidneyseg import io
     from kidneyseg.errors import KidneysegError
     from kidneyseg.inference import Predictor, resolve_model
-    from kidneyseg.reporting.export import save_prediction
     from kidneyseg.io._common import stem_of
+    from kidneyseg.reporting.export import save_prediction
 
     cases = expand_inputs(args.inputs)
     chosen = args.modality
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         except KidneysegError as exc:
             failed.append((path, str(exc)))
             tqdm.write(f"kidneyseg predict: {path}: error: {exc}", file=sys.stderr)
-        except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
+        except Exception as exc:  # one bad case must not stop the batch
             if getattr(args, "debug", False):
                 raise
             failed.append((path, f"{type(exc).__name__}: {exc}"))

@@ -56,7 +56,7 @@ def _model_task(model: Path | None) -> str | None:
         raise InputError("model.json is not valid JSON", path=spec, found=str(exc)) from exc
 
 
-def guess_task(case, seg, model: Path | None = None, task: str | None = None) -> str:  # type: ignore[no-untyped-def]
+def guess_task(case, seg, model: Path | None = None, task: str | None = None) -> str:
     """The task named, else the model's, else from modality and label values."""
     import numpy as np
 
@@ -74,7 +74,7 @@ def guess_task(case, seg, model: Path | None = None, task: str | None = None) ->
 
 
 def report_one(image: Path, seg: Path, out: Path, *, ref: Path | None = None, model: Path | None = None,
-               task: str | None = None, modality: str | None = None, spacing=None) -> Path:  # type: ignore[no-untyped-def]
+               task: str | None = None, modality: str | None = None, spacing=None) -> Path:
     """Read the files and write one HTML report; returns its path."""
     from kidneyseg import io
     from kidneyseg.labels import get_task

@@ -51,10 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kidneyseg.errors import InputError
     from kidneyseg.training.config import TrainConfig
     from kidneyseg.training.run import train_pipeline
-
-    from kidneyseg.errors import InputError
 
     if len(args.data) != len(args.fmt):
         raise InputError("--data and --format must come in pairs", found=f"{len(args.data)} --data, "
@@ -83,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = replace(cfg, extra_train=[*cfg.extra_train, *more,
                                         *[{"data": d, "format": f} for d, f in args.extra_train or []]]).check()
     if cfg.loss is not None:
-        from kidneyseg.training.losses import loss_names
         from kidneyseg.errors import unknown_name
+        from kidneyseg.training.losses import loss_names
 
         if cfg.loss not in loss_names():
             raise unknown_name("loss", cfg.loss, loss_names())

@@ -179,7 +179,7 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.cases)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self):
         return iter(self.cases)
 
     @property
@@ -225,7 +225,7 @@ def _stem(path: Path) -> str:
     return path.name[: -len(s)] if s and path.name.lower().endswith(s) else path.stem
 
 
-def _fmt(values) -> str:  # type: ignore[no-untyped-def]
+def _fmt(values) -> str:
     return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
 
 

@@ -39,7 +39,7 @@ def _ras_order(affine: np.ndarray) -> list[int]:
     return order
 
 
-def _fmt_tuple(v) -> str:  # type: ignore[no-untyped-def]
+def _fmt_tuple(v) -> str:
     return "x".join(f"{float(x):.4g}" for x in v)
 
 

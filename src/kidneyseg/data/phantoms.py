@@ -150,7 +150,7 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], factor: int,
     return _upsample_linear(f, shape)
 
 
-def _ell(x, y, z, c, semi, rot=None):  # type: ignore[no-untyped-def]
+def _ell(x, y, z, c, semi, rot=None):
     """Ellipsoid restricted to its bounding box: ``(slices, boolean sub-mask)`` on the 1D coordinate axes."""
     r = max(semi)
     sl = []
@@ -162,7 +162,7 @@ def _ell(x, y, z, c, semi, rot=None):  # type: ignore[no-untyped-def]
     return sl, _ellipsoid(X, Y, Z, c, semi, rot)
 
 
-def _ellipsoid(X, Y, Z, c, semi, rot=None):  # type: ignore[no-untyped-def]
+def _ellipsoid(X, Y, Z, c, semi, rot=None):
     """Boolean ellipsoid on broadcast coordinate arrays; ``rot`` a 3x3 world->local matrix."""
     dx, dy, dz = X - c[0], Y - c[1], Z - c[2]
     if rot is not None:
@@ -183,7 +183,7 @@ def _rot(ax: str, deg: float) -> np.ndarray:
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
 
 
-def _box(center_vox, half, shape):  # type: ignore[no-untyped-def]
+def _box(center_vox, half, shape):
     return tuple(slice(max(0, int(c - h)), min(n, int(c + h) + 1)) for c, h, n in zip(center_vox, half, shape))
 
 
@@ -198,7 +198,7 @@ class KidneyShape:
     source: str
 
 
-def _parametric_kidney(spacing, rng, side: int) -> KidneyShape:  # type: ignore[no-untyped-def]
+def _parametric_kidney(spacing, rng, side: int) -> KidneyShape:
     """Bean-shaped kidney (semi-axes ~ 28 x 22 x 55 mm) with a medial hilum notch. ``side`` -1 right, +1 left."""
     a, b, c = rng.uniform(25, 30), rng.uniform(20, 24), rng.uniform(50, 58)
     half = [int(np.ceil(70 / s)) for s in spacing]
@@ -218,7 +218,7 @@ def _parametric_kidney(spacing, rng, side: int) -> KidneyShape:  # type: ignore[
     return KidneyShape(np.ascontiguousarray(crop), "parametric")
 
 
-def _real_kidneys(root: Path, rng: np.random.Generator, spacing) -> list[KidneyShape] | None:  # type: ignore[no-untyped-def]
+def _real_kidneys(root: Path, rng: np.random.Generator, spacing) -> list[KidneyShape] | None:
     """Right and left kidney crops (with masses) from one real KiTS23 mask, resampled to ``spacing``."""
     import nibabel as nib
     from scipy import ndimage
@@ -265,7 +265,7 @@ def _real_kidneys(root: Path, rng: np.random.Generator, spacing) -> list[KidneyS
     return [s for _, s in shapes]
 
 
-def _add_sphere_mass(crop: np.ndarray, spacing, rng, value: int, radius_mm: float, avoid: np.ndarray | None = None) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _add_sphere_mass(crop: np.ndarray, spacing, rng, value: int, radius_mm: float, avoid: np.ndarray | None = None) -> np.ndarray:
     """Put a spherical mass centred on the kidney surface (half exophytic); returns the grown crop."""
     from scipy import ndimage
 
@@ -290,7 +290,7 @@ def _add_sphere_mass(crop: np.ndarray, spacing, rng, value: int, radius_mm: floa
     return crop
 
 
-def kidney_shapes(spacing, rng: np.random.Generator, shapes_root: Path | None, *, tumor: bool = True,  # type: ignore[no-untyped-def]
+def kidney_shapes(spacing, rng: np.random.Generator, shapes_root: Path | None, *, tumor: bool = True,
                   cyst: bool = True) -> tuple[list[KidneyShape], str]:
     """Right and left kidney crops (1 kidney, 2 tumour, 3 cyst); at least one tumour and one cyst when asked."""
     shapes = None
@@ -314,11 +314,11 @@ def kidney_shapes(spacing, rng: np.random.Generator, shapes_root: Path | None, *
 # ----------------------------------------------------------------------------- 3D anatomy
 
 
-def _anatomy(shape, spacing, rng, shapes_root):  # type: ignore[no-untyped-def]
+def _anatomy(shape, spacing, rng, shapes_root):
     """Tissue map (uint8 codes of :data:`TISSUES`), kidney label map (0..3 with side), texture field, affine."""
     from scipy import ndimage
 
-    nx, ny, nz = shape
+    nx, ny, _nz = shape
     affine, (x, y, z) = _grid(shape, spacing)
     sx, sy, sz = spacing
     tis = np.zeros(shape, np.uint8)
@@ -454,7 +454,7 @@ DEFAULT_SIZE = {"ct": (256, 256, 128), "mr": (256, 256, 32), "us": (480, 640)}
 FOV_MM = {"ct": (400.0, 400.0, 220.0), "mr": (380.0, 380.0, 250.0)}
 
 
-def ct_phantom(size=(256, 256, 128), seed: int = 0, shapes_root: str | os.PathLike[str] | None = None,  # type: ignore[no-untyped-def]
+def ct_phantom(size=(256, 256, 128), seed: int = 0, shapes_root: str | os.PathLike[str] | None = None,
                name: str = "case_00000") -> Phantom:
     """Contrast CT phantom in HU (int16 range), labels kits23 (0, 1 kidney, 2 tumour, 3 cyst), LAS affine."""
     from scipy import ndimage
@@ -473,7 +473,7 @@ def ct_phantom(size=(256, 256, 128), seed: int = 0, shapes_root: str | os.PathLi
     return Phantom(np.round(img).astype(np.int16), kid, affine, "ct", "kits23", name, dict(info, seed=seed))
 
 
-def mr_phantom(size=(256, 256, 32), seed: int = 0, shapes_root: str | os.PathLike[str] | None = None,  # type: ignore[no-untyped-def]
+def mr_phantom(size=(256, 256, 32), seed: int = 0, shapes_root: str | os.PathLike[str] | None = None,
                name: str = "case_01") -> Phantom:
     """T2 fat-suppressed MR phantom; labels chaos-mr (1 liver, 2 right kidney, 3 left kidney, 4 spleen)."""
     from scipy import ndimage
@@ -482,10 +482,10 @@ def mr_phantom(size=(256, 256, 32), seed: int = 0, shapes_root: str | os.PathLik
     _check_size(shape, 3)
     spacing = tuple(f / n for f, n in zip(FOV_MM["mr"], shape))
     rng = np.random.default_rng(seed)
-    tis, kid, side, tex, affine, info = _anatomy(shape, spacing, rng, Path(shapes_root) if shapes_root else None)
+    tis, _kid, side, tex, affine, info = _anatomy(shape, spacing, rng, Path(shapes_root) if shapes_root else None)
     img = _render(tis, MR_T2, tex)
     img = ndimage.gaussian_filter(img, [0.6, 0.6, 0.3])
-    _, (x, y, z) = _grid(shape, spacing)
+    _, (x, y, _z) = _grid(shape, spacing)
     bias = 1.0 + 0.35 * (np.abs(y[None, :, None]) / 200.0) ** 2 + 0.1 * np.cos(x[:, None, None] / 90.0)
     img = img * bias.astype(np.float32)
     sig = np.float32(12.0)
@@ -508,7 +508,7 @@ def _check_size(shape: tuple[int, ...], ndim: int) -> None:
 # ----------------------------------------------------------------------------- ultrasound
 
 
-def _us_masks(shapes_root: Path | None, rng: np.random.Generator, hw: tuple[int, int]):  # type: ignore[no-untyped-def]
+def _us_masks(shapes_root: Path | None, rng: np.random.Generator, hw: tuple[int, int]):
     """Capsule mask and regions map (1 CEC, 2 medulla, 3 cortex) at ``hw``; real outlines when available."""
     from PIL import Image
 
@@ -551,7 +551,7 @@ def _regions_from_capsule(cap: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return reg
 
 
-def us_phantom(size=(480, 640), seed: int = 0, shapes_root: str | os.PathLike[str] | None = None,  # type: ignore[no-untyped-def]
+def us_phantom(size=(480, 640), seed: int = 0, shapes_root: str | os.PathLike[str] | None = None,
                name: str = "000_phantom") -> Phantom:
     """Fan-shaped B-mode phantom (uint8, rows = depth), capsule label 1 and a regions map.
 
@@ -649,7 +649,7 @@ LAYOUTS_OF = {"ct": ("kits23", "nnunet", "slices", "folder"), "mr": ("chaos-mr",
 DEFAULT_LAYOUT = {"ct": "kits23", "mr": "chaos-mr", "us": "openkidney-us"}
 
 
-def _save_nifti(arr: np.ndarray, affine: np.ndarray, path: Path, dtype) -> None:  # type: ignore[no-untyped-def]
+def _save_nifti(arr: np.ndarray, affine: np.ndarray, path: Path, dtype) -> None:
     import nibabel as nib
 
     from kidneyseg.io import atomic_path
@@ -677,7 +677,7 @@ def _axial_png(ph: Phantom, k: int) -> tuple[np.ndarray, np.ndarray, tuple[float
     return img, lab, (sy, sx)
 
 
-def generate(modality: str, index: int, size=None, seed: int = 0, shapes_root=None) -> Phantom:  # type: ignore[no-untyped-def]
+def generate(modality: str, index: int, size=None, seed: int = 0, shapes_root=None) -> Phantom:
     """Phantom number ``index`` of a set (its seed is ``seed * 100003 + index``)."""
     if modality not in DEFAULT_SIZE:
         raise unknown_name("phantom modality", modality, list(DEFAULT_SIZE))
@@ -690,7 +690,7 @@ def generate(modality: str, index: int, size=None, seed: int = 0, shapes_root=No
     return us_phantom(hw, s, shapes_root, name=f"{index:03d}_phantom")
 
 
-def write_phantom_set(out: str | os.PathLike[str], modality: str, n: int, *, size=None, seed: int = 0,  # type: ignore[no-untyped-def]
+def write_phantom_set(out: str | os.PathLike[str], modality: str, n: int, *, size=None, seed: int = 0,
                       layout: str | None = None, shapes_root=None, progress: bool = True) -> list[Path]:
     """Generate ``n`` phantoms and write them in ``layout`` (default: kits23 / chaos-mr / openkidney-us).
 
@@ -783,7 +783,7 @@ def write_phantom_set(out: str | os.PathLike[str], modality: str, n: int, *, siz
     return written
 
 
-def _perturb(cap: np.ndarray, reg: np.ndarray | None, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+def _perturb(cap: np.ndarray, reg: np.ndarray | None, rng: np.random.Generator):
     from scipy import ndimage
 
     it = int(rng.integers(1, 4))

@@ -68,11 +68,10 @@ def _as_labels(arr: np.ndarray, task: Task) -> np.ndarray:
         return arr.astype(np.uint8)
     if task.name == "binary":
         return (arr != 0).astype(np.uint8)
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise InputError(
-                "label map holds non-integer values", found=str(arr.dtype), expected="integer labels"
-            )
+    if not np.issubdtype(arr.dtype, np.integer) and (not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))):
+        raise InputError(
+            "label map holds non-integer values", found=str(arr.dtype), expected="integer labels"
+        )
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise InputError(
             "label values out of range", found=f"{arr.min()}..{arr.max()}", expected="0..255"
@@ -104,7 +103,7 @@ def confusion_matrix(
     return _confusion_matrix(p, r, t, _box)
 
 
-def _confusion_matrix(p: np.ndarray, r: np.ndarray, t: Task, box) -> tuple[list[int], np.ndarray]:  # type: ignore[no-untyped-def]
+def _confusion_matrix(p: np.ndarray, r: np.ndarray, t: Task, box) -> tuple[list[int], np.ndarray]:
     labels = _label_values(t)
     k = 256
     n_total = r.size

@@ -14,7 +14,7 @@ from kidneyseg.evaluation.case import METRICS
 __all__ = ["plot_boxplots", "plot_confusion_matrix", "write_plots"]
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot():
     from kidneyseg._optional import require
 
     mpl = require("matplotlib", "evaluation plots")

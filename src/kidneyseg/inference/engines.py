@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 
-def _torch():  # type: ignore[no-untyped-def]
+def _torch():
     from kidneyseg._optional import require
 
     return require("torch", "running a network")

@@ -114,7 +114,7 @@ def same_grid(a: Case, b: Case, *, atol_mm: float = 1e-3) -> bool:
     return a.shape == b.shape and bool(np.allclose(a.affine, b.affine, atol=atol_mm))
 
 
-def read_label(path: str | os.PathLike[str], like: Case | None = None, *, spacing=None) -> Case:  # type: ignore[no-untyped-def]
+def read_label(path: str | os.PathLike[str], like: Case | None = None, *, spacing=None) -> Case:
     """Read a label map; with ``like``, refuse it unless it lies on ``like``'s grid.
 
     The returned case has ``label`` set (uint8) and ``image`` None.
@@ -134,7 +134,7 @@ def read_label(path: str | os.PathLike[str], like: Case | None = None, *, spacin
     return lab
 
 
-def read_pair(image: str | os.PathLike[str], label: str | os.PathLike[str], **kwargs) -> Case:  # type: ignore[no-untyped-def]
+def read_pair(image: str | os.PathLike[str], label: str | os.PathLike[str], **kwargs) -> Case:
     """Read an image and its label map into one case; the grids must agree."""
     case = read(image, **kwargs)
     lab = read_label(label, like=case, spacing=kwargs.get("spacing"))
@@ -181,5 +181,5 @@ def write(
     return write_2d(array, out, like, is_label=is_label)
 
 
-def _fmt(values) -> str:  # type: ignore[no-untyped-def]
+def _fmt(values) -> str:
     return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"

@@ -267,7 +267,7 @@ def case_from_array(
     *,
     is_label: bool,
     meta: dict,
-):  # type: ignore[no-untyped-def]
+):
     """The :class:`~kidneyseg.case.Case` a reader returns for one file.
 
     Checks the affine (spacing, invertibility), then stores ``arr`` as the label

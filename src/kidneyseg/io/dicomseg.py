@@ -82,7 +82,7 @@ def read_sources(files: Sequence[str | os.PathLike[str]]) -> list[Any]:
             if "Rows" not in ds:
                 raise ValueError("no image attributes (Rows) found")
             out.append(ds)
-        except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input, never a crash
+        except Exception as exc:  # any reader failure is a bad input, never a crash
             raise InputError(
                 "cannot read DICOM file", path=f, found=f"{type(exc).__name__}: {exc}",
                 expected="a DICOM image file", fix="remove the file from the series folder",

@@ -73,7 +73,7 @@ def read_nifti(path: str | os.PathLike[str], *, is_label: bool = False) -> Case:
     )
 
 
-def _check_raw_pixdim(img, shape: tuple[int, ...], p: Path) -> None:  # type: ignore[no-untyped-def]
+def _check_raw_pixdim(img, shape: tuple[int, ...], p: Path) -> None:
     """Refuse zero, negative or NaN voxel sizes as stored in the file.
 
     nibabel silently replaces zero pixdim by 1 and negative by its absolute

@@ -83,7 +83,7 @@ def _spacing_for(p: Path, spacing: tuple[float, float] | None) -> tuple[tuple[fl
             expected="two positive values (row, col) in mm",
             fix="pass --spacing ROW COL with positive millimetres (or fix the sidecar JSON)",
         )
-    return sp, origin  # type: ignore[return-value]
+    return sp, origin
 
 
 def read_2d(
@@ -128,7 +128,7 @@ def _dtype_of_mode(mode: str) -> str:
     return {"I;16": "uint16", "I;16B": "uint16", "I": "int32", "F": "float32"}.get(mode, "uint8")
 
 
-def _grey_array(im, p: Path, is_label: bool) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _grey_array(im, p: Path, is_label: bool) -> np.ndarray:
     """The pixels of an open Pillow image as a 2D array, applying the colour policy."""
     mode = im.mode
     if mode in ("L", "I", "F", "I;16", "I;16B", "I;16L"):
@@ -188,7 +188,7 @@ def write_2d(array: np.ndarray, path: str | os.PathLike[str], like: Case, *, is_
 
     out = Path(path)
     arr = np.asarray(array)
-    if like.ndim == 3 and like.shape[2] != 1 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 1):
+    if (like.ndim == 3 and like.shape[2] != 1) or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 1):
         raise OutputError(
             "a 2D image format cannot hold a volume",
             path=out,

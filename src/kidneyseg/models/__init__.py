@@ -7,6 +7,13 @@ from kidneyseg.models.pipelines import PIPELINES, Pipeline, StageDef, get_pipeli
 from kidneyseg.models.registry import ModelInfo, create_model, model_info, model_names
 
 __all__ = [
-    "PIPELINES", "Pipeline", "StageDef", "get_pipeline", "pipeline_names",
-    "ModelInfo", "create_model", "model_info", "model_names",
+    "PIPELINES",
+    "ModelInfo",
+    "Pipeline",
+    "StageDef",
+    "create_model",
+    "get_pipeline",
+    "model_info",
+    "model_names",
+    "pipeline_names",
 ]

@@ -68,7 +68,7 @@ def boxes_from_slice(label: np.ndarray, foreground: Sequence[int] | None = None,
     from scipy import ndimage
 
     fg = label != 0 if foreground is None else np.isin(label, list(foreground))
-    comps, n = ndimage.label(fg, structure=np.ones((3, 3), bool))
+    comps, _n = ndimage.label(fg, structure=np.ones((3, 3), bool))
     boxes = []
     for idx, sl in enumerate(ndimage.find_objects(comps), start=1):
         if sl is None or int((comps[sl] == idx).sum()) < min_pixels:

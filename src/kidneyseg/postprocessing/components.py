@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from kidneyseg.labels import CYST, KIDNEY, TUMOR
-from kidneyseg.preprocessing.components import (  # noqa: F401  (re-exported)
+from kidneyseg.preprocessing.components import (  # re-exported
     component_sizes,
     keep_largest_components,
     label_components,
@@ -71,7 +71,7 @@ def touching(mask: np.ndarray, anchor: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return mask.copy()
-    lab, n = label_components(mask)
+    lab, _n = label_components(mask)
     grown = ndimage.binary_dilation(np.asarray(anchor, dtype=bool), structure=np.ones((3,) * mask.ndim, bool))
     hit = np.unique(lab[grown & mask])
     hit = hit[hit != 0]

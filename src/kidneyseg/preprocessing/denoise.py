@@ -32,7 +32,7 @@ from kidneyseg.errors import KidneysegError, unknown_name
 DENOISE_METHODS = ("median", "bilateral", "nlmeans", "speckle", "gaussian")
 
 
-def _slicewise(image: np.ndarray, fn) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _slicewise(image: np.ndarray, fn) -> np.ndarray:
     if image.ndim == 2:
         return fn(image)
     out = np.empty_like(image)

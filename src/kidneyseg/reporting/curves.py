@@ -52,7 +52,7 @@ def read_log(path: str | Path) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
     if not rows:
         return cols
-    for name in rows[0].keys():
+    for name in rows[0]:
         if name is None:
             continue
         vals = []

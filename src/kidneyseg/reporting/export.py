@@ -84,11 +84,10 @@ def save_prediction(
         from kidneyseg.io._common import atomic_path
 
         prob_path = out / f"{stem}_probabilities.npz"
-        with atomic_path(prob_path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, probabilities=prediction.probabilities.astype(np.float16),
-                                    label_values=np.asarray(prediction.label_values, np.int32),
-                                    affine=np.asarray(case.affine, np.float64))
+        with atomic_path(prob_path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, probabilities=prediction.probabilities.astype(np.float16),
+                                label_values=np.asarray(prediction.label_values, np.int32),
+                                affine=np.asarray(case.affine, np.float64))
     m = measure(prediction.label, case.affine, labels=prediction.labels, name=stem)
     m["pipeline"] = prediction.pipeline
     m["source"] = str(case.source) if case.source is not None else None

@@ -297,9 +297,7 @@ GAP = 8
 
 
 def _draw_text(rgb: np.ndarray, texts: list[tuple[int, int, str, tuple[int, int, int]]]) -> np.ndarray:
-    from PIL import Image, ImageDraw
-
-    from PIL import ImageFont
+    from PIL import Image, ImageDraw, ImageFont
 
     im = Image.fromarray(rgb)
     d = ImageDraw.Draw(im)

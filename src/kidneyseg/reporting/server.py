@@ -141,7 +141,7 @@ class Viewer:
         self._predict_lock = threading.Lock()
 
     # ------------------------------------------------------------------ studies
-    def task(self, study: Study | None = None):  # type: ignore[no-untyped-def]
+    def task(self, study: Study | None = None):
         import json
 
         from kidneyseg.labels import get_task
@@ -212,7 +212,7 @@ class Viewer:
         return self.studies[sid]
 
     # ------------------------------------------------------------------ prediction
-    def _load_predictor(self):  # type: ignore[no-untyped-def]
+    def _load_predictor(self):
         if self._predictor is None:
             from kidneyseg.inference import Predictor
 
@@ -257,7 +257,7 @@ class Viewer:
             job.state, job.progress, job.message = "done", 1.0, "done"
         except KidneysegError as exc:
             job.state, job.message = "error", str(exc)
-        except Exception as exc:  # noqa: BLE001 - shown to the user in the page, logged with the traceback
+        except Exception as exc:  # shown to the user in the page, logged with the traceback
             log.exception("prediction failed")
             job.state, job.message = "error", f"{type(exc).__name__}: {exc}"
 
@@ -271,7 +271,7 @@ class Viewer:
                                          seg_source=str(study.label_path)), out)
 
 
-def _call_predict(predictor, case: Case, progress) -> tuple[np.ndarray, list[str]]:  # type: ignore[no-untyped-def]
+def _call_predict(predictor, case: Case, progress) -> tuple[np.ndarray, list[str]]:
     """The label map and warnings of ``predictor.predict_case(case)``, passing ``progress`` when it accepts one."""
     import inspect
 
@@ -286,7 +286,7 @@ def _call_predict(predictor, case: Case, progress) -> tuple[np.ndarray, list[str
     return np.asarray(getattr(result, "label", result)), [str(w) for w in getattr(result, "warnings", None) or []]
 
 
-def create_app(viewer: Viewer):  # type: ignore[no-untyped-def]
+def create_app(viewer: Viewer):
     """The FastAPI application serving the page and the API of ``viewer``."""
     from kidneyseg._optional import require
 

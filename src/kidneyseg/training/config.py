@@ -10,7 +10,6 @@ from typing import Any
 
 from kidneyseg.errors import InputError
 
-
 #: Keys of one ``extra_train`` entry.
 EXTRA_KEYS = frozenset({"data", "format", "options", "split", "classes", "max_slices"})
 
