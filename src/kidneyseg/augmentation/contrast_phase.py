@@ -41,13 +41,12 @@ def compress_enhancement(img: np.ndarray | torch.Tensor, level: float, factor: f
     if not 0.0 < factor <= 1.0 or not level < bone:
         raise KidneysegError("contrast-phase parameters", found={"level": level, "factor": factor, "bone": bone},
                              expected="0 < factor <= 1 and level < bone")
-    is_t = isinstance(img, torch.Tensor)
-    a = img.detach().cpu().numpy() if is_t else np.asarray(img)
+    a = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
     sel = (a > level) & (a < bone)
     if organ is not None:
         sel |= np.asarray(organ, dtype=bool) & (a > level)
     out = np.where(sel, level + (a - level) * factor, a).astype(a.dtype, copy=False)
-    return torch.as_tensor(out, dtype=img.dtype, device=img.device) if is_t else out
+    return torch.as_tensor(out, dtype=img.dtype, device=img.device) if isinstance(img, torch.Tensor) else out
 
 
 class RandContrastPhased(RandomizableTransform, MapTransform):

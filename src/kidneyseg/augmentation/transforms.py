@@ -174,7 +174,8 @@ def build_train_transform(
         from kidneyseg.augmentation.contrast_phase import RandContrastPhased
 
         # before the generic intensity transforms, while values are still in window units
-        ts.append(RandContrastPhased("image", window=tuple(contrast_phase[1]), prob=float(contrast_phase[0])))
+        window = contrast_phase[1]
+        ts.append(RandContrastPhased("image", window=(window[0], window[1]), prob=float(contrast_phase[0])))
     ts.append(T.RandShiftIntensityd("image", offsets=0.1, prob=0.3))  # brightness
     if strength == "default":
         ts.append(T.RandScaleIntensityd("image", factors=0.15, prob=0.3))  # contrast

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         case = io.read(args.input, is_label=is_label, spacing=spacing, series_uid=args.series)
         like = case
-    array = case.label if is_label else case.image
+    array = case.require_label() if is_label else case.require_image()
     out = io.write(array, args.output, like, is_label=is_label, task=args.task)
     log.info("wrote %s (%s, shape %s, spacing %s mm)", out, "label map" if is_label else "image",
              "x".join(str(s) for s in case.shape), "x".join(f"{s:g}" for s in case.spacing))

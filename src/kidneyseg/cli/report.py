@@ -80,14 +80,14 @@ def report_one(image: Path, seg: Path, out: Path, *, ref: Path | None = None, mo
     from kidneyseg.labels import get_task
     from kidneyseg.reporting.html import ReportInputs, write_report
 
-    kw = {"spacing": tuple(spacing)} if spacing else {}
-    case = io.read(image, modality=modality, **kw)
+    case = io.read(image, modality=modality, spacing=tuple(spacing) if spacing else None)
     if case.name in ("imaging", "image") and Path(image).parent.name:
         case.name = Path(image).parent.name  # KiTS layout: case_00001/imaging.nii.gz
     seg_case = io.read_label(seg, like=case)
-    ref_arr = io.read_label(ref, like=case).label if ref is not None else None
-    t = get_task(guess_task(case, seg_case.label, model, task))
-    inp = ReportInputs(case=case, seg=seg_case.label, task=t, ref=ref_arr, model_dir=model,
+    seg_arr = seg_case.require_label()
+    ref_arr = io.read_label(ref, like=case).require_label() if ref is not None else None
+    t = get_task(guess_task(case, seg_arr, model, task))
+    inp = ReportInputs(case=case, seg=seg_arr, task=t, ref=ref_arr, model_dir=model,
                        seg_source=str(seg), ref_source=str(ref) if ref else None)
     return write_report(inp, out)
 

@@ -447,7 +447,7 @@ def _us_label_reader(ref: CaseRef) -> Case:
     how: str = ref.extra["combine"]
     regions: bool = ref.extra["regions"]
     cases = [read_png(p, is_label=True, spacing=ref.spacing) for p in paths]
-    arrs = [c.label for c in cases]
+    arrs = [c.require_label() for c in cases]
     if not regions:
         arrs = [(a > 0).astype(np.uint8) for a in arrs]  # capsule masks: any non-zero is kidney
     if len(arrs) == 1:
@@ -570,11 +570,11 @@ def load_slices(root: Path, *, task: str = "kits19", modality: str = "ct", label
     idx_path = root / "index.csv"
     if idx_path.exists():
         with idx_path.open(newline="") as fh:
-            for row in csv.DictReader(fh):
-                if "stem" not in row:
-                    raise InputError("index.csv has no 'stem' column", path=idx_path, found=list(row),
+            for entry in csv.DictReader(fh):
+                if "stem" not in entry:
+                    raise InputError("index.csv has no 'stem' column", path=idx_path, found=list(entry),
                                      expected="columns stem, case, spacing_mm", fix="add the header row")
-                index[row["stem"]] = row
+                index[entry["stem"]] = entry
     else:
         problems.append("index.csv missing: pixel spacing unknown (1 mm assumed), case from the file name")
         log.warning("%s: no index.csv, pixel spacing unknown (1 mm assumed)", root)

@@ -34,9 +34,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -228,7 +229,7 @@ def _real_kidneys(root: Path, rng: np.random.Generator, spacing) -> list[KidneyS
         return None
     small = files[: max(1, int(len(files) * 0.4))]  # thick-slice cases load fastest
     path = small[int(rng.integers(len(small)))]
-    img = nib.load(str(path))
+    img = cast(nib.Nifti1Image, nib.load(str(path)))  # KiTS23 masks are NIfTI-1; nib.load is typed as FileBasedImage
     arr = np.asanyarray(img.dataobj).astype(np.uint8)
     ornt = nib.orientations.io_orientation(img.affine)
     arr = nib.orientations.apply_orientation(arr, nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt("LAS")))
@@ -245,7 +246,7 @@ def _real_kidneys(root: Path, rng: np.random.Generator, spacing) -> list[KidneyS
     sizes[0] = 0
     order = np.argsort(sizes)[::-1][:2]
     objs = ndimage.find_objects(lab)
-    shapes = []
+    shapes: list[tuple[float, KidneyShape]] = []
     for idx in order:
         if sizes[idx] == 0 or (shapes and sizes[idx] < 0.3 * sizes[order[0]]):
             continue
@@ -444,7 +445,7 @@ def _anatomy(shape, spacing, rng, shapes_root):
     return tis, kid_label, side_map, tex, affine, {"kidney_shapes": source, "kidney_centres_mm": centres}
 
 
-def _render(tis: np.ndarray, table: dict[str, tuple[float, float]], tex: np.ndarray) -> np.ndarray:
+def _render(tis: np.ndarray, table: Mapping[str, tuple[float, float]], tex: np.ndarray) -> np.ndarray:
     mean = np.array([table[n][0] for n in TISSUES], np.float32)
     amp = np.array([table[n][1] for n in TISSUES], np.float32)
     return mean[tis] + amp[tis] * tex
@@ -518,11 +519,11 @@ def _us_masks(shapes_root: Path | None, rng: np.random.Generator, hw: tuple[int,
         files = sorted((root / "reviewed_masks_1" / "capsule").glob("*.png"))
         for _ in range(20):
             f = files[int(rng.integers(len(files)))]
-            cap = np.asarray(Image.open(f).convert("L").resize((W, H), Image.NEAREST)) > 0
+            cap = np.asarray(Image.open(f).convert("L").resize((W, H), Image.Resampling.NEAREST)) > 0
             frac = cap.mean()
             if 0.04 < frac < 0.45:
                 reg_path = root / "reviewed_masks_1" / "regions" / f.name
-                reg = (np.asarray(Image.open(reg_path).convert("L").resize((W, H), Image.NEAREST))
+                reg = (np.asarray(Image.open(reg_path).convert("L").resize((W, H), Image.Resampling.NEAREST))
                        if reg_path.exists() else None)
                 return cap, reg, f"openkidney-us {f.name}"
     # parametric: a rotated ellipse (longitudinal view), centre at mid depth
@@ -753,6 +754,7 @@ def write_phantom_set(out: str | os.PathLike[str], modality: str, n: int, *, siz
                 rng = np.random.default_rng(seed * 7919 + i)
                 for son in (1, 2):
                     cap, reg = ph.label, ph.regions
+                    assert reg is not None  # us_phantom always makes the regions map
                     if son == 2:  # the second sonographer traces a slightly different outline
                         cap, reg = _perturb(cap, reg, rng)
                     for kind, arr in (("capsule", cap), ("regions", reg)):

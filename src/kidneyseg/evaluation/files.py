@@ -139,12 +139,14 @@ def evaluate_paths(
     total: np.ndarray | None = None
     for name, ppath, rpath in pairs:
         rcase = read(rpath, is_label=True)
+        rarr = rcase.require_label()
         if ppath is None:
             log.warning("case %s: no prediction, scored as an empty prediction", name)
             res.missing_predictions.append(name)
-            parr = np.zeros_like(rcase.label)
+            parr = np.zeros_like(rarr)
         else:
-            pcase = read(ppath, is_label=True, spacing=rcase.spacing if rcase.ndim == 2 else None)
+            rsp = rcase.spacing
+            pcase = read(ppath, is_label=True, spacing=(rsp[0], rsp[1]) if rcase.ndim == 2 else None)
             if not same_grid(pcase, rcase):
                 raise GeometryError(
                     "prediction is not on the reference grid",
@@ -156,8 +158,8 @@ def evaluate_paths(
                     fix="resample the prediction onto the reference grid (nearest neighbour), "
                     "e.g. write it with kidneyseg.io.write(array, path, like=reference_case)",
                 )
-            parr = pcase.label
-        rows, (labels, matrix) = evaluate_case_full(parr, rcase.label, rcase.spacing, t, case=name)
+            parr = pcase.require_label()
+        rows, (labels, matrix) = evaluate_case_full(parr, rarr, rcase.spacing, t, case=name)
         res.rows.extend(rows)
         res.labels = labels
         total = matrix.copy() if total is None else total + matrix

@@ -24,6 +24,7 @@ import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -141,7 +142,7 @@ def _read_nrrd(p: Path) -> tuple[np.ndarray, np.ndarray, dict]:
         affine_space[: o.size, 3] = o
     signs = np.diag(list(_SPACE_TO_RAS_SIGNS[space]) + [1.0])
     affine = signs @ affine_space
-    meta = {
+    meta: dict[str, Any] = {
         "format": "seg.nrrd" if p.name.lower().endswith(".seg.nrrd") else "nrrd",
         "dtype": str(np.dtype(arr.dtype)),
         "nrrd_space": space,

@@ -41,6 +41,14 @@ def read_nifti(path: str | os.PathLike[str], *, is_label: bool = False) -> Case:
     p = Path(path)
     try:
         img = nib.load(str(p))
+        if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass; CIFTI-2 and others are not
+            raise InputError(
+                "not a NIfTI-1/NIfTI-2 image",
+                path=p,
+                found=type(img).__name__,
+                expected="a NIfTI-1 or NIfTI-2 .nii or .nii.gz image",
+                fix="convert the file to NIfTI (e.g. with nibabel or SimpleITK)",
+            )
         if is_label:
             arr = np.asanyarray(img.dataobj)
         else:

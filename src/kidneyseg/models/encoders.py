@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 import torch.nn as nn
@@ -48,6 +48,15 @@ _EFF_BLOCK_EXPAND = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv"
 _EFF_BLOCK_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_se_reduce": "se.conv_reduce",
                  "_se_expand": "se.conv_expand", "_project_conv": "conv_pw", "_bn2": "bn2"}
 _EFF_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+
+
+class EncoderLoadResult(TypedDict):
+    """What :func:`load_encoder_weights` loaded: tensor counts and the names left out."""
+
+    loaded: int
+    encoder_tensors: int
+    missing: list[str]
+    unmapped: list[str]
 
 
 def efficientnet_lite0_file() -> Path | None:
@@ -92,9 +101,9 @@ def encoder_of(module: nn.Module, arch: str) -> nn.Module:
     """The sub-module that a torchvision/timm encoder state dict loads into."""
     net = getattr(module, "net", module)
     if arch == "fasterrcnn-resnet50":
-        return net.backbone.body
+        return net.get_submodule("backbone.body")
     if arch == "unet-squeezenet":
-        return module.encoder
+        return module.get_submodule("encoder")
     enc = getattr(net, "encoder", None)
     if enc is None:
         raise KidneysegError(
@@ -130,7 +139,7 @@ def _adapt_first_conv(w: torch.Tensor, target_shape: torch.Size) -> torch.Tensor
     return w.repeat(1, reps, 1, 1)[:, :cin] * (w.shape[1] / cin)
 
 
-def load_encoder_weights(module: nn.Module, weights: Any, *, arch: str) -> dict[str, int]:
+def load_encoder_weights(module: nn.Module, weights: Any, *, arch: str) -> EncoderLoadResult:
     """Load a local encoder state dict into ``module``'s encoder.
 
     Parameters
@@ -145,8 +154,9 @@ def load_encoder_weights(module: nn.Module, weights: Any, *, arch: str) -> dict[
 
     Returns
     -------
-    dict
-        ``{"loaded": n, "encoder_tensors": m}``.
+    EncoderLoadResult
+        ``{"loaded": n, "encoder_tensors": m, "missing": [...], "unmapped": [...]}``: tensors loaded, tensors of
+        the encoder, encoder tensors left as initialised, file tensors not mapped.
 
     Raises
     ------
@@ -169,6 +179,7 @@ def load_encoder_weights(module: nn.Module, weights: Any, *, arch: str) -> dict[
         state = efficientnet_pytorch_to_timm(state, list(own))
     matched: dict[str, torch.Tensor] = {}
     unmapped: list[str] = []
+    key: str  # state-dict keys
     for key, value in state.items():
         k = key
         for _ in range(3):

@@ -12,6 +12,8 @@ Encoder taps (input ``H x W``): ``features[0:2]`` 64 ch at ~H/2,
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -61,7 +63,7 @@ class SqueezeNetUNet(nn.Module):
         self.head = nn.Conv2d(d[3], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.encoder.features
+        f = cast(nn.Sequential, self.encoder.features)  # torchvision's squeezenet1_1().features
         s0 = self.stem(x)
         s1 = f[0:2](x)
         s2 = f[2:5](s1)

@@ -18,6 +18,7 @@ import datetime as _dt
 import html
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,7 +288,7 @@ def write_report(inp: ReportInputs, out: str | Path) -> Path:
     """Build the report and write it atomically to ``out``; smaller pictures if over 10 MB."""
     from kidneyseg.io._common import atomic_path, check_output
 
-    srcs = [p for p in (inp.case.source, inp.seg_source, inp.ref_source) if p]
+    srcs: list[str | os.PathLike[str]] = [p for p in (inp.case.source, inp.seg_source, inp.ref_source) if p]
     path = check_output(out, srcs)
     text = ""
     for tile_px in (220, 160, 110):

@@ -506,8 +506,9 @@ def agreement_mosaic(case: Case, pred: np.ndarray, ref: np.ndarray, task: Task, 
     one row.  Agreement colours are :data:`AGREEMENT_COLOURS`.
     """
     colours = colour_table(task, sorted(set(labels_present(pred)) | set(labels_present(ref))))
+    case_image = case.require_image()
     if case.ndim == 2:
-        grey = to_grey(case.image, display_window(case.image, case.modality))
+        grey = to_grey(case_image, display_window(case_image, case.modality))
         sp = (float(case.spacing[0]), float(case.spacing[1]))
         idx = [0]
         origin = (0, 0)
@@ -515,6 +516,8 @@ def agreement_mosaic(case: Case, pred: np.ndarray, ref: np.ndarray, task: Task, 
         edges = None
     else:
         image, (p3, r3), spacing = ras_arrays(case, pred, ref)
+        # the case has an image and pred, ref are arrays, so their RAS copies are arrays too
+        assert image is not None and p3 is not None and r3 is not None
         grey3 = to_grey(image, display_window(image, case.modality))
         box = bounding_box((p3 != 0) | (r3 != 0))
         disagree = np.zeros(p3.shape, np.uint8)
@@ -549,13 +552,13 @@ def agreement_mosaic(case: Case, pred: np.ndarray, ref: np.ndarray, task: Task, 
     texts = []
     tiles = []
     for t, rgb in enumerate(tiles_rgb):
-        r, c = divmod(t, 3)
-        top = r * (h + TITLE_H + GAP) + TITLE_H
+        row, c = divmod(t, 3)
+        top = row * (h + TITLE_H + GAP) + TITLE_H
         left = c * (w + GAP)
         canvas[top : top + h, left : left + w] = rgb
-        tiles.append(Tile("agreement", idx[r], top, left, rows, cols, int(origin[0]), int(origin[1])))
+        tiles.append(Tile("agreement", idx[row], top, left, rows, cols, int(origin[0]), int(origin[1])))
         name = ("reference", "prediction", "agreement")[c]
-        cap = name if case.ndim == 2 else f"{name} z={idx[r]}"
+        cap = name if case.ndim == 2 else f"{name} z={idx[row]}"
         texts.append((left + 2, top - TITLE_H + 2, cap, (220, 220, 220)))
         if edges is not None:
             texts.append((left + 3, top + h // 2 - 7, edges[0], (255, 255, 0)))

@@ -84,6 +84,7 @@ def render_surfaces_png(
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
     _, (lab,), spacing = ras_arrays(case, label)
+    assert lab is not None  # label is an array, so is its RAS copy
     from kidneyseg.reporting.overlay import labels_present
 
     values = [v for v in labels_present(lab) if v != 0]

@@ -172,6 +172,7 @@ class Viewer:
             raise InputError("no image in the file", path=src)
         if case.ndim == 3:
             image, _, spacing = overlay.ras_arrays(case)
+            assert image is not None  # case.image checked above; reorienting keeps it
             grey = overlay.to_grey(image, overlay.display_window(image, case.modality))
         else:
             grey = overlay.to_grey(case.image, overlay.display_window(case.image, case.modality))
