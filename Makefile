@@ -35,7 +35,10 @@ demo: $(STAMP)
 models: $(STAMP)
 	$(PY) scripts/train_defaults.py --threads 2 --jobs 6
 
+# lint (ruff), types (mypy on src/, config in pyproject.toml), then the suite
 test: $(STAMP) browser-deps
+	$(PY) -m ruff check src tests benchmarks scripts
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 # Debian's chromium + chromium-driver for tests/test_viewer_browser.py (skipped where they are absent).

@@ -93,7 +93,7 @@ def make_ct(depth: int):  # type: ignore[no-untyped-def]
 def _truth_boxes(truth: np.ndarray, truth_affine: np.ndarray, grid_affine: np.ndarray, grid_shape):  # type: ignore[no-untyped-def]
     """Kidney boxes of the phantom truth mapped onto another grid of the same field of view."""
     from kidneyseg.case import Case
-    from kidneyseg.inference.cascades import world_box_to_grid
+    from kidneyseg.preprocessing.geometry import world_box_to_grid
 
     boxes = _REAL_COMPONENT_BOXES(truth > 0, 2)
     dst = Case(np.zeros(grid_shape, np.uint8), grid_affine)

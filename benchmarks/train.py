@@ -22,7 +22,7 @@ import torch
 def stage_input_size(stage) -> list[int]:  # type: ignore[no-untyped-def]
     from kidneyseg.models.registry import model_info
 
-    return list(stage.plan.get("patch_size") or model_info(stage.arch).default_input_size)
+    return list(stage.plan.patch_size or model_info(stage.arch).default_input_size)
 
 
 def bench_stage(pipe_name: str, stage, batch: int, iterations: int) -> dict:  # type: ignore[no-untyped-def]

@@ -362,8 +362,8 @@ def pack(recipe: Recipe, members: list[Path], dest: Path, data_desc: dict[str, A
     spec0 = json.loads(json.dumps(stages[0].spec))
     for s in stages[1:]:
         for k in ("target_spacing", "patch_size", "intensity", "orientation"):
-            if s.plan.get(k) != stages[0].plan.get(k):
-                raise ValueError(f"fold plans differ in {k}: {s.plan.get(k)} vs {stages[0].plan.get(k)}")
+            if getattr(s.plan, k) != getattr(stages[0].plan, k):
+                raise ValueError(f"fold plans differ in {k}: {getattr(s.plan, k)} vs {getattr(stages[0].plan, k)}")
     labels_out = dict(recipe.output_labels)
     # channels of label values the shipped model does not report (e.g. CHAOS liver/spleen) -> background
     c2l = [v if str(v) in labels_out else 0 for v in spec0["channel_to_label"]]

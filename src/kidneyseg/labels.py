@@ -81,6 +81,20 @@ CYST_NAMES = ("cyst",)
 LESION_NAMES = TUMOR_NAMES + CYST_NAMES
 
 
+#: Names of kidney classes that carry a side (right and left kidney labelled apart, as CHAOS and TotalSegmentator).
+SIDED_KIDNEY_NAMES = ("kidney_right", "kidney_left")
+
+
+def has_sided_kidneys(labels: Mapping[Any, str]) -> bool:
+    """True where ``labels`` (``{value: name}``) hold a right or a left kidney class of its own.
+
+    The one rule for sided labels: training never flips such a model's inputs left-right (a flip would
+    swap the sides), test-time mirroring skips that axis, and post-processing keeps one component
+    per side.
+    """
+    return bool(values_named(labels, SIDED_KIDNEY_NAMES))
+
+
 def values_named(labels: Mapping[Any, str], names: Iterable[str]) -> tuple[int, ...]:
     """Sorted non-zero label values whose name is one of ``names`` (any spelling, see
     :func:`canonical_label_name`: ``"right kidney"`` is ``kidney_right``)."""

@@ -33,7 +33,7 @@ def test_train_cli_writes_loadable_model_folder(slices_set: Path, tmp_path: Path
     model = load_model_folder(out)
     assert model.pipeline == "ct2d-unet-squeezenet" and list(model.stages) == ["main"]
     st = model.stages["main"]
-    assert st.plan["spatial_dims"] == 2 and st.plan["patch_size"] == [32, 32]
+    assert st.plan.spatial_dims == 2 and st.plan.patch_size == (32, 32)
     assert st.channel_to_label == [0, 1, 2] and model.labels == {0: "background", 1: "kidney", 2: "tumor"}
     assert model.spec["training"]["config"]["init"] == "kaiming"
     assert set(model.spec["training"]["data"]["train"]).isdisjoint(model.spec["training"]["data"]["val"])
@@ -95,3 +95,34 @@ def test_train_cli_takes_several_data_sets_split_together(slices_set: Path, tmp_
     rc = main(["train", "--pipeline", "ct2d-unet-squeezenet", "--data", str(slices_set), "--format", "slices",
                "--data", str(other), "-o", str(tmp_path / "m2")])
     assert rc == 2 and "--data and --format must come in pairs" in capsys.readouterr().err
+
+
+def test_train_uses_the_plan_data_check_prints(slices_set: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """One fingerprint, one derivation: the plan `data check --plan` writes is the plan `train` trains with
+    (CT planned with the data set's foreground intensities), and `train --plan FILE` trains with an edited one."""
+    from kidneyseg.models.pipelines import get_pipeline
+
+    plan_file = tmp_path / "plan.json"
+    assert main(["data", "check", str(slices_set), "--format", "slices", "--plan", str(plan_file)]) == 0
+    checked = json.loads(plan_file.read_text())
+    assert checked["intensity"]["kind"] == "zscore"  # CT: nnU-Net's foreground statistics, not a fixed window
+    common = ["--pipeline", "ct2d-unet-squeezenet", "--data", str(slices_set), "--format", "slices", "--epochs", "1",
+              "--batch-size", "2", "--patch-size", "32", "32", "--threads", "1", "--no-progress", "--folds", "2"]
+    assert main(["train", *common, "-o", str(tmp_path / "derived")]) == 0
+    trained = json.loads((tmp_path / "derived" / "main" / "model.json").read_text())["plan"]
+    fixed = set(get_pipeline("ct2d-unet-squeezenet").stages[0].plan) | {"patch_size", "labels"}
+    assert fixed == {"patch_size", "labels"}  # the pipeline fixes nothing else: every other key is compared
+    assert {k: v for k, v in trained.items() if k not in fixed} == {k: v for k, v in checked.items() if k not in fixed}
+    assert trained["patch_size"] == [32, 32]
+    # an edited plan file is what training uses
+    edited = dict(checked, target_spacing=[1.5, 1.5], intensity={"kind": "window", "low": -100, "high": 200})
+    plan_file.write_text(json.dumps(edited))
+    assert main(["train", *common, "-o", str(tmp_path / "given"), "--plan", str(plan_file)]) == 0
+    given = json.loads((tmp_path / "given" / "main" / "model.json").read_text())["plan"]
+    assert given["target_spacing"] == [1.5, 1.5] and given["intensity"] == {"kind": "window", "low": -100, "high": 200}
+    # a broken plan file is named, with the key that is wrong
+    plan_file.write_text(json.dumps(dict(checked, patch_size=[32])))
+    capsys.readouterr()
+    assert main(["train", *common, "-o", str(tmp_path / "bad"), "--plan", str(plan_file)]) == 2
+    err = capsys.readouterr().err
+    assert "patch_size" in err and "plan.json" in err

@@ -32,7 +32,8 @@ def test_check_report_and_fingerprint(ct_set: Path, tmp_path: Path) -> None:
     assert 0 < fg["mean"] < 200 and fg["p00_5"] < fg["p99_5"]
     assert report["class_volumes_ml"]["1"]["n"] == 3
     plan = plan_from_fingerprint(report, 3)
-    assert plan["target_spacing"] == [8.3333, 8.3333, 9.1667] and plan["intensity"]["kind"] == "zscore"
+    assert plan.target_spacing == (8.3333, 8.3333, 9.1667)
+    assert plan.intensity is not None and plan.intensity["kind"] == "zscore"
     assert "cases: 3 from 3" in format_report(report)
 
 

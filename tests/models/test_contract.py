@@ -52,9 +52,13 @@ def _build(name: str) -> torch.nn.Module:
 
 
 def _spec(name: str) -> dict[str, Any]:
+    dims = model_info(name).spatial_dims
+    plan = {"modality": "ct", "spatial_dims": dims, "orientation": "RAS", "target_spacing": None,
+            "patch_size": [64] * dims, "intensity": {"kind": "window", "low": -60, "high": 300}, "denoise": None,
+            "labels": {"0": "background", "1": "kidney", "2": "tumor"}}
     return {
         "arch": name, "arch_kwargs": ARCH_KWARGS.get(name, {}), "in_channels": 1, "out_channels": 3,
-        "channel_to_label": [0, 1, 2], "plan": {"spatial_dims": model_info(name).spatial_dims},
+        "channel_to_label": [0, 1, 2], "plan": plan,
     }
 
 
@@ -141,3 +145,20 @@ def test_mean_ensemble_is_mean_of_member_probabilities() -> None:
         probs = torch.softmax(model(x), dim=1)
         members = torch.stack([torch.softmax(m(x), dim=1) for m in model.members]).mean(0)
     np.testing.assert_allclose(probs.numpy(), members.numpy(), atol=1e-5)
+
+
+def test_a_broken_plan_in_model_json_names_the_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    name = "unet2d"
+    spec = _spec(name)
+    spec["plan"] = dict(spec["plan"], target_spacing=[0.8], pach_size=[64, 64])
+    save_stage(tmp_path / "main", _build(name), spec)
+    with pytest.raises(KidneysegError) as exc:
+        load_stage(tmp_path / "main")
+    assert "model.json" in str(exc.value) and "pach_size" in str(exc.value)  # unknown keys are refused first
+    spec["plan"].pop("pach_size")
+    (tmp_path / "main" / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(KidneysegError, match="target_spacing") as exc:
+        load_stage(tmp_path / "main")
+    assert "model.json" in str(exc.value)

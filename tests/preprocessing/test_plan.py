@@ -84,16 +84,17 @@ def test_plan_from_fingerprint_and_roundtrip(tmp_path) -> None:  # type: ignore[
     p3 = plan_from_fingerprint(fp, 3)
     # median spacing (0.8, 0.8, 5.0) is anisotropic (6.25 > 3): the coarse axis takes the
     # 10th percentile of (1, 5, 5) = 1.8 mm, as nnU-Net does
-    assert p3["target_spacing"] == [0.8, 0.8, 1.8]
-    assert np.prod(p3["patch_size"]) <= 160 * 160 * 80 and all(s % 16 == 0 for s in p3["patch_size"])
-    assert p3["intensity"] == {"kind": "zscore", "mean": 120.0, "std": 50.0, "low": -40.0, "high": 290.0}
-    assert p3["labels"]["3"] == "cyst"
+    assert p3.target_spacing == (0.8, 0.8, 1.8)
+    assert np.prod(p3.patch_size) <= 160 * 160 * 80 and all(s % 16 == 0 for s in p3.patch_size)
+    assert p3.intensity == {"kind": "zscore", "mean": 120.0, "std": 50.0, "low": -40.0, "high": 290.0}
+    assert p3.labels["3"] == "cyst"
     p2 = plan_from_fingerprint(fp, 2)
-    assert p2["target_spacing"] == [0.8, 0.8] and p2["patch_size"] == [512, 512]
+    assert p2.target_spacing == (0.8, 0.8) and p2.patch_size == (512, 512)
     mr = plan_from_fingerprint(dict(fp, modality="mr"), 3)
-    assert mr["intensity"]["kind"] == "percentile_zscore"
+    assert mr.intensity is not None and mr.intensity["kind"] == "percentile_zscore"
     path = save_plan(p2, tmp_path / "plan.json")
-    assert load_plan(path) == json.loads(json.dumps(p2))
+    assert load_plan(path) == p2
+    assert json.loads(path.read_text()) == p2.to_json()
 
 
 def test_bad_plan_raises() -> None:
@@ -159,5 +160,5 @@ def test_2d_plan_slices_volumes_axially_whatever_their_axis_order(rng: np.random
 def test_plan_from_fingerprint_gives_2d_ct_slices_the_display_orientation() -> None:
     fp = {"modality": "ct", "spatial_dims": 2, "task": "kits19", "spacings": [[0.8, 0.8], [0.7, 0.7]],
           "shapes": [[512, 512], [512, 512]]}
-    assert plan_from_fingerprint(fp, 2)["orientation"] == "PLS"
-    assert plan_from_fingerprint(dict(fp, modality="us"), 2)["orientation"] is None  # no axial anatomy
+    assert plan_from_fingerprint(fp, 2).orientation == "PLS"
+    assert plan_from_fingerprint(dict(fp, modality="us"), 2).orientation is None  # no axial anatomy

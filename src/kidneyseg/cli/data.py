@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 NAME = "data"
 HELP = "data sets: check (fingerprint, plan), split (case-level folds), synth (phantoms), slice (2D cache)"
@@ -85,16 +86,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from kidneyseg.data.adapters import load_dataset
-    from kidneyseg.data.fingerprint import check_dataset, format_report
-    from kidneyseg.preprocessing.plan import plan_from_fingerprint, save_plan
+    from kidneyseg.data.fingerprint import Fingerprint, check_dataset, format_report
+    from kidneyseg.preprocessing.plan import Plan, save_plan
 
     ds = load_dataset(args.dir, args.format, **_options(args))
     report = check_dataset(ds, progress=not args.json)
     dims = args.spatial_dims or report["spatial_dims"]
-    plans = {}
+    plans: dict[str, dict[str, Any]] = {}
+    fingerprint = Fingerprint.from_json(report)
     if report["spacings"]:
+        # the one derivation `kidneyseg train` uses too (Plan.from_fingerprint on the same fingerprint)
         for d in ((2, 3) if report["spatial_dims"] == 3 else (2,)):
-            plans[f"{d}d"] = plan_from_fingerprint(report, d, report["modality"])
+            plans[f"{d}d"] = Plan.from_fingerprint(fingerprint, d, report["modality"]).to_json()
     if args.fingerprint:
         from kidneyseg.io import atomic_path
 
@@ -103,7 +106,7 @@ def _check(args: argparse.Namespace) -> int:
         with atomic_path(args.fingerprint) as tmp:
             tmp.write_text(json.dumps(fp, indent=1) + "\n")
     if args.plan:
-        save_plan(plans.get(f"{dims}d") or plan_from_fingerprint(report, dims), args.plan)
+        save_plan(plans.get(f"{dims}d") or Plan.from_fingerprint(fingerprint, dims), args.plan)
     if args.json:
         json.dump(dict(report, plans=plans), sys.stdout, indent=1)
         print()

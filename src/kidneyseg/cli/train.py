@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", choices=["default", "kaiming"])
     parser.add_argument("--augmentation", choices=["none", "light", "default"])
     parser.add_argument("--patch-size", type=int, nargs="+", help="patch size for every stage (voxels)")
+    parser.add_argument("--plan", metavar="FILE",
+                        help="preprocessing plan to train with (what `kidneyseg data check --plan FILE` writes, "
+                             "edited if you like) instead of the one derived from the data set")
     parser.add_argument("--max-cases", type=int, help="use at most N labelled cases")
     parser.add_argument("--ensemble-training", choices=["members-then-fusion", "end-to-end"])
     parser.add_argument("--encoder-weights", action="append", metavar="PATH",
@@ -52,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kidneyseg.errors import InputError
+    from kidneyseg.preprocessing.plan import load_plan
     from kidneyseg.training.config import TrainConfig
     from kidneyseg.training.run import train_pipeline
 
@@ -74,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         val_every=args.val_every, threads=args.threads, loss=args.loss, init=args.init, augmentation=args.augmentation,
         patch_size=args.patch_size, max_cases=args.max_cases, ensemble_training=args.ensemble_training,
         encoder_weights=weights,
+        plan=load_plan(args.plan).to_json() if args.plan else None,
         progress=False if args.no_progress or getattr(args, "quiet", False) else None,
     )
     if more or args.extra_train:

@@ -18,14 +18,21 @@ per case, spacing and size histograms, and the fingerprint:
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from kidneyseg.case import Case
 from kidneyseg.data.adapters import Dataset
 from kidneyseg.errors import KidneysegError
 from kidneyseg.labels import get_task
+
+#: Foreground intensity samples taken per case (a fixed number, so big volumes do not outweigh small ones).
+SAMPLES_PER_CASE = 20000
 
 
 def _ras_order(affine: np.ndarray) -> list[int]:
@@ -39,21 +46,120 @@ def _ras_order(affine: np.ndarray) -> list[int]:
     return order
 
 
+def ras_spacing_shape(case: Case) -> tuple[list[float], list[int]]:
+    """Spacing (mm) and shape (voxels) of ``case`` in RAS axis order for volumes, ``[row, col]`` for images."""
+    order = _ras_order(case.affine) if case.ndim == 3 else [0, 1]
+    return ([round(float(case.spacing[a]), 4) for a in order], [int(case.shape[a]) for a in order])
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a plan is derived from: a data set's geometry and foreground intensities (nnU-Net's fingerprint).
+
+    ``spacings`` / ``shapes`` hold one entry per case, in RAS axis order for volumes (axis 2 is
+    axial whatever the file's voxel order) and ``[row, col]`` for 2D images, in mm and voxels.
+    ``intensity_foreground`` holds mean, std, median, ``p00_5``, ``p99_5``, min, max and
+    ``n_samples`` of image values inside the label (at most :data:`SAMPLES_PER_CASE` per case,
+    drawn with a seed of the case's name, so the statistics do not depend on the order cases are read
+    in); empty where the data set has no labelled images.  ``labels`` is ``{"value": name}`` of the task.
+    """
+
+    task: str
+    modality: str | None
+    spatial_dims: int
+    spacings: tuple[tuple[float, ...], ...]
+    shapes: tuple[tuple[int, ...], ...]
+    intensity_foreground: dict[str, float] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_cases(cls, cases: Iterable[Case], task: str, modality: str | None, *,
+                   samples_per_case: int = SAMPLES_PER_CASE, seed: int = 0) -> Fingerprint:
+        """The fingerprint of loaded cases (image + label on one grid, as read): what ``train`` uses."""
+        b = FingerprintBuilder(task, modality, samples_per_case=samples_per_case, seed=seed)
+        for c in cases:
+            b.add(c.name, c, c.image, c.label)
+        return b.build()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], path: Any = None) -> Fingerprint:
+        """Read the JSON form (``to_json``, or the report of :func:`check_dataset`, which holds its keys)."""
+        try:
+            spacings = tuple(tuple(float(v) for v in s) for s in data.get("spacings") or [])
+            shapes = tuple(tuple(int(v) for v in s) for s in data.get("shapes") or [])
+        except (TypeError, ValueError) as exc:
+            raise KidneysegError("fingerprint spacings/shapes", path=path, found=str(exc),
+                                 expected="one list of numbers per case") from exc
+        dims = data.get("spatial_dims")
+        if dims is None:
+            dims = len(spacings[0]) if spacings else 3
+        if int(dims) not in (2, 3):
+            raise KidneysegError("fingerprint spatial_dims", path=path, found=dims, expected="2 or 3")
+        return cls(task=str(data.get("task") or "binary"), modality=data.get("modality"), spatial_dims=int(dims),
+                   spacings=spacings, shapes=shapes,
+                   intensity_foreground={str(k): float(v) for k, v in (data.get("intensity_foreground") or {}).items()},
+                   labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()})
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (lists)."""
+        return {"task": self.task, "modality": self.modality, "spatial_dims": self.spatial_dims,
+                "spacings": [list(s) for s in self.spacings], "shapes": [list(s) for s in self.shapes],
+                "intensity_foreground": dict(self.intensity_foreground), "labels": dict(self.labels)}
+
+
+class FingerprintBuilder:
+    """Accumulates a :class:`Fingerprint` case by case (``check_dataset`` reads one case at a time)."""
+
+    def __init__(self, task: str, modality: str | None, *, samples_per_case: int = SAMPLES_PER_CASE,
+                 seed: int = 0) -> None:
+        self.task, self.modality = task, modality
+        self.samples_per_case, self.seed = int(samples_per_case), int(seed)
+        self._geom: dict[str, tuple[list[float], list[int]]] = {}
+        self._samples: dict[str, np.ndarray] = {}
+        self._dims: int | None = None
+
+    def add(self, name: str, grid: Case, image: np.ndarray | None, label: np.ndarray | None) -> None:
+        """Add one case: ``grid`` gives its geometry; ``image`` and ``label`` (same grid) its foreground values."""
+        self._geom[name] = ras_spacing_shape(grid)
+        self._dims = self._dims or grid.ndim
+        if image is not None and label is not None:
+            fg = np.asarray(image)[np.asarray(label) > 0]
+            if fg.size:
+                rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
+                take = min(self.samples_per_case, fg.size)
+                self._samples[name] = rng.choice(fg, take, replace=False) if take < fg.size else fg
+
+    def build(self) -> Fingerprint:
+        names = sorted(self._geom)
+        stats: dict[str, float] = {}
+        if self._samples:
+            allv = np.concatenate([self._samples[n] for n in sorted(self._samples)]).astype(np.float64)
+            p = np.percentile(allv, [0.5, 50, 99.5])
+            stats = {"mean": float(allv.mean()), "std": float(allv.std()), "median": float(p[1]),
+                     "p00_5": float(p[0]), "p99_5": float(p[2]), "min": float(allv.min()), "max": float(allv.max()),
+                     "n_samples": int(allv.size)}
+        labels = {str(k): v for k, v in get_task(self.task).labels.items()}
+        return Fingerprint(task=self.task, modality=self.modality, spatial_dims=int(self._dims or 3),
+                           spacings=tuple(tuple(self._geom[n][0]) for n in names),
+                           shapes=tuple(tuple(self._geom[n][1]) for n in names),
+                           intensity_foreground=stats, labels=labels)
+
+
 def _fmt_tuple(v) -> str:
     return "x".join(f"{float(x):.4g}" for x in v)
 
 
-def check_dataset(dataset: Dataset, *, samples_per_case: int = 20000, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+def check_dataset(dataset: Dataset, *, samples_per_case: int = SAMPLES_PER_CASE, seed: int = 0,
+                  progress: bool = True) -> dict[str, Any]:
     """Read every case of ``dataset`` and return the check report with its fingerprint (see module doc)."""
     from tqdm import tqdm
 
     from kidneyseg.data.adapters import _read_any, map_labels
 
-    rng = np.random.default_rng(seed)
     task = get_task(dataset.task)
     problems = list(dataset.problems)
     per_case: list[dict[str, Any]] = []
-    samples: list[np.ndarray] = []
+    builder = FingerprintBuilder(dataset.task, dataset.modality, samples_per_case=samples_per_case, seed=seed)
     volumes: dict[int, list[float]] = {}
     for ref in tqdm(dataset.cases, desc="checking cases", disable=not progress or len(dataset.cases) < 5):
         entry: dict[str, Any] = {"name": ref.name, "patient": ref.patient}
@@ -64,7 +170,7 @@ def check_dataset(dataset: Dataset, *, samples_per_case: int = 20000, seed: int 
             if ref.label_path is not None:
                 lspacing = ref.spacing
                 if lspacing is None and img is not None and img.ndim == 2:
-                    lspacing = img.spacing  # 2D labels lie on their image's pixel grid
+                    lspacing = (img.spacing[0], img.spacing[1])  # 2D labels lie on their image's pixel grid
                 lab = ref.load(image=False) if "label_reader" in ref.extra else _read_any(
                     ref.label_path, is_label=True, spacing=lspacing)
                 lab.label = map_labels(lab.label, ref.label_map)  # type: ignore[arg-type]
@@ -77,9 +183,7 @@ def check_dataset(dataset: Dataset, *, samples_per_case: int = 20000, seed: int 
         if base is None:
             continue
         ndim = base.ndim
-        order = _ras_order(base.affine) if ndim == 3 else [0, 1]
-        entry["shape"] = [int(base.shape[a]) for a in order]
-        entry["spacing"] = [round(float(base.spacing[a]), 4) for a in order]
+        entry["spacing"], entry["shape"] = ras_spacing_shape(base)
         entry["file_shape"] = list(base.shape)
         entry["file_spacing"] = [round(float(s), 4) for s in base.spacing]
         if ndim == 3:
@@ -103,22 +207,13 @@ def check_dataset(dataset: Dataset, *, samples_per_case: int = 20000, seed: int 
             for v in values:
                 if v != 0:
                     volumes.setdefault(v, []).append(float(counts[v]) * vox_ml)
-            if img is not None and img.image is not None:
-                fg = img.image[lab.label > 0]
-                if fg.size:
-                    take = min(samples_per_case, fg.size)
-                    samples.append(rng.choice(fg, take, replace=False) if take < fg.size else fg)
+        builder.add(ref.name, base, img.image if img is not None else None,
+                    lab.label if lab is not None else None)
         if img is not None and img.image is not None:
             entry["intensity_range"] = [round(float(img.image.min()), 3), round(float(img.image.max()), 3)]
         per_case.append(entry)
     ok = [e for e in per_case if "shape" in e]
-    fg_stats: dict[str, float] = {}
-    if samples:
-        allv = np.concatenate(samples).astype(np.float64)
-        p = np.percentile(allv, [0.5, 50, 99.5])
-        fg_stats = {"mean": float(allv.mean()), "std": float(allv.std()), "median": float(p[1]),
-                    "p00_5": float(p[0]), "p99_5": float(p[2]), "min": float(allv.min()), "max": float(allv.max()),
-                    "n_samples": int(allv.size)}
+    fp = builder.build()
     report: dict[str, Any] = {
         "format_version": 1,
         "root": str(dataset.root),
@@ -134,9 +229,10 @@ def check_dataset(dataset: Dataset, *, samples_per_case: int = 20000, seed: int 
         "label_values_found": sorted({v for e in ok for v in e.get("label_values", [])}),
         "spacing_histogram": dict(Counter(_fmt_tuple(e["file_spacing"]) for e in ok).most_common()),
         "size_histogram": dict(Counter(_fmt_tuple(e["file_shape"]) for e in ok).most_common()),
-        "spacings": [e["spacing"] for e in ok],
-        "shapes": [e["shape"] for e in ok],
-        "intensity_foreground": fg_stats,
+        # the fingerprint (Fingerprint.from_json(report) reads it back): per case in name order
+        "spacings": [list(x) for x in fp.spacings],
+        "shapes": [list(x) for x in fp.shapes],
+        "intensity_foreground": fp.intensity_foreground,
         "class_volumes_ml": {
             str(v): {"n": len(vs), "mean": round(float(np.mean(vs)), 4), "median": round(float(np.median(vs)), 4),
                      "min": round(float(np.min(vs)), 4), "max": round(float(np.max(vs)), 4)}

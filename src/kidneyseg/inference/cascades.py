@@ -28,25 +28,9 @@ from typing import Any
 import numpy as np
 
 from kidneyseg.case import Case
+from kidneyseg.preprocessing.geometry import Box, world_box_to_grid
 
-Box = tuple[tuple[int, int], ...]
-
-
-def world_box_to_grid(box: Box, src_affine: np.ndarray, dst: Case, margin_mm: float) -> Box:
-    """Map a half-open voxel box on a source grid to ``dst``'s grid, grown by ``margin_mm``.
-
-    The 8 corners of the box (voxel edges, i.e. index - 0.5 and hi - 0.5) go
-    through world mm into ``dst`` index space; the result is clipped to ``dst``.
-    """
-    lo = np.array([b[0] for b in box], float) - 0.5
-    hi = np.array([b[1] for b in box], float) - 0.5
-    corners = np.array([[x, y, z, 1.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
-    m = np.linalg.inv(dst.affine) @ np.asarray(src_affine, float)
-    idx = (corners @ m.T)[:, :3]
-    grow = np.asarray([margin_mm / s for s in dst.spacing])
-    a = np.floor(idx.min(0) + 0.5 - grow).astype(int)
-    b = np.ceil(idx.max(0) + 0.5 + grow).astype(int)
-    return tuple((max(0, int(x)), min(int(n), int(y))) for x, y, n in zip(a, b, dst.shape))
+__all__ = ["Box", "run_cascade", "run_detect_segment", "world_box_to_grid"]
 
 
 def _component_boxes(mask: np.ndarray, max_kidneys: int = 2) -> list[Box]:
@@ -90,7 +74,7 @@ def _paste_probs(acc: np.ndarray, part: np.ndarray, region: np.ndarray) -> None:
 def run_cascade(pred: Any, model: Any, case: Case, need_probs: bool,
                 timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
     """``ct3d-cascade`` on ``case``; see the module docstring."""
-    from kidneyseg.preprocessing.geometry import _resample_array, crop, reorient, undo
+    from kidneyseg.preprocessing.geometry import crop, reorient, resample_array, undo
     from kidneyseg.preprocessing.plan import apply_plan
 
     coarse, fine = model.stages["coarse"], model.stages["fine"]
@@ -108,7 +92,7 @@ def run_cascade(pred: Any, model: Any, case: Case, need_probs: bool,
     boxes = _component_boxes(c_mask, 2)
     timings["coarse"] = time.perf_counter() - t
 
-    ras = reorient(case, fine.plan.get("orientation") or "RAS")
+    ras = reorient(case, fine.plan.orientation or "RAS")
     margin = float(_stage_fact(fine, "crop_margin_mm", 10.0))
     timings["fine"] = 0.0
     timings["lesion"] = 0.0
@@ -125,7 +109,7 @@ def run_cascade(pred: Any, model: Any, case: Case, need_probs: bool,
         if lesion is not None and kidney.any():
             t = time.perf_counter()
             l_pre = apply_plan(crop_case, lesion.plan)
-            k_on_l = kidney if l_pre.shape == f_pre.shape else _resample_array(
+            k_on_l = kidney if l_pre.shape == f_pre.shape else resample_array(
                 kidney.astype(np.uint8), l_pre.shape, order=0, is_label=True).astype(bool)
             l_probs = pred.to_label_channels(
                 pred.stage_probabilities(lesion, l_pre, extra=[k_on_l.astype(np.float32)]), lesion.channel_to_label)
@@ -182,17 +166,18 @@ def run_detect_segment(pred: Any, model: Any, case: Case, need_probs: bool,
     boxes = boxes_to_3d(dets, d_pre.shape)
     timings["detector"] = time.perf_counter() - t
 
-    ras = reorient(case, seg.plan.get("orientation") or "RAS")
+    ras = reorient(case, seg.plan.orientation or "RAS")
     margin = float(_stage_fact(seg, "crop_margin_mm", 10.0))
-    patch = [int(p) for p in seg.plan.get("patch_size") or (64, 64, 64)]
+    patch = list(seg.plan.patch_size)
     timings["segmenter"] = 0.0
     for box in boxes:
         t = time.perf_counter()
         cbox = world_box_to_grid(box, d_pre.affine, ras, margin)
         crop_case = crop(ras, cbox)
-        plan = dict(seg.plan)
+        plan = seg.plan
         if _stage_fact(seg, "resize_to_patch", True):
-            plan["target_spacing"] = [n * s / p for n, s, p in zip(crop_case.shape, crop_case.spacing, patch)]
+            plan = plan.updated({"target_spacing": [n * s / p for n, s, p in zip(crop_case.shape, crop_case.spacing,
+                                                                                 patch)]})
         s_pre = apply_plan(crop_case, plan)
         s_probs = pred.to_label_channels(pred.stage_probabilities(seg, s_pre), seg.channel_to_label)
         s_lab = values[np.argmax(s_probs, axis=0)]

@@ -55,7 +55,7 @@ def predict_with_tta(
     """
     torch = _torch()
     combos = mirror_axes_combinations(spatial_dims, mirror_axes) if tta else [()]
-    acc = None
+    acc: Any = None
     for flip in combos:
         xi = torch.flip(x, flip) if flip else x
         p = torch.softmax(forward(xi).float(), dim=1)

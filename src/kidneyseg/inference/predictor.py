@@ -31,7 +31,7 @@ import numpy as np
 
 from kidneyseg.case import Case
 from kidneyseg.errors import InputError, KidneysegError
-from kidneyseg.labels import KIDNEY_NAMES, LESION_NAMES, values_named
+from kidneyseg.labels import KIDNEY_NAMES, LESION_NAMES, has_sided_kidneys, values_named
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,8 @@ class Predictor:
         """Read ``path`` with :func:`kidneyseg.io.read` and predict it."""
         from kidneyseg import io
 
-        case = io.read(path, spacing=tuple(spacing) if spacing else None, modality=self.modality or None)
+        sp = (float(spacing[0]), float(spacing[1])) if spacing else None  # 2D images: (row, col) mm
+        case = io.read(path, spacing=sp, modality=self.modality or None)
         return self.predict_case(case, probabilities=probabilities)
 
     def predict_case(self, case: Case, *, probabilities: bool = False) -> Prediction:
@@ -187,14 +188,15 @@ class Predictor:
         values = sorted(self.labels)
         kid = values_named(self.labels, KIDNEY_NAMES)
         # side labels (MR right/left) rank their components by confident voxels: needs the probabilities
-        side_labels = self.postprocess and len(kid) > 1
+        side_labels = self.postprocess and has_sided_kidneys(self.labels)
         need_probs = probabilities or len(self.models) > 1 or side_labels
         results = [self._run_model(m, case, need_probs, timings) for m in self.models]
         acc: np.ndarray | None = None
         if len(results) == 1:
             label, acc = results[0]
         else:
-            acc = sum(r[1] for r in results if r[1] is not None) / len(results)  # type: ignore[assignment]
+            probs = [r[1] for r in results if r[1] is not None]  # ensembles always ask for probabilities
+            acc = np.sum(probs, axis=0) / len(results)
             label = np.asarray(values, dtype=np.uint8)[np.argmax(acc, axis=0)]
         t1 = time.perf_counter()
         warnings: list[str] = []
@@ -276,7 +278,7 @@ class Predictor:
         from kidneyseg.preprocessing.plan import slice_context
 
         image = np.asarray(pre.image, dtype=np.float32)
-        ctx = int(stage.plan.get("context_slices") or 0)
+        ctx = stage.plan.context_slices
         # 2.5D stages see each slice with its neighbours as channels (clamped at the ends)
         lead = list(slice_context(image, ctx)) if ctx else [image]
         chans = lead + [np.asarray(e, dtype=np.float32) for e in (extra or [])]
@@ -284,14 +286,14 @@ class Predictor:
         while len(chans) < want:
             chans.insert(1, image)
         x = np.stack(chans[:want])
-        dims = int(stage.plan.get("spatial_dims", 3))
+        dims = stage.plan.spatial_dims
         axes = self._mirror.get(id(stage), [])
         tta = self.tta and bool(axes)
         if dims == 3:
             if pre.ndim != 3:
                 raise InputError("a 3D model cannot segment a 2D image", path=pre.source, found=f"shape {pre.shape}",
                                  fix="use a 2D model for 2D images")
-            patch = stage.plan.get("patch_size") or [64, 64, 64]
+            patch = list(stage.plan.patch_size)
             return sliding_window_3d(stage.module, x, patch, overlap=self.overlap, sw_batch_size=self.sw_batch_size,
                                      tta=tta, mirror_axes=axes, device=self.device)
         if pre.ndim == 3:
@@ -361,8 +363,7 @@ def _sided(model: Any, stage: Any | None = None) -> bool:
     target = str((stage.spec.get("stage") or {}).get("target", "all")) if stage is not None else "all"
     if target != "all":  # a merged-kidney stage (target "kidney") has no sides
         return False
-    names = " ".join(str(v).lower() for v in (model.labels or {}).values())
-    return model.spec.get("task") == "chaos-mr" or ("right" in names and "left" in names)
+    return has_sided_kidneys(model.labels or {})
 
 
 def stage_mirror_axes(model: Any, stage: Any) -> list[int]:
@@ -378,10 +379,9 @@ def stage_mirror_axes(model: Any, stage: Any) -> list[int]:
     from kidneyseg.augmentation import flip_axes
 
     cfg = ((model.spec.get("training") or {}).get("config") or {})
-    dims = int(stage.plan.get("spatial_dims", 3))
-    modality = str(model.spec.get("modality") or stage.plan.get("modality") or "ct")
-    return flip_axes(modality, dims, str(cfg.get("augmentation") or "default"), _sided(model, stage),
-                     str(cfg.get("mirror") or "all"), stage.plan.get("orientation"))
+    modality = str(model.spec.get("modality") or stage.plan.modality)
+    return flip_axes(modality, stage.plan.spatial_dims, str(cfg.get("augmentation") or "default"), _sided(model, stage),
+                     str(cfg.get("mirror") or "all"), stage.plan.orientation)
 
 
 def _inference_mode(model: Any) -> str:

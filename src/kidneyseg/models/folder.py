@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kidneyseg.errors import InputError
+from kidneyseg.preprocessing.plan import Plan
 
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
@@ -146,7 +147,7 @@ class LoadedStage:
     dir: Path
     spec: dict[str, Any]
     module: Any
-    plan: dict[str, Any]
+    plan: Plan
     channel_to_label: list[int]
 
     @property
@@ -212,7 +213,7 @@ def load_stage(stage_dir: str | os.PathLike[str], *, name: str | None = None, de
         ) from exc
     module.to(device).eval()
     return LoadedStage(
-        name=name or d.name, dir=d, spec=spec, module=module, plan=dict(spec["plan"]),
+        name=name or d.name, dir=d, spec=spec, module=module, plan=Plan.from_json(spec["plan"], path=d / MODEL_JSON),
         channel_to_label=[int(c) for c in spec["channel_to_label"]],
     )
 

@@ -38,7 +38,8 @@ def label_components(mask: np.ndarray, connectivity: str = "full") -> tuple[np.n
             import cc3d
 
             conn = (26 if full else 6) if mask.ndim == 3 else (8 if full else 4)
-            lab, n = cc3d.connected_components(mask, connectivity=conn, return_N=True)
+            # cc3d's stubs type connectivity as a Literal of the valid values; conn is one of them
+            lab, n = cc3d.connected_components(mask, connectivity=conn, return_N=True)  # type: ignore[call-overload]
             return lab.astype(np.int32, copy=False), int(n)
         except ImportError:  # pragma: no cover - cc3d is an ml extra
             pass

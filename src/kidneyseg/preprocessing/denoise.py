@@ -23,6 +23,7 @@ slices ``[:, :, k]`` (RAS), images ``(rows, cols)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -104,7 +105,7 @@ def gaussian(image: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     return ndimage.gaussian_filter(np.asarray(image, dtype=np.float32), sigma)
 
 
-_FUNCS = {"median": median, "bilateral": bilateral, "nlmeans": nlmeans, "speckle": speckle, "gaussian": gaussian}
+_FUNCS: dict[str, Callable[..., np.ndarray]] = {"median": median, "bilateral": bilateral, "nlmeans": nlmeans, "speckle": speckle, "gaussian": gaussian}
 
 
 def denoise(image: np.ndarray, spec: dict[str, Any] | str | None) -> np.ndarray:

@@ -83,7 +83,7 @@ def _grid_for_spacing(shape: Sequence[int], spacing: Sequence[float], target: Se
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
 
 
-def _resample_array(
+def resample_array(
     array: np.ndarray,
     new_shape: Sequence[int],
     *,
@@ -91,10 +91,14 @@ def _resample_array(
     is_label: bool,
     label_mode: str = "nearest",
 ) -> np.ndarray:
-    """Corner-aligned resampling of one array to ``new_shape``.
+    """Corner-aligned resampling of one array to ``new_shape`` (what :func:`resample` does to a case's arrays).
 
     Index ``n`` of the output samples input coordinate ``(n + 0.5) * f - 0.5``
-    with ``f = old / new`` per axis.
+    with ``f = old / new`` per axis.  ``is_label``: nearest neighbour
+    (``label_mode="nearest"``) or per-label linear then the most probable label
+    (``"linear"``); else spline ``order`` (1 linear).  For arrays that share a
+    case's grid but are not its image or label (a kidney mask carried to another
+    stage's grid).
     """
     from scipy import ndimage
 
@@ -221,7 +225,8 @@ def _argmax_resample(
     if box is None:
         return out
     src_sl, dst_sl, weights = _linear_stencil(shape, new_shape, box)
-    best = fg_total = None
+    best: np.ndarray | None = None
+    fg_total: np.ndarray | None = None
     region = np.zeros(tuple(s.stop - s.start for s in dst_sl), dtype=dtype)
     for i, v in enumerate(values):
         p = _interp(fetch(i, tuple(src_sl)), weights)
@@ -232,8 +237,8 @@ def _argmax_resample(
             take = p > best
             region[take] = v
             best = np.where(take, p, best)
-            fg_total += p
-    if best is None:
+            fg_total = fg_total + p if fg_total is not None else p
+    if best is None or fg_total is None:
         return out
     region[best <= 1.0 - fg_total] = 0
     out[tuple(dst_sl)] = region
@@ -301,7 +306,8 @@ def resample(
         most probable label: smoother surfaces, no label bleeding).
     """
     ndim = case.ndim
-    target = (float(spacing),) * ndim if np.isscalar(spacing) else tuple(float(s) for s in spacing)  # type: ignore[arg-type]
+    target = ((float(spacing),) * ndim if isinstance(spacing, (int, float, np.number))
+              else tuple(float(s) for s in spacing))
     if len(target) != ndim or any(not np.isfinite(t) or t <= 0 for t in target):
         raise GeometryError(
             "invalid target spacing",
@@ -314,9 +320,9 @@ def resample(
     new_shape = _grid_for_spacing(case.shape, case.spacing, target)
     new = case.copy()
     if case.image is not None:
-        new.image = _resample_array(case.image, new_shape, order=order, is_label=False)
+        new.image = resample_array(case.image, new_shape, order=order, is_label=False)
     if case.label is not None:
-        new.label = _resample_array(case.label, new_shape, order=0, is_label=True, label_mode=label_mode)
+        new.label = resample_array(case.label, new_shape, order=0, is_label=True, label_mode=label_mode)
     new.affine = _scaled_affine(case.affine, case.shape, new_shape + (1,) * (3 - ndim))
     new.record(
         "resample",
@@ -392,8 +398,8 @@ def _undo_step(op: Operation, out: np.ndarray, *, is_label: bool, channel_axis: 
     if op.name == "resample":
         mode = op.params.get("label_mode", "nearest")
         if channel_axis:
-            return np.stack([_resample_array(c, before, order=1, is_label=is_label, label_mode=mode) for c in out])
-        return _resample_array(out, before, order=1, is_label=is_label, label_mode=mode)
+            return np.stack([resample_array(c, before, order=1, is_label=is_label, label_mode=mode) for c in out])
+        return resample_array(out, before, order=1, is_label=is_label, label_mode=mode)
     if op.name == "crop":
         lead = (out.shape[0],) if channel_axis else ()
         full = np.zeros(lead + before, dtype=out.dtype)
@@ -403,7 +409,7 @@ def _undo_step(op: Operation, out: np.ndarray, *, is_label: bool, channel_axis: 
     raise KidneysegError(f"cannot undo operation '{op.name}'", expected="reorient, resample or crop")
 
 
-def undo_argmax(case: Case, probs: np.ndarray, values: Sequence[int]) -> np.ndarray:
+def undo_argmax(case: Case, probs: np.ndarray, values: Sequence[int] | np.ndarray) -> np.ndarray:
     """Label map on the grid before any recorded operation: the argmax of ``probs`` brought back linearly.
 
     ``probs`` is ``(C, *case.shape)`` (channel ``c`` is label ``values[c]``,
@@ -444,3 +450,33 @@ def original_affine(case: Case) -> np.ndarray:
     if not case.history:
         return case.affine
     return np.asarray(case.history[0].params["affine_before"], dtype=float)
+
+
+Box = tuple[tuple[int, int], ...]
+
+
+def world_box_to_grid(box: Sequence[tuple[int, int]], src_affine: np.ndarray, dst: Case, margin_mm: float) -> Box:
+    """Map a half-open voxel box on a source grid to ``dst``'s grid, grown by ``margin_mm`` (mm).
+
+    The 8 corners of the box (voxel edges, i.e. index - 0.5 and hi - 0.5) go
+    through world mm (``src_affine``, then the inverse of ``dst.affine``) into
+    ``dst`` index space; the result is clipped to ``dst``.  3D boxes, ``((lo, hi),) * 3``.
+    """
+    lo = np.array([b[0] for b in box], float) - 0.5
+    hi = np.array([b[1] for b in box], float) - 0.5
+    corners = np.array([[x, y, z, 1.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    m = np.linalg.inv(dst.affine) @ np.asarray(src_affine, float)
+    idx = (corners @ m.T)[:, :3]
+    grow = np.asarray([margin_mm / s for s in dst.spacing])
+    a = np.floor(idx.min(0) + 0.5 - grow).astype(int)
+    b = np.ceil(idx.max(0) + 0.5 + grow).astype(int)
+    return tuple((max(0, int(x)), min(int(n), int(y))) for x, y, n in zip(a, b, dst.shape))
+
+
+def resample_to_shape(case: Case, shape: Sequence[int], *, order: int = 1) -> Case:
+    """:func:`resample` ``case`` to exactly ``shape`` voxels (the spacing that gives it; recorded in ``history``).
+
+    How a crop is fitted to a fixed network input (the V-Net segmenter), the same in training and prediction.
+    """
+    spacing = [n * s / int(p) for n, s, p in zip(case.shape, case.spacing, shape)]
+    return resample(case, spacing, order=order)

@@ -12,8 +12,8 @@ plan used.  :class:`kidneyseg.data.slices.SliceCache` reads the folder back.
 from __future__ import annotations
 
 import csv
-import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,15 @@ import numpy as np
 from kidneyseg.data.adapters import Dataset
 from kidneyseg.errors import InputError
 from kidneyseg.preprocessing.intensity import KIDNEY_WINDOW_HU
-from kidneyseg.preprocessing.plan import apply_plan, validate_plan
+from kidneyseg.preprocessing.plan import Plan, apply_plan, save_plan
 
 
 def slice_plan(modality: str = "ct", window: tuple[float, float] | None = KIDNEY_WINDOW_HU,
-               spacing: tuple[float, float] | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+               spacing: tuple[float, float] | None = None, labels: dict[str, str] | None = None) -> Plan:
     """A 2D plan for slice extraction: RAS, optional in-plane spacing, window (CT) or percentile z-score."""
     intensity = ({"kind": "window", "low": float(window[0]), "high": float(window[1])} if window is not None
                  else {"kind": "percentile_zscore", "low_pct": 0.5, "high_pct": 99.5})
-    return validate_plan({
+    return Plan.from_json({
         "modality": modality, "spatial_dims": 2, "orientation": "RAS",
         "target_spacing": list(spacing) if spacing else None, "patch_size": [512, 512],
         "intensity": intensity, "denoise": None, "labels": labels or {"0": "background"},
@@ -49,7 +49,7 @@ def kidney_slices(label: np.ndarray, margin: int, kidney_values: tuple[int, ...]
     return [int(k) for k in np.flatnonzero(keep)]
 
 
-def extract_slices(dataset: Dataset, out: str | os.PathLike[str], *, plan: dict[str, Any] | None = None,
+def extract_slices(dataset: Dataset, out: str | os.PathLike[str], *, plan: Plan | Mapping[str, Any] | None = None,
                    only_kidney: bool = False, margin: int = 5, progress: bool = True) -> Path:
     """Write the axial slices of every labelled volume of ``dataset`` under ``out``; returns ``out``.
 
@@ -67,8 +67,8 @@ def extract_slices(dataset: Dataset, out: str | os.PathLike[str], *, plan: dict[
 
     task = get_task(dataset.task)
     task_labels = {str(k): v for k, v in task.labels.items()}
-    plan = plan or slice_plan(dataset.modality or "ct", KIDNEY_WINDOW_HU if dataset.modality in (None, "ct") else None,
-                              labels=task_labels)
+    plan = Plan.from_json(plan) if plan is not None else slice_plan(
+        dataset.modality or "ct", KIDNEY_WINDOW_HU if dataset.modality in (None, "ct") else None, labels=task_labels)
     kidney_values = tuple(v for v, n in task.labels.items() if v != 0 and n not in ("liver", "spleen"))
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
@@ -77,7 +77,7 @@ def extract_slices(dataset: Dataset, out: str | os.PathLike[str], *, plan: dict[
         if ref.image_path is None or ref.label_path is None:
             continue
         case = apply_plan(ref.load(), plan)
-        img, lab = case.image, case.label
+        img, lab = case.require_image(), case.require_label()
         ks = kidney_slices(lab, margin, kidney_values) if only_kidney else list(range(case.shape[2]))
         sp = np.asarray(case.spacing[:2], np.float32)
         (root / ref.name).mkdir(exist_ok=True)
@@ -94,5 +94,5 @@ def extract_slices(dataset: Dataset, out: str | os.PathLike[str], *, plan: dict[
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    (root / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
+    save_plan(plan, root / "plan.json")
     return root

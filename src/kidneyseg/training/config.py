@@ -71,6 +71,11 @@ class TrainConfig:
         Overrides every stage's plan patch size (per stage: ``stage_plans``).
     stage_plans:
         Per stage plan overrides, e.g. ``{"coarse": {"target_spacing": [5, 5, 5]}}``.
+    plan:
+        A plan's JSON form (``train --plan FILE``: the file ``kidneyseg data check --plan`` writes) used
+        instead of the one derived from the data set's fingerprint, for every stage with its
+        ``spatial_dims``; the pipeline's fixed stage keys, ``patch_size`` and ``stage_plans`` still apply
+        on top, and ``labels`` are the stage's.  ``None``: derived (:meth:`Plan.from_fingerprint`).
     stage_arch_kwargs:
         Per stage architecture overrides, e.g. ``{"main": {"channels": [8, 16, 32]}}``.
     labels:
@@ -122,6 +127,7 @@ class TrainConfig:
     fusion_epochs: int | None = None
     patch_size: list[int] | None = None
     stage_plans: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plan: dict[str, Any] | None = None
     stage_arch_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
     encoder_weights: list[str | None] | None = None
@@ -138,6 +144,10 @@ class TrainConfig:
 
         if self.epochs < 1:
             raise bad("epochs", self.epochs, ">= 1")
+        if self.plan is not None:
+            from kidneyseg.preprocessing.plan import Plan
+
+            Plan.from_json(self.plan, path="the training option 'plan'")
         if self.batch_size < 1:
             raise bad("batch_size", self.batch_size, ">= 1")
         if not self.lr > 0:

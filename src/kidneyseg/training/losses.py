@@ -44,6 +44,7 @@ class DiceCE(nn.Module):
         from monai.losses import DiceLoss
 
         self.dice = DiceLoss(to_onehot_y=True, softmax=True, include_background=False, smooth_nr=1e-5, smooth_dr=1e-5)
+        self.weight: torch.Tensor | None
         self.register_buffer("weight", None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32))
         self.dice_weight, self.ce_weight = float(dice_weight), float(ce_weight)
 

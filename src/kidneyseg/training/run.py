@@ -4,9 +4,10 @@
 
 1. list the data set (``kidneyseg.data.adapters.load_dataset``), keep labelled cases,
    split them by patient (``kidneyseg.data.splits.make_splits``, fold ``config.fold``);
-2. for every stage of the pipeline (``kidneyseg.models.pipelines``): derive its plan from
-   the training cases' fingerprint (``plan_from_fingerprint``) plus the stage's
-   overrides, preprocess (``apply_plan``), build samples (slices, volumes, per-kidney
+2. for every stage of the pipeline (``kidneyseg.models.pipelines``): derive its
+   :class:`~kidneyseg.preprocessing.plan.Plan` from the data set's
+   :class:`~kidneyseg.data.fingerprint.Fingerprint` (``Plan.from_fingerprint``, or the
+   ``--plan`` file) plus the stage's overrides, preprocess (``apply_plan``), build samples (slices, volumes, per-kidney
    crops, detector boxes), train with :class:`~kidneyseg.training.trainer.StageTrainer`
    and save the stage (``kidneyseg.models.folder.save_stage``);
 3. write the top ``model.json``.
@@ -34,8 +35,11 @@ import numpy as np
 
 from kidneyseg.augmentation import flip_axes
 from kidneyseg.case import Case
+from kidneyseg.data.fingerprint import Fingerprint
 from kidneyseg.errors import InputError, KidneysegError, OutputError
+from kidneyseg.labels import has_sided_kidneys
 from kidneyseg.models.pipelines import Pipeline, StageDef, get_pipeline
+from kidneyseg.preprocessing.plan import Plan
 from kidneyseg.training.config import TrainConfig
 from kidneyseg.training.targets import lesion_values, target_mapping
 
@@ -45,26 +49,6 @@ CKPT = "checkpoints"
 # Config fields that may change between an interrupted run and its resumption.
 _RESUME_FREE = {"threads", "progress"}
 _NO_ENCODER = ("unet2d", "unet3d", "vnet")
-
-
-def fingerprint_of(cases: list[Case], task: str, modality: str | None) -> dict[str, Any]:
-    """Minimal fingerprint for ``plan_from_fingerprint``: spacing and shape per case in RAS axis order."""
-    import nibabel as nib
-
-    spacings, shapes = [], []
-    for c in cases:
-        sp, sh = list(c.spacing), list(c.shape)
-        if c.ndim == 3:
-            ornt = nib.orientations.io_orientation(c.affine)
-            sp_r, sh_r = [0.0] * 3, [0] * 3
-            for ax in range(3):
-                sp_r[int(ornt[ax, 0])] = sp[ax]
-                sh_r[int(ornt[ax, 0])] = sh[ax]
-            sp, sh = sp_r, sh_r
-        spacings.append(sp)
-        shapes.append(sh)
-    return {"spacings": spacings, "shapes": shapes, "task": task, "modality": modality,
-            "spatial_dims": cases[0].ndim if cases else 3}
 
 
 def _check_out(out: Path, resume: bool, cfg: TrainConfig) -> None:
@@ -89,20 +73,23 @@ def _check_out(out: Path, resume: bool, cfg: TrainConfig) -> None:
                           fix="add --resume to continue it, or choose another -o folder")
 
 
-def _stage_plan(stage: StageDef, fp: dict[str, Any], modality: str, cfg: TrainConfig, labels: dict[str, str]) -> dict[str, Any]:
-    from kidneyseg.preprocessing.plan import plan_from_fingerprint, validate_plan
-
-    plan = plan_from_fingerprint(fp, stage.spatial_dims, modality)
-    plan.update(json.loads(json.dumps(stage.plan)))
+def _stage_plan(stage: StageDef, fp: Fingerprint, modality: str, cfg: TrainConfig, labels: dict[str, str]) -> Plan:
+    """The plan of ``stage``: derived from the data set's fingerprint (or ``cfg.plan``, ``train --plan``), then
+    the pipeline's fixed keys for the stage, ``cfg.patch_size``, ``cfg.stage_plans[stage]`` and the stage's labels."""
+    if cfg.plan is not None and int(cfg.plan.get("spatial_dims", 0)) == stage.spatial_dims:
+        base = Plan.from_json(cfg.plan, path="--plan")
+    else:
+        base = Plan.from_fingerprint(fp, stage.spatial_dims, modality)
+    changes: dict[str, Any] = json.loads(json.dumps(stage.plan))
     if cfg.patch_size is not None:
         if len(cfg.patch_size) != stage.spatial_dims:
             raise InputError("patch_size does not fit the stage", found=cfg.patch_size,
                              expected=f"{stage.spatial_dims} sizes for stage {stage.name}",
                              fix="set per-stage sizes in stage_plans of the config file")
-        plan["patch_size"] = list(cfg.patch_size)
-    plan.update(cfg.stage_plans.get(stage.name, {}))
-    plan["labels"] = labels
-    return validate_plan(plan)
+        changes["patch_size"] = list(cfg.patch_size)
+    changes.update(cfg.stage_plans.get(stage.name, {}))
+    changes["labels"] = labels
+    return base.updated(changes, path=f"the plan of stage {stage.name}")
 
 
 def _extra_refs(extra: dict[str, Any], index: int, task: str, modality: str, data_dims: int, cfg: TrainConfig,
@@ -169,11 +156,12 @@ def _build_module(stage: StageDef, arch_kwargs: dict[str, Any], out_channels: in
         kaiming_init(module)
     if encoder_weights:
         if hasattr(module, "members"):
-            if len(encoder_weights) != len(module.members):
+            members: Any = module.members
+            if len(encoder_weights) != len(members):
                 raise InputError("wrong number of --encoder-weights for the ensemble", found=len(encoder_weights),
-                                 expected=len(module.members),
+                                 expected=len(members),
                                  fix="give one file per member in member order ('none' to skip one)")
-            for spec, member, w in zip(arch_kwargs["members"], module.members, encoder_weights):
+            for spec, member, w in zip(arch_kwargs["members"], members, encoder_weights):
                 if w is not None:
                     load_encoder_weights(member, w, arch=spec["arch"])
         else:
@@ -181,17 +169,16 @@ def _build_module(stage: StageDef, arch_kwargs: dict[str, Any], out_channels: in
     return module
 
 
-def _preprocess(cases: list[Case], plan: dict[str, Any], cache: dict[str, list[Case]]) -> list[Case]:
+def _preprocess(cases: list[Case], plan: Plan, cache: dict[str, list[Case]]) -> list[Case]:
     from kidneyseg.preprocessing.plan import apply_plan
 
-    key = json.dumps({k: plan.get(k) for k in ("orientation", "target_spacing", "intensity", "denoise", "crop",
-                                                 "spatial_dims")}, sort_keys=True)
+    key = plan.preprocessing_key()
     if key not in cache:
         cache[key] = [apply_plan(c, plan) for c in cases]
     return cache[key]
 
 
-def _samples(stage: StageDef, cases: list[Case], task: str, mapping: dict[int, int], plan: dict[str, Any],
+def _samples(stage: StageDef, cases: list[Case], task: str, mapping: dict[int, int], plan: Plan,
              cfg: TrainConfig, per_case: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Training or validation samples of ``cases``; ``per_case`` (case name -> ``{"mapping", "groups",
     "max_slices"}``): partial labels, each case's value -> group mapping and ``(G, C)`` group matrix,
@@ -205,7 +192,7 @@ def _samples(stage: StageDef, cases: list[Case], task: str, mapping: dict[int, i
             out += S.detector_samples(c, task, max_background=cfg.max_background_slices, seed=cfg.seed + i)
         elif stage.spatial_dims == 2:
             got = S.slice_samples(c, own.get("mapping", mapping), max_background=cfg.max_background_slices,
-                                  seed=cfg.seed + i, context=int(plan.get("context_slices") or 0),
+                                  seed=cfg.seed + i, context=plan.context_slices,
                                   max_slices=own.get("max_slices"))
             if "groups" in own:
                 for smp in got:
@@ -214,7 +201,7 @@ def _samples(stage: StageDef, cases: list[Case], task: str, mapping: dict[int, i
         elif stage.role in ("fine", "lesion", "segmenter"):
             out += S.crop_samples(
                 c, task, mapping, float(stage.facts.get("crop_margin_mm", 10.0)), with_mask=stage.role == "lesion",
-                resize_to=plan["patch_size"] if stage.facts.get("resize_to_patch") else None,
+                resize_to=list(plan.patch_size) if stage.facts.get("resize_to_patch") else None,
             )
         else:
             out.append(S.volume_sample(c, mapping))
@@ -282,7 +269,9 @@ def train_pipeline(
     if modality not in pipe.modalities:
         log.warning("pipeline %s is meant for %s, the data are %s", pipe.name, "/".join(pipe.modalities), modality)
     data_dims = raw_train[0].ndim
-    fp = fingerprint_of(raw_train, task, modality)
+    # the data set's fingerprint (all its cases, as `kidneyseg data check` and nnU-Net compute it): so the plan
+    # `data check --plan` prints is the plan trained with; extra data sets never change it
+    fp = Fingerprint.from_cases(sorted(raw_train + raw_val, key=lambda c: c.name), task, modality)
     per_case: dict[str, dict[str, Any]] = {}
     classes = _model_classes(cfg)
     if classes is not None:
@@ -356,7 +345,7 @@ def train_pipeline(
         if crop_stage and cfg.patch_size is None and "patch_size" not in cfg.stage_plans.get(stage.name, {}):
             from kidneyseg.training.samples import patch_for_crops
 
-            plan["patch_size"] = patch_for_crops(train_samples)
+            plan = plan.updated({"patch_size": patch_for_crops(train_samples)})
         if resume and (ckpt_dir / DONE).is_file() and (out / stage.name / "weights.pt").is_file():
             log.info("stage %s already trained", stage.name)
             done_stages.append(stage.name)
@@ -364,11 +353,12 @@ def train_pipeline(
             continue
         seed_everything(cfg.seed + si)
         # 2.5D: the image and its context_slices neighbours on either side are input channels
-        in_channels = stage.in_channels + 2 * int(plan.get("context_slices") or 0)
+        in_channels = stage.in_channels + 2 * plan.context_slices
         module = _build_module(stage, arch_kwargs, len(channel_to_label), cfg,
                                encoder_weights if stage.arch not in _NO_ENCODER else None, in_channels)
+        loss: Any = None  # the detector computes its own losses
         if stage.role == "detector":
-            loss_name, loss = "faster-rcnn", None
+            loss_name = "faster-rcnn"
             trainer_cls: type[StageTrainer] = DetectorTrainer
         else:
             loss_name = cfg.loss or stage.loss
@@ -383,27 +373,24 @@ def train_pipeline(
             loss = create_loss(loss_name, **loss_kwargs)
             trainer_cls = StageTrainer
         # left/right labels: never flipped in training, so never mirrored at test time (mirror_axes below)
-        sided = stage.target == "all" and (task == "chaos-mr" if classes is None else
-                                           any(n in ("kidney_right", "kidney_left") for n in classes.values()))
+        sided = stage.target == "all" and has_sided_kidneys(labels)
         # checked before training: mirror "left-right" needs an orientation with a left-right axis
         mirror_axes = flip_axes(modality, stage.spatial_dims, cfg.augmentation, sided, cfg.mirror,
-                                plan.get("orientation"))
+                                plan.orientation)
         trainer = trainer_cls(
-            module, loss, cfg, ckpt_dir, spatial_dims=stage.spatial_dims, patch_size=plan["patch_size"],
-            modality=modality, channel_names=[labels[str(v)] for v in channel_to_label],
+            module, loss, cfg, ckpt_dir, plan, channel_names=[labels[str(v)] for v in channel_to_label],
             sided_labels=sided, name=stage.name,
-            intensity=plan.get("intensity"), orientation=plan.get("orientation"),
         )
         trainer.on_epoch_end += (callbacks or {}).get(stage.name, [])
         log.info("stage %s: %s, %d training / %d validation samples, patch %s", stage.name, stage.arch,
-                 len(train_samples), len(val_samples), plan["patch_size"])
+                 len(train_samples), len(val_samples), list(plan.patch_size))
         summary = trainer.fit(train_samples, val_samples, resume=resume)
         summary.update({"train_samples": len(train_samples), "val_samples": len(val_samples), "loss": loss_name,
                         "loss_kwargs": loss_kwargs if stage.role != "detector" else {}})
         module.load_state_dict(trainer.final_state())
         spec = {
             "arch": stage.arch, "arch_kwargs": arch_kwargs, "in_channels": in_channels,
-            "out_channels": len(channel_to_label), "channel_to_label": channel_to_label, "plan": plan,
+            "out_channels": len(channel_to_label), "channel_to_label": channel_to_label, "plan": plan.to_json(),
             # axes the training flipped: the only ones mirroring TTA may use
             "mirror_axes": mirror_axes,
             "stage": {"name": stage.name, "role": stage.role, "target": stage.target,

@@ -30,8 +30,8 @@ def slice_samples(case: Case, mapping: dict[int, int], *, max_background: int, s
     """
     from kidneyseg.preprocessing.plan import slice_context
 
-    lab = to_channels(case.label, mapping)
-    img = slice_context(case.image, context)  # (2n+1, I, J[, K])
+    lab = to_channels(case.require_label(), mapping)
+    img = slice_context(case.require_image(), context)  # (2n+1, I, J[, K])
     if case.ndim == 2:
         return [{"image": img, "label": lab[None], "name": case.name}]
     fg = np.nonzero(lab.any(axis=(0, 1)))[0]
@@ -39,7 +39,8 @@ def slice_samples(case: Case, mapping: dict[int, int], *, max_background: int, s
     if max_slices is not None and len(fg) > max_slices:
         fg = fg[np.unique(np.round(np.linspace(0, len(fg) - 1, max_slices)).astype(int))]
     rng = np.random.default_rng(seed)
-    keep_bg = rng.choice(bg, size=min(len(bg), max_background), replace=False) if len(bg) else []
+    keep_bg: list[int] = ([int(k) for k in rng.choice(bg, size=min(len(bg), max_background), replace=False)]
+                          if len(bg) else [])
     ks = sorted([int(k) for k in fg] + [int(k) for k in keep_bg])
     return [{"image": np.ascontiguousarray(img[:, :, :, k]), "label": np.ascontiguousarray(lab[None, :, :, k]),
              "name": f"{case.name}_z{k:03d}"} for k in ks]
@@ -47,7 +48,8 @@ def slice_samples(case: Case, mapping: dict[int, int], *, max_background: int, s
 
 def volume_sample(case: Case, mapping: dict[int, int]) -> dict[str, Any]:
     """One 3D sample: the whole (resampled) volume; patches are cut by the augmentation."""
-    return {"image": case.image.astype(np.float32)[None], "label": to_channels(case.label, mapping)[None],
+    return {"image": case.require_image().astype(np.float32)[None],
+            "label": to_channels(case.require_label(), mapping)[None],
             "name": case.name}
 
 
@@ -86,21 +88,19 @@ def crop_samples(case: Case, task: str, mapping: dict[int, int], margin_mm: floa
     (the lesion stage's second input channel).  ``resize_to`` resamples each
     crop to a fixed size (V-Net segmenter: image linear, label/mask nearest).
     """
+    from kidneyseg.preprocessing.geometry import crop, resample_to_shape
+
     out = []
-    for n, box in enumerate(kidney_boxes(case.label, task, case.spacing, margin_mm)):
-        sl = tuple(slice(lo, hi) for lo, hi in box)
-        img = case.image[sl].astype(np.float32)
-        lab = case.label[sl]
+    for n, box in enumerate(kidney_boxes(case.require_label(), task, case.spacing, margin_mm)):
+        part = crop(case, box)
+        if resize_to is not None:
+            # the same resampling prediction applies to the crop (geometry.resample, through the plan)
+            part = resample_to_shape(part, resize_to, order=1)
+        img = part.require_image().astype(np.float32)
+        lab = part.require_label()
         s: dict[str, Any] = {"name": f"{case.name}_kidney{n}", "box": box}
         mask = np.isin(lab, kidney_values(task)).astype(np.uint8)
         ch = to_channels(lab, mapping)
-        if resize_to is not None:
-            from scipy import ndimage
-
-            zoom = [t / c for t, c in zip(resize_to, img.shape)]
-            img = ndimage.zoom(img, zoom, order=1, grid_mode=True, mode="grid-constant")
-            ch = ndimage.zoom(ch, zoom, order=0, grid_mode=True, mode="grid-constant")
-            mask = ndimage.zoom(mask, zoom, order=0, grid_mode=True, mode="grid-constant")
         s["image"] = img[None]
         s["label"] = ch[None]
         if with_mask:
@@ -113,11 +113,12 @@ def detector_samples(case: Case, task: str, *, max_background: int, seed: int) -
     """2D detector samples: axial slices (or the image) with one box per kidney per slice."""
     from kidneyseg.models.detection import boxes_from_slice, boxes_from_volume
 
-    img = case.image.astype(np.float32)
+    img = case.require_image().astype(np.float32)
+    label = case.require_label()
     kv = kidney_values(task)
     if case.ndim == 2:
-        return [{"image": img[None], "boxes": boxes_from_slice(case.label, kv), "name": case.name}]
-    per_slice = boxes_from_volume(case.label, kv, axis=2)
+        return [{"image": img[None], "boxes": boxes_from_slice(label, kv), "name": case.name}]
+    per_slice = boxes_from_volume(label, kv, axis=2)
     bg = [k for k in range(img.shape[2]) if k not in per_slice]
     rng = np.random.default_rng(seed)
     keep_bg = [int(k) for k in rng.choice(bg, size=min(len(bg), max_background), replace=False)] if bg else []

@@ -27,13 +27,14 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from kidneyseg.errors import InputError, KidneysegError
+from kidneyseg.preprocessing.plan import Plan
 from kidneyseg.training.config import TrainConfig, lr_at
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 def rng_state() -> dict[str, Any]:
     """Python, numpy and torch RNG states in a form ``torch.load(weights_only=True)`` accepts."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))  # legacy: a tuple
+    name, keys, pos, has_gauss, cached = state
     return {
         "python": random.getstate(),
         "numpy": [name, torch.as_tensor(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
@@ -118,17 +120,16 @@ class StageTrainer:
         The run's :class:`TrainConfig`.
     ckpt_dir:
         Folder for ``last.pt``, ``best.pt``, ``log.csv`` and ``curves.png``.
-    spatial_dims, patch_size, modality:
-        From the stage's plan; drive patch sampling and augmentation.
+    plan:
+        The stage's :class:`~kidneyseg.preprocessing.plan.Plan`: its ``spatial_dims``,
+        ``patch_size`` and ``modality`` drive patch sampling and augmentation, its
+        ``intensity`` the contrast-phase simulation, its ``orientation`` ``mirror="left-right"``.
     channel_names:
         Name of each output channel (``[background, kidney, ...]``), for the log.
     sided_labels:
         Labels encode left/right: no flips in augmentation.
     name:
         Stage name, for the progress bar and log.
-    intensity, orientation:
-        The plan's intensity normalisation and axis codes (contrast-phase
-        simulation; ``mirror="left-right"``).
     """
 
     def __init__(
@@ -137,28 +138,23 @@ class StageTrainer:
         loss: nn.Module,
         config: TrainConfig,
         ckpt_dir: str | os.PathLike[str],
+        plan: Plan,
         *,
-        spatial_dims: int,
-        patch_size: list[int],
-        modality: str,
         channel_names: list[str],
         sided_labels: bool = False,
         name: str = "main",
-        intensity: dict[str, Any] | None = None,
-        orientation: str | None = None,
     ) -> None:
         self.module = module
         self.loss = loss
         self.cfg = config
         self.dir = Path(ckpt_dir)
-        self.spatial_dims = spatial_dims
-        self.patch_size = [int(p) for p in patch_size]
-        self.modality = modality
+        self.plan = plan
+        self.spatial_dims = plan.spatial_dims
+        self.patch_size = list(plan.patch_size)
+        self.modality = plan.modality
         self.channel_names = channel_names
         self.sided = sided_labels
         self.name = name
-        self.intensity = intensity
-        self.orientation = orientation
         self.optimizer = torch.optim.Adam([p for p in module.parameters()], lr=config.lr)
         self.rows: list[dict[str, Any]] = []
         self.best = -math.inf
@@ -187,22 +183,24 @@ class StageTrainer:
     def _set_phase(self, phase: str) -> None:
         self.module.train()
         if phase == "fusion":
-            for p in self.module.members.parameters():
+            members: nn.Module = self.module.members  # type: ignore[assignment]  # concat ensembles only
+            for p in members.parameters():
                 p.requires_grad_(False)
-            self.module.members.eval()
+            members.eval()
         else:
             for p in self.module.parameters():
                 p.requires_grad_(True)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor, phase: str, groups: torch.Tensor | None = None) -> torch.Tensor:
         kw = {} if groups is None else {"groups": groups}  # partial labels: the marginal loss
+        ens: Any = self.module  # ensembles: member_logits / combine (kidneyseg.models.ensemble)
         if phase == "members":
-            logits = self.module.member_logits(x)
+            logits = ens.member_logits(x)
             return torch.stack([self.loss(z, y, **kw) for z in logits]).sum()
         if phase == "fusion":
             with torch.no_grad():
-                logits = self.module.member_logits(x)
-            return self.loss(self.module.combine(logits), y, **kw)
+                logits = ens.member_logits(x)
+            return self.loss(ens.combine(logits), y, **kw)
         return self.loss(self.module(x), y, **kw)
 
     # ------------------------------------------------------------------ checkpoints
@@ -242,7 +240,7 @@ class StageTrainer:
 
         phase = None
         if self.cfg.contrast_phase_prob > 0:
-            it = self.intensity or {}
+            it = self.plan.intensity or {}
             if self.modality != "ct" or it.get("kind") != "window":
                 raise InputError("contrast_phase_prob needs a CT stage with a window intensity plan",
                                  found=f"modality {self.modality}, intensity {it.get('kind')}",
@@ -252,7 +250,7 @@ class StageTrainer:
         return build_train_transform(
             self.modality, self.spatial_dims, self.patch_size, fg_ratio=self.cfg.fg_ratio,
             strength=self.cfg.augmentation, sided_labels=self.sided, extra_label_keys=extra_keys,
-            contrast_phase=phase, mirror=self.cfg.mirror, orientation=self.orientation,
+            contrast_phase=phase, mirror=self.cfg.mirror, orientation=self.plan.orientation,
         )
 
     @staticmethod
