@@ -111,6 +111,10 @@ RECIPES: dict[str, Recipe] = {
         # pretrained vs from scratch, fold 0, same recipe and split (train_defaults --no-encoder-weights): KiTS19
         #   kidney+masses 0.590 vs 0.466, tumour 0.465 vs 0.373, CURVAS kidney 0.661 vs 0.445; unenhanced
         #   TotalSegmentator example Dice 0.832 vs 0.170 (from scratch: a post-processing warning): pretrained adopted
+        # 60 epochs instead of 30, folds 0 and 1 (train_defaults --epochs 60 --folds 0 1): KiTS19 kidney+masses
+        #   0.533 / 0.849 vs 0.590 / 0.851, tumour 0.437 / 0.795 vs 0.465 / 0.741, CURVAS kidney 0.625 / 0.783 vs
+        #   0.661 / 0.639; unenhanced TotalSegmentator example (fold 0 model) Dice 0.586, left kidney missed, vs
+        #   0.832: longer training fits the contrast-enhanced majority; not adopted
         # v1 (small MONAI U-Net from scratch, KiTS19 31 slices only): 0.690 / 0.547, no kidney on unenhanced CT;
         #   its experiments (epochs, patch size, flips, contrast-phase simulation, phantoms) are in git history
         config={"epochs": 30, "batch_size": 8, "lr": 1e-3, "lr_schedule": "poly", "val_every": 30,
