@@ -20,7 +20,7 @@ def _sample(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("modality,shape,patch", [("ct", (40, 36), (32, 32)), ("us", (30, 50), (32, 32)),
-                                                  ("mr", (20, 24, 18), (16, 16, 16)),
+                                                  ("mr", (32, 36, 24), (16, 16, 16)),
                                                   ("ct", (30, 40, 12), (16, 24, 8))])
 def test_seeded_and_label_follows_image(modality: str, shape: tuple[int, ...], patch: tuple[int, ...]) -> None:
     tr = build_train_transform(modality, len(shape), patch, fg_ratio=1.0)  # non-square patches keep their shape
@@ -34,7 +34,24 @@ def test_seeded_and_label_follows_image(modality: str, shape: tuple[int, ...], p
         lab = np.asarray(x["label"])
         assert lab.shape == (1, *patch)
         assert set(np.unique(lab)) <= {0, 1, 2}  # nearest neighbour: no new values
+        _assert_label_on_image(np.asarray(x["image"])[0], lab[0])
     assert any(np.asarray(x["label"]).any() for x in a)  # foreground oversampling
+
+
+def _assert_label_on_image(img: np.ndarray, lab: np.ndarray) -> None:
+    """The label still lies on the image (image = 10 * label before augmentation; the intensity steps
+    are monotonic up to a little noise): inside each label's core (eroded, away from interpolated edges)
+    the image levels keep the label order, and almost every core voxel is on its own side of the midpoints."""
+    from scipy import ndimage
+
+    cores = {v: ndimage.binary_erosion(lab == v, iterations=1) for v in (0, 1, 2)}
+    levels = {v: float(np.median(img[c])) for v, c in cores.items() if c.sum() >= 4}
+    assert len(levels) >= 2, "the patch should hold the background and a label"
+    order = sorted(levels)
+    for lo, hi in zip(order, order[1:]):
+        mid = (levels[lo] + levels[hi]) / 2
+        assert levels[hi] > levels[lo]
+        assert (img[cores[hi]] > mid).mean() > 0.9 and (img[cores[lo]] < mid).mean() > 0.9
 
 
 def test_speckle_touches_only_image() -> None:

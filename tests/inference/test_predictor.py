@@ -106,14 +106,31 @@ def test_slicewise_2d_model_on_volume_and_us_image(phantom, tmp_path):
 
 
 def test_ensemble_of_folders_averages(unet3d_dir, phantom, tmp_path):
+    import shutil
+
+    import torch
+
+    # a second, different model: the same folder with its weights perturbed
+    other = tmp_path / "other"
+    shutil.copytree(unet3d_dir, other)
+    wpath = next(other.glob("*/weights.pt"))
+    state = torch.load(wpath, weights_only=True)
+    gen = torch.Generator().manual_seed(0)
+    state = {k: (v + 0.5 * v.std() * torch.randn(v.shape, generator=gen) if v.is_floating_point() and v.numel() > 1
+                 else v) for k, v in state.items()}
+    torch.save(state, wpath)
     case = Case(phantom.image.astype(np.float32), phantom.affine, name="e")
-    single = Predictor(unet3d_dir, postprocess=False).predict_case(case, probabilities=True)
-    twice = Predictor([unet3d_dir, unet3d_dir], postprocess=False).predict_case(case, probabilities=True)
-    np.testing.assert_allclose(single.probabilities.astype(np.float32), twice.probabilities.astype(np.float32),
-                               atol=2e-3)
+    p1 = Predictor(unet3d_dir, postprocess=False).predict_case(case, probabilities=True).probabilities
+    p2 = Predictor(other, postprocess=False).predict_case(case, probabilities=True).probabilities
+    assert p1 is not None and p2 is not None
+    p1, p2 = p1.astype(np.float32), p2.astype(np.float32)
+    assert np.abs(p1 - p2).max() > 0.1  # the two members really differ
+    both = Predictor([unet3d_dir, other], postprocess=False).predict_case(case, probabilities=True)
+    assert both.probabilities is not None
+    np.testing.assert_allclose(both.probabilities.astype(np.float32), (p1 + p2) / 2, atol=2e-3)
     # ensembles take the argmax of the averaged probabilities on the input grid
-    expect = np.argmax(twice.probabilities.astype(np.float32), axis=0)
-    assert (twice.label == expect).mean() > 0.999
+    expect = np.argmax(both.probabilities.astype(np.float32), axis=0)
+    assert (both.label == expect).mean() > 0.999
 
 
 def test_postprocess_warning_known_answers():

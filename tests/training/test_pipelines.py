@@ -23,16 +23,27 @@ def test_concat_ensemble_members_then_fusion(tmp_path: Path) -> None:
     write_phantom_set(data, "us", 4, size=(48, 64), seed=0, progress=False)
     cfg = TrainConfig(epochs=2, fusion_epochs=1, batch_size=2, folds=2, progress=False, threads=1, patch_size=[32, 32],
                       stage_arch_kwargs={"main": {"members": TINY_MEMBERS, "fusion_kernel": 1}})
-    out = train_pipeline("us-triple-ensemble", data, "openkidney-us", tmp_path / "m", cfg)
+    ck = tmp_path / "m" / "checkpoints" / "main"
+    after_members: dict[str, torch.Tensor] = {}
+
+    def snapshot(epoch: int, row: dict) -> None:  # type: ignore[type-arg]
+        if epoch == 0:  # last.pt is written before the callbacks run
+            after_members.update(torch.load(ck / "last.pt", weights_only=True)["model"])
+
+    out = train_pipeline("us-triple-ensemble", data, "openkidney-us", tmp_path / "m", cfg,
+                         callbacks={"main": [snapshot]})
     with open(out / "main" / "log.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["phase"] for r in rows] == ["members", "fusion"]
-    # the fusion epoch leaves the members untouched
-    ck = tmp_path / "m" / "checkpoints" / "main"
-    last = torch.load(ck / "last.pt", weights_only=True)["model"]
     spec = json.loads((out / "main" / "model.json").read_text())
     assert spec["arch"] == "ensemble-concat" and len(spec["arch_kwargs"]["members"]) == 2
-    assert "fusion.weight" in last
+    # the fusion epoch leaves the members untouched (weights and batch-norm statistics) and trains the fusion
+    last = torch.load(ck / "last.pt", weights_only=True)["model"]
+    members = [k for k in last if k.startswith("members.")]
+    assert members and after_members
+    for k in members:
+        assert torch.equal(last[k], after_members[k]), f"{k} changed in the fusion epoch"
+    assert not torch.equal(last["fusion.weight"], after_members["fusion.weight"])
 
 
 @pytest.mark.slow

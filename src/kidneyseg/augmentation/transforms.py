@@ -163,7 +163,9 @@ def build_train_transform(
     else:
         ts.append(T.RandRotated(keys, range_z=small, prob=0.3, mode=modes, padding_mode="zeros"))
     if strength == "default":
-        ts.append(T.RandZoomd(keys, min_zoom=0.85, max_zoom=1.15, prob=0.3, mode=modes, keep_size=True))
+        # labels: "nearest-exact" (torch's "nearest" rounds down, shifting the label up to a voxel off the image)
+        zoom_modes = tuple("nearest-exact" if m == "nearest" else m for m in modes)
+        ts.append(T.RandZoomd(keys, min_zoom=0.85, max_zoom=1.15, prob=0.3, mode=zoom_modes, keep_size=True))
         if spatial_dims == 2:
             ts.append(T.Rand2DElasticd(keys, spacing=(32, 32), magnitude_range=(1, 3), prob=0.1, mode=modes,
                                        padding_mode="zeros"))

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from kidneyseg.errors import KidneysegError
+from kidneyseg.models.modules import check_spatial_dims
 
 
 def _build_members(
@@ -83,6 +84,7 @@ class MeanEnsemble(nn.Module):
 
     def member_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits of each member, each ``(N, C, H, W)``."""
+        check_spatial_dims(x, 2)
         return [m(x) for m in self.members]
 
     def combine(self, logits: list[torch.Tensor]) -> torch.Tensor:
@@ -125,6 +127,7 @@ class ConcatFusionEnsemble(nn.Module):
 
     def member_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits of each member, each ``(N, C, H, W)``."""
+        check_spatial_dims(x, 2)
         return [m(x) for m in self.members]
 
     def combine(self, logits: list[torch.Tensor]) -> torch.Tensor:

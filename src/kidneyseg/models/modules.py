@@ -7,6 +7,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def check_spatial_dims(x: torch.Tensor, spatial_dims: int) -> None:
+    """Refuse an input that is not ``(N, C)`` + ``spatial_dims`` spatial axes with the package's InputError."""
+    if x.dim() != 2 + int(spatial_dims):
+        from kidneyseg.errors import InputError
+
+        raise InputError(
+            "network input has the wrong number of spatial dimensions",
+            found=tuple(x.shape),
+            expected=f"(N, C) + {spatial_dims} spatial axes",
+            fix="give 2D models (N, C, H, W) slices and 3D models (N, C, X, Y, Z) volumes",
+        )
+
+
 class PadToMultiple(nn.Module):
     """Zero-pad the input up to a multiple of ``multiple`` and crop the output back.
 
@@ -22,16 +35,8 @@ class PadToMultiple(nn.Module):
         self.spatial_dims = int(spatial_dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_spatial_dims(x, self.spatial_dims)
         size = x.shape[2:]
-        if len(size) != self.spatial_dims:
-            from kidneyseg.errors import InputError
-
-            raise InputError(
-                "network input has the wrong number of spatial dimensions",
-                found=tuple(x.shape),
-                expected=f"(N, C) + {self.spatial_dims} spatial axes",
-                fix="give 2D models (N, C, H, W) slices and 3D models (N, C, X, Y, Z) volumes",
-            )
         pads = [(-s) % self.multiple for s in size]
         if any(pads):
             pad_arg: list[int] = []

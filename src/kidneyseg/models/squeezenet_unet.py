@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from kidneyseg.models.modules import check_spatial_dims
+
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
@@ -63,6 +65,7 @@ class SqueezeNetUNet(nn.Module):
         self.head = nn.Conv2d(d[3], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_spatial_dims(x, 2)
         f = cast(nn.Sequential, self.encoder.features)  # torchvision's squeezenet1_1().features
         s0 = self.stem(x)
         s1 = f[0:2](x)
