@@ -81,7 +81,8 @@ def test_cascade_end_to_end(phantom, tmp_path):
     assert set(np.unique(r.label)) <= {0, 1, 2, 3}
     assert r.probabilities.shape == (4,) + case.shape
     np.testing.assert_allclose(r.probabilities.astype(np.float32).sum(0), 1.0, atol=1e-2)
-    assert {"coarse", "fine", "lesion"} <= set(r.timings)
+    # every stage ran on a kidney box (the fine and lesion timings stay 0.0 when the coarse stage finds none)
+    assert all(r.timings[s] > 0 for s in ("coarse", "fine", "lesion"))
 
 
 def test_detect_vnet_end_to_end(phantom, tmp_path):
@@ -90,7 +91,8 @@ def test_detect_vnet_end_to_end(phantom, tmp_path):
     r = Predictor(d, threads=2).predict_case(case)
     assert r.label.shape == case.shape
     assert set(np.unique(r.label)) <= {0, 1, 2}
-    assert "detector" in r.timings and "segmenter" in r.timings
+    # the segmenter ran on a detected box (its timing stays 0.0 when the detector finds none)
+    assert r.timings["detector"] > 0 and r.timings["segmenter"] > 0
 
 
 def test_slicewise_2d_model_on_volume_and_us_image(phantom, tmp_path):
