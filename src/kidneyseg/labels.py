@@ -53,6 +53,11 @@ MR_KIDNEY_RIGHT = 2
 MR_KIDNEY_LEFT = 3
 MR_SPLEEN = 4
 
+# Label values of the openkidney-us-regions convention (regions inside the capsule, which is openkidney-us' KIDNEY).
+US_CENTRAL_ECHO_COMPLEX = 1
+US_MEDULLA = 2
+US_CORTEX = 3
+
 #: Spellings of label names (lower case, spaces and hyphens as underscores) -> the names used here.
 LABEL_NAME_ALIASES = {
     "tumour": "tumor", "tumor": "tumor", "mass": "tumor", "kidney": "kidney", "cyst": "cyst",

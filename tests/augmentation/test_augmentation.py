@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -48,7 +50,7 @@ def _assert_label_on_image(img: np.ndarray, lab: np.ndarray) -> None:
     levels = {v: float(np.median(img[c])) for v, c in cores.items() if c.sum() >= 4}
     assert len(levels) >= 2, "the patch should hold the background and a label"
     order = sorted(levels)
-    for lo, hi in zip(order, order[1:]):
+    for lo, hi in itertools.pairwise(order):
         mid = (levels[lo] + levels[hi]) / 2
         assert levels[hi] > levels[lo]
         assert (img[cores[hi]] > mid).mean() > 0.9 and (img[cores[lo]] < mid).mean() > 0.9

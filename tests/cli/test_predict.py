@@ -96,9 +96,10 @@ def test_dicom_seg_refused_on_example_series(model_dir, shared_data, tmp_path, c
 
 
 def test_no_default_model_says_pass_model(tmp_path, capsys, monkeypatch):
-    from kidneyseg.inference import predictor
+    from kidneyseg import default_models
 
-    monkeypatch.setattr(predictor, "default_model_dir", lambda modality: tmp_path / "none" / modality)
+    # default_model_dir looks for <folder of default_models>/<modality>/model.json: an empty folder here
+    monkeypatch.setattr(default_models, "__file__", str(tmp_path / "none" / "__init__.py"))
     src = tmp_path / "x.nii.gz"
     _write_nifti(src, np.zeros((8, 8, 8)), np.eye(4))
     rc = main(["predict", str(src), "-o", str(tmp_path / "out"), "--modality", "mr"])

@@ -14,13 +14,13 @@ import logging
 import sys
 from pathlib import Path
 
+from kidneyseg.io import CASE_FILE_SUFFIXES, DICOM_SUFFIX, image_suffix
+
 NAME = "predict"
 HELP = "segment kidney, tumour and cyst in images with a trained model folder"
 DESCRIPTION = __doc__
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _is_dicom_file(p: Path) -> bool:
-    if p.suffix.lower() == ".dcm":
+    if image_suffix(p) == DICOM_SUFFIX:
         return True
     try:
         with open(p, "rb") as f:
@@ -55,8 +55,7 @@ def _is_dicom_file(p: Path) -> bool:
 
 
 def _is_image_file(p: Path) -> bool:
-    name = p.name.lower()
-    return p.is_file() and not name.startswith(".") and any(name.endswith(s) for s in IMAGE_SUFFIXES)
+    return p.is_file() and not p.name.startswith(".") and image_suffix(p) in CASE_FILE_SUFFIXES
 
 
 def is_dicom_folder(p: Path) -> bool:
@@ -78,7 +77,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             found = [c for c in sorted(p.iterdir()) if _is_image_file(c) or (c.is_dir() and is_dicom_folder(c))]
             if not found:
                 raise InputError("folder holds no images and no DICOM series", path=p,
-                                 expected="image files (" + ", ".join(IMAGE_SUFFIXES) + ") or DICOM folders",
+                                 expected="image files (" + ", ".join(CASE_FILE_SUFFIXES) + ") or DICOM folders",
                                  fix="pass image files or a folder of them")
             cases.extend(found)
         else:
@@ -137,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from kidneyseg import io
     from kidneyseg.errors import KidneysegError
     from kidneyseg.inference import Predictor, resolve_model
-    from kidneyseg.io._common import stem_of
+    from kidneyseg.io import stem_of
     from kidneyseg.reporting.export import save_prediction
 
     cases = expand_inputs(args.inputs)

@@ -97,13 +97,13 @@ def _strip_channel(stem: str) -> str:
 
 
 def _files_by_case(folder: Path) -> dict[str, Path]:
-    from kidneyseg.io import SUFFIXES, stem_of
+    from kidneyseg.io import has_image_suffix, stem_of
 
     out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or p.name.endswith(".json"):
             continue
-        if p.is_file() and any(p.name.lower().endswith(s) for s in SUFFIXES):
+        if p.is_file() and has_image_suffix(p):
             out.setdefault(_strip_channel(stem_of(p)), p)
     return out
 

@@ -46,13 +46,11 @@ import numpy as np
 
 from kidneyseg.case import Case
 from kidneyseg.errors import InputError, unknown_name
+from kidneyseg.io import CASE_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, image_suffix, stem_of
 from kidneyseg.labels import canonical_label_name, get_task
 
 log = logging.getLogger(__name__)
 
-NIFTI = (".nii.gz", ".nii")
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-PNG_LIKE = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 # ----------------------------------------------------------------------------- types
@@ -193,7 +191,7 @@ class Dataset:
         for c in self.cases:
             p = c.image_path or c.label_path
             if p is not None:
-                return 2 if _suffix(p) in PNG_LIKE else 3
+                return 2 if _is_2d_file(p) else 3
         return 3
 
     def case(self, name: str) -> CaseRef:
@@ -212,17 +210,8 @@ class Dataset:
 # ----------------------------------------------------------------------------- reading helpers
 
 
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if name.endswith(s):
-            return s
-    return path.suffix.lower()
-
-
-def _stem(path: Path) -> str:
-    s = _suffix(path)
-    return path.name[: -len(s)] if s and path.name.lower().endswith(s) else path.stem
+def _is_2d_file(path: Path) -> bool:
+    return image_suffix(path) in IMAGE_2D_SUFFIXES
 
 
 def _fmt(values) -> str:
@@ -241,7 +230,7 @@ def read_png(path: Path, *, is_label: bool, spacing: tuple[float, float] | None)
 
 
 def _read_any(path: Path, *, is_label: bool, spacing: tuple[float, float] | None) -> Case:
-    if _suffix(path) in PNG_LIKE:
+    if _is_2d_file(path):
         return read_png(path, is_label=is_label, spacing=spacing)
     from kidneyseg.io import read
 
@@ -306,7 +295,7 @@ def _kits(root: Path, fmt: str, label_name: str, task: str, label_map: dict[int,
     if not cases and fmt in ("kits23", "kits19", "kits21"):
         # flat folder of masks (kits23_masks): labels only
         for f in sorted(root.glob("case_*.nii*")):
-            name = _stem(f)
+            name = stem_of(f)
             cases.append(CaseRef(name, name, None, f, "ct", task, label_map=label_map))
     if not cases:
         raise _no_cases(root, fmt, f"case_XXXXX/imaging.nii.gz + case_XXXXX/{label_name}")
@@ -501,8 +490,8 @@ def load_openkidney_us(
         if not d.is_dir():
             raise _no_cases(root, "openkidney-us", f"{d.relative_to(root)}/NAME.png")
     img_dir = Path(images) if images is not None else (root / "images" if (root / "images").is_dir() else None)
-    img_files = {_stem(f): f for f in img_dir.iterdir() if _suffix(f) in PNG_LIKE} if img_dir else {}
-    masks_by_son = [{_stem(f): f for f in d.iterdir() if _suffix(f) in PNG_LIKE} for d in dirs]
+    img_files = {stem_of(f): f for f in img_dir.iterdir() if _is_2d_file(f)} if img_dir else {}
+    masks_by_son = [{stem_of(f): f for f in d.iterdir() if _is_2d_file(f)} for d in dirs]
     names = set(masks_by_son[0])
     problems: list[str] = []
     if len(masks_by_son) == 2:
@@ -652,7 +641,7 @@ def load_folder(
             lab = lab if lab is not None and lab.exists() else None
             if img is None and lab is None:
                 continue
-            name = row.get("name") or _stem(img or lab)  # type: ignore[arg-type]
+            name = row.get("name") or stem_of(img or lab)  # type: ignore[arg-type]
             sp = _parse_spacing(row["spacing_mm"]) if row.get("spacing_mm") else None
             cases.append(CaseRef(name, row.get("patient") or _patient_of(name), img, lab, modality, task, sp, lmap))
         if not cases:
@@ -660,19 +649,19 @@ def load_folder(
         return Dataset(base, "folder", task, modality, cases, problems)
 
     def files(d: Path) -> list[Path]:
-        return sorted(f for f in d.iterdir() if f.is_file() and _suffix(f) in IMAGE_SUFFIXES)
+        return sorted(f for f in d.iterdir() if f.is_file() and image_suffix(f) in CASE_FILE_SUFFIXES)
 
     pairs: dict[str, list[Path | None]] = {}
     for idir, ldir in (("images", "labels"), ("imagesTr", "labelsTr"), ("image", "label")):
         if (root / idir).is_dir() or (root / ldir).is_dir():
             for f in files(root / idir) if (root / idir).is_dir() else []:
-                pairs.setdefault(re.sub(r"_0000$", "", _stem(f)), [None, None])[0] = f
+                pairs.setdefault(re.sub(r"_0000$", "", stem_of(f)), [None, None])[0] = f
             for f in files(root / ldir) if (root / ldir).is_dir() else []:
-                pairs.setdefault(_stem(f), [None, None])[1] = f
+                pairs.setdefault(stem_of(f), [None, None])[1] = f
             break
     else:
         for f in files(root):
-            m = re.match(r"(.+?)[_-](image|img|ct|mr|label|seg|mask|segmentation)$", _stem(f), re.IGNORECASE)
+            m = re.match(r"(.+?)[_-](image|img|ct|mr|label|seg|mask|segmentation)$", stem_of(f), re.IGNORECASE)
             if not m:
                 problems.append(f"{f.name}: name matches no NAME_image / NAME_label pattern")
                 continue

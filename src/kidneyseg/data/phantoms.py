@@ -42,6 +42,19 @@ from typing import Any, cast
 import numpy as np
 
 from kidneyseg.errors import InputError, unknown_name
+from kidneyseg.labels import (
+    CYST,
+    KIDNEY,
+    MR_KIDNEY_LEFT,
+    MR_KIDNEY_RIGHT,
+    MR_LIVER,
+    MR_SPLEEN,
+    TUMOR,
+    US_CENTRAL_ECHO_COMPLEX,
+    US_CORTEX,
+    US_MEDULLA,
+    get_task,
+)
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +273,7 @@ def _real_kidneys(root: Path, rng: np.random.Generator, spacing) -> list[KidneyS
         return None
     if len(shapes) == 1:  # single kidney (e.g. after nephrectomy): mirror it for the other side
         cx, s = shapes[0]
-        mirrored = KidneyShape(np.ascontiguousarray(np.where(s.crop[::-1] == 1, 1, 0).astype(np.uint8)), s.source + " mirrored")
+        mirrored = KidneyShape(np.ascontiguousarray(np.where(s.crop[::-1] == KIDNEY, KIDNEY, 0).astype(np.uint8)), s.source + " mirrored")
         shapes.append((arr.shape[0] - cx, mirrored))
     shapes.sort(key=lambda t: t[0])  # LAS: low i = patient right
     return [s for _, s in shapes]
@@ -287,7 +300,8 @@ def _add_sphere_mass(crop: np.ndarray, spacing, rng, value: int, radius_mm: floa
     r2 = sum(g.astype(np.float32) ** 2 for g in grids)
     ball = r2 <= radius_mm**2
     sub = crop[sl]
-    sub[ball & (sub != (5 - value))] = value  # a mass never overwrites the other mass kind (2 vs 3)
+    other_mass = CYST if value == TUMOR else TUMOR
+    sub[ball & (sub != other_mass)] = value  # a mass never overwrites the other mass kind (tumour vs cyst)
     return crop
 
 
@@ -302,13 +316,13 @@ def kidney_shapes(spacing, rng: np.random.Generator, shapes_root: Path | None, *
     if not shapes:
         shapes = [_parametric_kidney(spacing, rng, -1), _parametric_kidney(spacing, rng, +1)]
     has = {v for s in shapes for v in np.unique(s.crop)}
-    if tumor and 2 not in has:
+    if tumor and TUMOR not in has:
         k = int(rng.integers(2))
-        shapes[k].crop = _add_sphere_mass(shapes[k].crop, spacing, rng, 2, float(rng.uniform(12, 20)))
-    if cyst and 3 not in has:
+        shapes[k].crop = _add_sphere_mass(shapes[k].crop, spacing, rng, TUMOR, float(rng.uniform(12, 20)))
+    if cyst and CYST not in has:
         k = int(rng.integers(2))
-        shapes[k].crop = _add_sphere_mass(shapes[k].crop, spacing, rng, 3, float(rng.uniform(7, 12)),
-                                          avoid=shapes[k].crop == 2)
+        shapes[k].crop = _add_sphere_mass(shapes[k].crop, spacing, rng, CYST, float(rng.uniform(7, 12)),
+                                          avoid=shapes[k].crop == TUMOR)
     return shapes, source
 
 
@@ -427,20 +441,20 @@ def _anatomy(shape, spacing, rng, shapes_root):
             near = sinus_idx[d2 < np.percentile(d2, 35)]
             sub_t[tuple(near.T)] = T["pelvis"]
         lob = tex[dst]
-        par = c == 1
+        par = c == KIDNEY
         sub_t[par] = T["cortex"]
         sub_t[par & (dist > rng.uniform(5, 7)) & (lob > -0.4)] = T["medulla"]
-        tum = c == 2
+        tum = c == TUMOR
         if tum.any():
             tdist = ndimage.distance_transform_edt(tum, sampling=spacing)
             sub_t[tum] = T["tumor"]
             sub_t[tum & (tdist > 0.55 * tdist.max()) & (lob > -0.2)] = T["necrosis"]
-        sub_t[c == 3] = T["cyst"]
+        sub_t[c == CYST] = T["cyst"]
         tis[dst] = sub_t
         kl = kid_label[dst]
         kl[c > 0] = c[c > 0]
         sm = side_map[dst]
-        sm[c > 0] = 2 if side < 0 else 3
+        sm[c > 0] = MR_KIDNEY_RIGHT if side < 0 else MR_KIDNEY_LEFT  # LAS: side -1 is the patient's right
         centres.append((side, (cx, cy, cz)))
     return tis, kid_label, side_map, tex, affine, {"kidney_shapes": source, "kidney_centres_mm": centres}
 
@@ -494,8 +508,8 @@ def mr_phantom(size=(256, 256, 32), seed: int = 0, shapes_root: str | os.PathLik
     n2 = rng.standard_normal(shape, dtype=np.float32) * sig
     img = np.sqrt((img + n1) ** 2 + n2**2)  # Rician magnitude noise
     label = np.zeros(shape, np.uint8)
-    label[tis == T["liver"]] = 1
-    label[tis == T["spleen"]] = 4
+    label[tis == T["liver"]] = MR_LIVER
+    label[tis == T["spleen"]] = MR_SPLEEN
     label[side > 0] = side[side > 0]
     return Phantom(img.astype(np.float32), label, affine, "mr", "chaos-mr", name, dict(info, seed=seed))
 
@@ -544,11 +558,11 @@ def _regions_from_capsule(cap: np.ndarray, rng: np.random.Generator) -> np.ndarr
 
     d = ndimage.distance_transform_edt(cap)
     dm = d.max() if cap.any() else 1.0
-    reg = np.where(cap, 3, 0).astype(np.uint8)
+    reg = np.where(cap, US_CORTEX, 0).astype(np.uint8)
     ring = cap & (d > 0.3 * dm) & (d < 0.6 * dm)
     blobs = _smooth_field(rng, cap.shape, 12, sigma=1.0) > -0.1
-    reg[ring & blobs] = 2
-    reg[cap & (d >= 0.6 * dm)] = 1
+    reg[ring & blobs] = US_MEDULLA
+    reg[cap & (d >= 0.6 * dm)] = US_CENTRAL_ECHO_COMPLEX
     return reg
 
 
@@ -589,9 +603,10 @@ def us_phantom(size=(480, 640), seed: int = 0, shapes_root: str | os.PathLike[st
     db_map[deep & ~cap] = -6.0  # posterior muscle (quadratus lumborum / psoas)
     peri = ndimage.binary_dilation(cap, iterations=max(2, H // 50)) & ~cap
     db_map[peri] = 7.0  # echogenic perirenal fat
-    db_map[reg == 3] = -5.0  # cortex: slightly hypoechoic to liver
-    db_map[reg == 2] = -16.0  # medullary pyramids: hypoechoic
-    db_map[reg == 1] = 9.0 + 2.0 * tex[reg == 1]  # central echo complex (sinus fat): hyperechoic
+    db_map[reg == US_CORTEX] = -5.0  # cortex: slightly hypoechoic to liver
+    db_map[reg == US_MEDULLA] = -16.0  # medullary pyramids: hypoechoic
+    cec = reg == US_CENTRAL_ECHO_COMPLEX
+    db_map[cec] = 9.0 + 2.0 * tex[cec]  # central echo complex (sinus fat): hyperechoic
     ech = (10.0 ** (db_map / 10.0)).astype(np.float32)
     edge = cap & ~ndimage.binary_erosion(cap, iterations=2)
     spec = np.zeros((H, W), np.float32)
@@ -603,8 +618,8 @@ def us_phantom(size=(480, 640), seed: int = 0, shapes_root: str | os.PathLike[st
     spec[rib] = 3.0
     att = np.full((H, W), 1.0, np.float32)
     att[rib] = 60.0
-    att[cap & (reg == 1)] = 1.3
-    att[cap & (reg == 2)] = 0.7  # fluid-rich pyramids: less attenuation
+    att[cap & (reg == US_CENTRAL_ECHO_COMPLEX)] = 1.3
+    att[cap & (reg == US_MEDULLA)] = 0.7  # fluid-rich pyramids: less attenuation
     # --- to polar (beams x samples)
     nr, nth = H, max(192, W // 2)
     rs = np.linspace(r0, r1, nr, dtype=np.float32)
@@ -730,18 +745,18 @@ def write_phantom_set(out: str | os.PathLike[str], modality: str, n: int, *, siz
             else:  # slices
                 pairs = []
                 kid_per_z = (ph.label > 0).sum(axis=(0, 1))
-                tum_per_z = (ph.label == 2).sum(axis=(0, 1))
+                tum_per_z = (ph.label == TUMOR).sum(axis=(0, 1))
                 ks = sorted({int(np.argmax(kid_per_z)), int(np.argmax(tum_per_z)),
                              int(np.flatnonzero(kid_per_z)[len(np.flatnonzero(kid_per_z)) // 4])})
                 for k in ks:
                     img, lab, sp = _axial_png(ph, k)
                     stem = f"{ph.name}_z{k:03d}"
-                    lab19 = np.where(lab == 3, 1, lab)  # KiTS19 labelled cysts as kidney
+                    lab19 = np.where(lab == CYST, KIDNEY, lab)  # KiTS19 labelled cysts as kidney
                     _save_png(np.clip(img, 0, 255), root / f"{stem}_image.png")
                     _save_png(lab19, root / f"{stem}_label.png")
                     written += [root / f"{stem}_image.png", root / f"{stem}_label.png"]
                     index_rows.append(f"{stem},{ph.name},{k},{sp[0]:.4f}x{sp[1]:.4f},{ph.spacing[2]:.3f},png,"
-                                      f"{int((lab19 == 1).sum())},{int((lab19 == 2).sum())}")
+                                      f"{int((lab19 == KIDNEY).sum())},{int((lab19 == TUMOR).sum())}")
             for ip, lp in pairs:
                 _save_nifti(ph.image, ph.affine, ip, dt)
                 _save_nifti(ph.label, ph.affine, lp, np.uint8)
@@ -775,8 +790,7 @@ def write_phantom_set(out: str | os.PathLike[str], modality: str, n: int, *, siz
         (root / "dataset.json").write_text(json.dumps({"task": task, "modality": modality}) + "\n")
         written.append(root / "dataset.json")
     if layout == "nnunet":
-        task_labels = {"ct": {"background": 0, "kidney": 1, "tumor": 2, "cyst": 3},
-                       "mr": {"background": 0, "liver": 1, "kidney_right": 2, "kidney_left": 3, "spleen": 4}}[modality]
+        task_labels = {name: v for v, name in get_task("kits23" if modality == "ct" else "chaos-mr").labels.items()}
         meta = {"channel_names": {"0": "CT" if modality == "ct" else "T2"}, "labels": task_labels,
                 "numTraining": n, "file_ending": ".nii.gz", "name": f"kidneyseg {modality} phantoms",
                 "description": f"synthetic phantoms, seed {seed}"}
@@ -794,5 +808,5 @@ def _perturb(cap: np.ndarray, reg: np.ndarray | None, rng: np.random.Generator):
     cap2 = op(cap > 0, iterations=it).astype(np.uint8)
     reg2 = None
     if reg is not None:
-        reg2 = np.where(cap2 > 0, np.where(reg > 0, reg, 3), 0).astype(np.uint8)
+        reg2 = np.where(cap2 > 0, np.where(reg > 0, reg, US_CORTEX), 0).astype(np.uint8)
     return cap2, reg2

@@ -8,8 +8,9 @@ import numpy as np
 
 from kidneyseg.errors import GeometryError, InputError
 from kidneyseg.evaluation.overlap import confusion, overlap_metrics
-from kidneyseg.evaluation.surface import _bounding_box, assd, hd95, sdd, surface_dice, surface_distances
+from kidneyseg.evaluation.surface import assd, hd95, sdd, surface_dice, surface_distances
 from kidneyseg.labels import Task, get_task
+from kidneyseg.preprocessing.geometry import box_slices, nonzero_box
 
 __all__ = ["COLUMNS", "METRICS", "confusion_matrix", "evaluate_case", "evaluate_case_full"]
 
@@ -142,7 +143,8 @@ def evaluate_case_full(
         )
     p = _as_labels(pred, t)
     r = _as_labels(ref, t)
-    box = _bounding_box((p != 0) | (r != 0))
+    joint = nonzero_box((p != 0) | (r != 0))
+    box = box_slices(joint) if joint is not None else None
     labels, matrix = _confusion_matrix(p, r, t, box)
     n_total = int(r.size)
     if box is not None:

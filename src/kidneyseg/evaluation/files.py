@@ -34,13 +34,13 @@ class EvaluationResult:
 
 
 def _label_files(folder: Path) -> dict[str, Path]:
-    from kidneyseg.io import SUFFIXES, stem_of
+    from kidneyseg.io import has_image_suffix, stem_of
 
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.name.startswith("."):
             continue
-        if p.is_file() and any(p.name.lower().endswith(s) for s in SUFFIXES):
+        if p.is_file() and has_image_suffix(p):
             stem = stem_of(p)
             if stem in found:
                 raise InputError(

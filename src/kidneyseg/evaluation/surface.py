@@ -35,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from kidneyseg.errors import GeometryError, InputError
+from kidneyseg.preprocessing.geometry import box_slices, nonzero_box
 
 __all__ = [
     "SurfaceDistances",
@@ -187,18 +188,6 @@ def _check_inputs(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float]) -
     return sp
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Tight bounding box of the non-zero voxels as slices, or None when empty."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
-        if idx.size == 0:
-            return None
-        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
-    return tuple(box)
-
-
 def _sorted(distances: np.ndarray, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(distances, kind="stable")
     return distances[order], areas[order]
@@ -230,7 +219,8 @@ def surface_distances(
     pred = np.asarray(pred, dtype=bool)
     sp = _check_inputs(ref, pred, spacing)
     if box is None:
-        box = _bounding_box(ref | pred)
+        joint = nonzero_box(ref | pred)
+        box = box_slices(joint) if joint is not None else None
     empty = np.zeros(0)
     if box is None:
         return SurfaceDistances(empty, empty, empty, empty)

@@ -19,6 +19,7 @@ on the input grid are averaged (they must declare the same labels).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -30,8 +31,9 @@ from typing import Any
 import numpy as np
 
 from kidneyseg.case import Case
+from kidneyseg.default_models import MODALITIES, default_model_dir
 from kidneyseg.errors import InputError, KidneysegError
-from kidneyseg.labels import KIDNEY_NAMES, LESION_NAMES, has_sided_kidneys, values_named
+from kidneyseg.labels import BACKGROUND, KIDNEY, KIDNEY_NAMES, LESION_NAMES, has_sided_kidneys, values_named
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +137,7 @@ class Predictor:
         if not items:
             raise InputError("no model given", fix="pass --model DIR")
         self.models = [m if isinstance(m, LoadedModel) else load_model_folder(m, device=device) for m in items]
-        labels = self.models[0].labels or {0: "background", 1: "kidney"}
+        labels = self.models[0].labels or {BACKGROUND: "background", KIDNEY: "kidney"}
         for m in self.models[1:]:
             if m.labels != labels:
                 raise InputError("ensemble members declare different labels", path=m.dir, found=m.labels,
@@ -398,31 +400,23 @@ def _inference_mode(model: Any) -> str:
     return "single"
 
 
-def default_model_dir(modality: str) -> Path:
-    """Folder of the embedded default model for ``modality`` (``kidneyseg/default_models/<modality>``)."""
-    return Path(__file__).resolve().parents[1] / "default_models" / modality
-
-
 def resolve_model(model: str | os.PathLike[str] | None, modality: str | None) -> Path:
     """The model folder for ``--model`` (a folder, or a default model name) and ``--modality``.
 
-    Without ``model`` the embedded default for the modality is used; where
-    none is embedded yet, an error says to pass ``--model DIR``.
+    Without ``model`` the embedded default for the modality is used
+    (:func:`kidneyseg.default_models.default_model_dir`); where none is
+    embedded, an error says to pass ``--model DIR``.  ``model`` may also name
+    an embedded default (``ct``, ``mr``, ``us``).
     """
     if model is not None:
         p = Path(model)
         if (p / "model.json").is_file():
             return p
-        named = Path(__file__).resolve().parents[1] / "default_models" / str(model)
-        if (named / "model.json").is_file():
-            return named
+        if str(model) in MODALITIES:  # the name of an embedded default
+            with contextlib.suppress(InputError):  # none embedded: the error below
+                return default_model_dir(str(model))
         raise InputError("no model folder here", path=p, found="no model.json",
                          expected="a folder written by `kidneyseg train` (model.json + stage folders) "
-                                  "or the name of an embedded default model",
+                                  "or the name of an embedded default model (" + ", ".join(MODALITIES) + ")",
                          fix="pass --model DIR pointing at a trained model folder")
-    mod = modality or "ct"
-    d = default_model_dir(mod)
-    if not (d / "model.json").is_file():
-        raise InputError(f"no embedded default model for modality '{mod}' in this installation", path=d,
-                         fix="train one with `kidneyseg train` and pass --model DIR")
-    return d
+    return default_model_dir(modality or "ct")  # its error says to pass --model DIR where none is embedded

@@ -11,8 +11,10 @@ Entry points
     An array (label map or image) on the grid of a case read earlier, in the
     format given by the output suffix (or ``fmt``), atomically.
 
-Formats are chosen by suffix (see :data:`kidneyseg.io._common.SUFFIXES`); a
-folder is read as a DICOM series.
+Formats are chosen by suffix (see :data:`SUFFIXES`, the one table of file
+suffixes; :data:`IMAGE_SUFFIXES`, :func:`image_suffix`, :func:`has_image_suffix`
+and :func:`stem_of` are its helpers); a folder is read as a DICOM series.
+:func:`atomic_path` is the one atomic writer of the package.
 """
 
 from __future__ import annotations
@@ -25,20 +27,32 @@ import numpy as np
 from kidneyseg.case import Case
 from kidneyseg.errors import GeometryError, InputError, OutputError
 from kidneyseg.io._common import (
+    CASE_FILE_SUFFIXES,
+    DICOM_SUFFIX,
     IMAGE_2D_FORMATS,
+    IMAGE_2D_SUFFIXES,
+    IMAGE_SUFFIXES,
     SUFFIXES,
     atomic_path,
     check_exists,
     check_output,
     format_of,
+    has_image_suffix,
+    image_suffix,
     stem_of,
 )
 
 __all__ = [
+    "CASE_FILE_SUFFIXES",
+    "DICOM_SUFFIX",
+    "IMAGE_2D_SUFFIXES",
+    "IMAGE_SUFFIXES",
     "SUFFIXES",
     "atomic_path",
     "check_output",
     "format_of",
+    "has_image_suffix",
+    "image_suffix",
     "read",
     "read_label",
     "read_pair",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from kidneyseg.errors import GeometryError, InputError, OutputError
 
-# suffix -> format name; longest suffixes first when matching.
+# suffix -> format name; the one table of file suffixes (match longest first: IMAGE_SUFFIXES).
 SUFFIXES: dict[str, str] = {
     ".seg.nrrd": "seg.nrrd",
     ".nii.gz": "nifti",
@@ -32,6 +32,30 @@ SUFFIXES: dict[str, str] = {
 
 IMAGE_2D_FORMATS = ("png", "jpeg", "bmp", "tiff")
 
+#: Every file suffix :func:`kidneyseg.io.read` accepts (lower case), longest first: the order to match in.
+IMAGE_SUFFIXES: tuple[str, ...] = tuple(sorted(SUFFIXES, key=len, reverse=True))
+#: The suffixes of 2D image files (PNG, JPEG, BMP, TIFF), longest first.
+IMAGE_2D_SUFFIXES: tuple[str, ...] = tuple(s for s in IMAGE_SUFFIXES if SUFFIXES[s] in IMAGE_2D_FORMATS)
+#: Suffix of a DICOM slice file: it stands for its series (:func:`read` reads the series of its folder).
+DICOM_SUFFIX = ".dcm"
+#: Suffixes of files that hold a whole image, so that each is one case when a folder is listed: all but
+#: :data:`DICOM_SUFFIX` (a DICOM series is a folder of slice files).
+CASE_FILE_SUFFIXES: tuple[str, ...] = tuple(s for s in IMAGE_SUFFIXES if s != DICOM_SUFFIX)
+
+
+def image_suffix(path: str | os.PathLike[str]) -> str:
+    """The known suffix of ``path`` (lower case, longest match: ``a.seg.nrrd`` -> ``.seg.nrrd``), or ``""``."""
+    name = Path(path).name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def has_image_suffix(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` ends with one of :data:`IMAGE_SUFFIXES` (any case)."""
+    return bool(image_suffix(path))
+
 
 def format_of(path: str | os.PathLike[str]) -> str:
     """Format name of a path from its suffix; a folder is ``"dicom"``.
@@ -41,10 +65,9 @@ def format_of(path: str | os.PathLike[str]) -> str:
     p = Path(path)
     if p.is_dir():
         return "dicom"
-    name = p.name.lower()
-    for suffix in sorted(SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return SUFFIXES[suffix]
+    suffix = image_suffix(p)
+    if suffix:
+        return SUFFIXES[suffix]
     raise InputError(
         "unknown file type",
         path=p,
@@ -55,13 +78,13 @@ def format_of(path: str | os.PathLike[str]) -> str:
 
 
 def stem_of(path: str | os.PathLike[str]) -> str:
-    """File name without its (possibly double) format suffix: ``a.nii.gz`` -> ``a``."""
+    """File name without its (possibly double) format suffix: ``a.nii.gz`` -> ``a``.
+
+    A name without a known suffix loses its last suffix only (``a.txt`` -> ``a``).
+    """
     p = Path(path)
-    name = p.name
-    for suffix in sorted(SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return p.stem
+    suffix = image_suffix(p)
+    return p.name[: -len(suffix)] if suffix else p.stem
 
 
 def check_exists(path: str | os.PathLike[str]) -> Path:
@@ -149,24 +172,44 @@ def check_output(out: str | os.PathLike[str], inputs: list[str | os.PathLike[str
 
 
 @contextlib.contextmanager
-def atomic_path(out: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(out: str | os.PathLike[str], *, fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``out`` with the same suffix; rename on success.
 
+    The one atomic writer of the package: write the file at the yielded path
+    (any writer that takes a path), and ``out`` appears complete or not at all.
     On any exception the temporary file is removed and ``out`` is untouched.
+    The file gets the permissions a plain ``open(out, "w")`` would give
+    (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.  With ``fsync`` the
+    data is flushed to disk before the rename (checkpoints that must survive a
+    power cut).
     """
     o = Path(out)
     o.parent.mkdir(parents=True, exist_ok=True)
-    name = o.name
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + name, dir=o.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temp(o)
     try:
         yield tmp_path
+        if fsync:
+            with open(tmp_path, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp_path, o)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def _create_temp(out: Path) -> Path:
+    """Create an empty, new file ``.tmp-<random>-<name>`` beside ``out`` (mode ``0o666`` less the umask)."""
+    for _ in range(100):
+        tmp = out.parent / f".tmp-{secrets.token_hex(4)}-{out.name}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # pragma: no cover - 32 random bits
+            continue
+        os.close(fd)
+        return tmp
+    raise OutputError("cannot create a temporary file", path=out.parent,  # pragma: no cover
+                      fix="remove the .tmp-* files left in the folder")
 
 
 # ----------------------------------------------------------------------------- conventions

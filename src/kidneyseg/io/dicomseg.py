@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from kidneyseg.errors import InputError, OutputError
-from kidneyseg.labels import canonical_label_name
+from kidneyseg.labels import canonical_label_name, get_task
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def write_dicom_seg(
     folder = Path(source_files[0]).parent if source_files else None
     datasets = read_sources(source_files)
     check_sources(datasets, folder)
-    labels = {int(k): str(v) for k, v in (labels or {0: "background", 1: "kidney", 2: "tumor", 3: "cyst"}).items()}
+    labels = {int(k): str(v) for k, v in (labels or get_task("kits23").labels).items()}
     frames = label_to_frames(np.asarray(label), affine, datasets)
     known = _codes()
     values = [v for v in sorted(labels) if v != 0]

@@ -97,6 +97,8 @@ def boxes_from_volume(
     """
     from scipy import ndimage
 
+    from kidneyseg.preprocessing.geometry import nonzero_box
+
     fg = label != 0 if foreground is None else np.isin(label, list(foreground))
     comps, n = ndimage.label(fg, structure=np.ones((3, 3, 3), bool))
     if n == 0:
@@ -109,9 +111,11 @@ def boxes_from_volume(
         mask = comps == cid
         ks = np.nonzero(mask.any(axis=(0, 1)))[0]
         for k in ks:
-            rows = np.nonzero(mask[:, :, k].any(axis=1))[0]
-            cols = np.nonzero(mask[:, :, k].any(axis=0))[0]
-            out.setdefault(int(k), []).append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
+            box = nonzero_box(mask[:, :, k])
+            if box is None:  # pragma: no cover - ks are the slices holding the kidney
+                continue
+            (r0, r1), (c0, c1) = box
+            out.setdefault(int(k), []).append([c0, r0, c1, r1])
     return {k: np.asarray(sorted(v), dtype=np.float32) for k, v in sorted(out.items())}
 
 

@@ -11,7 +11,7 @@
 
 Everything needed to rebuild a network is in its stage ``model.json``: the
 registry name and constructor arguments.  Files are written atomically
-(temporary file, then ``os.replace``).
+(:func:`kidneyseg.io.atomic_path`: temporary file, then ``os.replace``).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kidneyseg.errors import InputError
+from kidneyseg.io import atomic_path
 from kidneyseg.preprocessing.plan import Plan
 
 FORMAT_VERSION = 1
@@ -46,28 +46,11 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; model folders are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_json(path: str | os.PathLike[str], obj: dict[str, Any]) -> None:
     """Write ``obj`` as indented JSON, atomically."""
-
-    def w(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
-
-    _write_atomic(Path(path), w)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
+        f.write("\n")
 
 
 def _json_default(o: Any) -> Any:
@@ -108,7 +91,8 @@ def save_stage(stage_dir: str | os.PathLike[str], module: Any, stage_spec: dict[
         )
     d = Path(stage_dir)
     state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-    _write_atomic(d / WEIGHTS, lambda tmp: torch.save(state, tmp))
+    with atomic_path(d / WEIGHTS) as tmp:
+        torch.save(state, tmp)
     spec = dict(stage_spec)
     spec.setdefault("stage", {})
     write_json(d / MODEL_JSON, spec)

@@ -21,6 +21,7 @@ from kidneyseg.preprocessing.components import (  # re-exported
     keep_largest_components,
     label_components,
 )
+from kidneyseg.preprocessing.geometry import box_slices, nonzero_box
 
 
 def _unit_ml(spacing: Sequence[float], ndim: int) -> float:
@@ -129,19 +130,14 @@ def postprocess_label(
     """
     lab = np.asarray(label)
     full = lab.astype(np.uint8, copy=True)
-    nz = np.nonzero(np.any(lab != 0, axis=tuple(range(1, lab.ndim))))[0]
-    if nz.size == 0:
-        return full
     # work inside the bounding box of the foreground (+1 voxel so holes and borders behave the same)
-    box = []
-    for ax in range(lab.ndim):
-        other = tuple(a for a in range(lab.ndim) if a != ax)
-        idx = np.nonzero(np.any(lab != 0, axis=other))[0]
-        box.append(slice(max(0, int(idx[0]) - 1), min(lab.shape[ax], int(idx[-1]) + 2)))
-    sub = tuple(box)
+    box = nonzero_box(lab, margin=1)
+    if box is None:
+        return full
+    sub = box_slices(box)
     if affine is not None:
         shift = np.eye(4)
-        shift[: lab.ndim, 3] = [b.start for b in box]
+        shift[: lab.ndim, 3] = [lo for lo, _ in box]
         affine = np.asarray(affine, float) @ shift
     if lesions_need_kidney is None:
         lesions_need_kidney = lab.ndim == 3

@@ -35,15 +35,12 @@ def body_mask(image: np.ndarray, threshold: float = -500.0) -> np.ndarray:
 
 
 def body_box(mask: np.ndarray, margin: int = 2) -> list[tuple[int, int]]:
-    """Bounding box ``[(lo, hi), ...]`` (hi exclusive) of ``mask`` grown by ``margin`` voxels."""
-    if not mask.any():
-        return [(0, n) for n in mask.shape]
-    box = []
-    for ax in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != ax)
-        idx = np.flatnonzero(mask.any(axis=other))
-        box.append((max(0, int(idx[0]) - margin), min(mask.shape[ax], int(idx[-1]) + 1 + margin)))
-    return box
+    """Bounding box ``[(lo, hi), ...]`` (hi exclusive) of ``mask`` grown by ``margin`` voxels; the whole
+    array when ``mask`` is empty (:func:`kidneyseg.preprocessing.geometry.nonzero_box`)."""
+    from kidneyseg.preprocessing.geometry import nonzero_box
+
+    box = nonzero_box(mask, margin)
+    return list(box) if box is not None else [(0, n) for n in mask.shape]
 
 
 def crop_to_body(case: Case, threshold: float | None = None, margin: int = 2) -> Case:

@@ -24,6 +24,44 @@ import numpy as np
 from kidneyseg.case import Case, Operation
 from kidneyseg.errors import GeometryError, KidneysegError
 
+#: A box of voxels ``((lo, hi), ...)``, one pair per array axis, ``hi`` exclusive (as :func:`crop` takes).
+Box = tuple[tuple[int, int], ...]
+
+# ----------------------------------------------------------------------------- boxes
+
+
+def nonzero_box(mask: np.ndarray, margin: int = 0) -> Box | None:
+    """Smallest box holding every non-zero voxel of ``mask``, grown by ``margin`` voxels; None when all are zero.
+
+    The one bounding-box primitive of the package.  Returns ``((lo, hi), ...)``
+    per array axis, ``hi`` exclusive, clipped to the array after the margin.
+    Uses per-axis projections, which numpy evaluates in memory order (fast for
+    the Fortran-ordered arrays nibabel returns).
+
+    >>> nonzero_box(np.array([[0, 0, 0], [0, 1, 1]]))
+    ((1, 2), (1, 3))
+    >>> nonzero_box(np.array([[0, 0, 0], [0, 1, 0]]), margin=1)
+    ((0, 2), (0, 3))
+    >>> nonzero_box(np.zeros((2, 2))) is None
+    True
+    """
+    m = np.asarray(mask)
+    if m.dtype != bool:
+        m = m != 0
+    box = []
+    for ax in range(m.ndim):
+        idx = np.flatnonzero(m.any(axis=tuple(o for o in range(m.ndim) if o != ax)))
+        if idx.size == 0:
+            return None
+        box.append((max(0, int(idx[0]) - margin), min(m.shape[ax], int(idx[-1]) + 1 + margin)))
+    return tuple(box)
+
+
+def box_slices(box: Sequence[tuple[int, int]]) -> tuple[slice, ...]:
+    """The box ``((lo, hi), ...)`` as index slices (``array[box_slices(box)]`` cuts it out)."""
+    return tuple(slice(int(lo), int(hi)) for lo, hi in box)
+
+
 # ----------------------------------------------------------------------------- reorient
 
 
@@ -137,46 +175,30 @@ def _resample_label_nearest(array: np.ndarray, new_shape: tuple[int, ...]) -> np
     for n_old, n_new in zip(array.shape, new_shape):
         centre = (np.arange(n_new, dtype=np.float64) + 0.5) * (n_old / n_new)
         idx.append(np.clip(np.floor(centre).astype(np.intp), 0, n_old - 1))
-    box = _nonzero_box(array)
+    box = nonzero_box(array)
     out = np.zeros(new_shape, dtype=array.dtype)
     if box is None:
         return out
     # Only output voxels that fall in the non-zero box can be non-zero.
     dst = []
     for ix, (lo, hi) in zip(idx, box):
-        inside = np.flatnonzero((ix >= lo) & (ix <= hi))
+        inside = np.flatnonzero((ix >= lo) & (ix < hi))
         if inside.size == 0:
             return out
         dst.append(slice(int(inside[0]), int(inside[-1]) + 1))
-    sub = array[tuple(slice(lo, hi + 1) for lo, hi in box)]
+    sub = array[box_slices(box)]
     local = [ix[d] - lo for ix, d, (lo, _) in zip(idx, dst, box)]
     out[tuple(dst)] = sub[np.ix_(*local)]
     return out
 
 
-def _nonzero_box(array: np.ndarray) -> list[tuple[int, int]] | None:
-    """Inclusive ``(lo, hi)`` index range of the non-zero voxels on each axis, or None when all are zero.
-
-    Uses per-axis projections, which numpy evaluates in memory order (fast for
-    the Fortran-ordered arrays nibabel returns).
-    """
-    mask = array != 0
-    box = []
-    for ax in range(array.ndim):
-        idx = np.flatnonzero(mask.any(axis=tuple(o for o in range(array.ndim) if o != ax)))
-        if idx.size == 0:
-            return None
-        box.append((int(idx[0]), int(idx[-1])))
-    return box
-
-
 def _linear_stencil(
-    shape: Sequence[int], new_shape: Sequence[int], box: list[tuple[int, int]]
+    shape: Sequence[int], new_shape: Sequence[int], box: Box
 ) -> tuple[list[slice], list[slice], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """Separable linear stencil of corner-aligned resampling, restricted to ``box``.
 
     Returns the source slices, the destination slices (output voxels whose
-    two-voxel stencil can touch the inclusive input ``box``) and per axis the
+    two-voxel stencil can touch the input ``box``, ``hi`` exclusive) and per axis the
     local lower / upper source indices and the upper weight.
     """
     src_sl, dst_sl, weights = [], [], []
@@ -184,7 +206,7 @@ def _linear_stencil(
         lo, hi = box[ax]
         f = n_old / n_new
         o_lo = max(0, int(np.floor((lo - 1 + 0.5) / f - 0.5)))
-        o_hi = min(int(n_new), int(np.ceil((hi + 1 + 0.5) / f - 0.5)) + 1)
+        o_hi = min(int(n_new), int(np.ceil((hi + 0.5) / f - 0.5)) + 1)  # hi exclusive: last voxel hi - 1
         x = _sample_coords(int(n_old), int(n_new), o_lo, o_hi)
         i0 = np.floor(x).astype(np.intp)
         i1 = np.minimum(i0 + 1, int(n_old) - 1)
@@ -211,14 +233,14 @@ def _interp(p: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _argmax_resample(
-    values: Sequence[int], fetch: Callable[[int, tuple[slice, ...]], np.ndarray], box: list[tuple[int, int]] | None,
+    values: Sequence[int], fetch: Callable[[int, tuple[slice, ...]], np.ndarray], box: Box | None,
     shape: Sequence[int], new_shape: tuple[int, ...], dtype: Any,
 ) -> np.ndarray:
     """Most probable value per output voxel of linearly resampled foreground maps.
 
     ``fetch(i, slices)`` returns the foreground probability map of ``values[i]``
     on the input grid, cut to ``slices`` (background is ``1 - sum``); only output voxels whose stencil
-    touches the inclusive input ``box`` can be foreground, the rest are 0.
+    touches the input ``box`` (``hi`` exclusive) can be foreground, the rest are 0.
     Ties go to background, then to the earlier channel.
     """
     out = np.zeros(new_shape, dtype=dtype)
@@ -254,10 +276,10 @@ def _resample_label_linear(array: np.ndarray, new_shape: tuple[int, ...]) -> np.
     foreground (plus one voxel) is computed; outside it the output is 0.  Ties
     go to background, then to the lower label value.
     """
-    box = _nonzero_box(array)
+    box = nonzero_box(array)
     if box is None:
         return np.zeros(new_shape, dtype=array.dtype)
-    sub = array[tuple(slice(lo, hi + 1) for lo, hi in box)]
+    sub = array[box_slices(box)]
     values = [v for v in np.unique(sub) if v != 0]
     return _argmax_resample(values, lambda i, sl: array[sl] == values[i], box, array.shape, new_shape, array.dtype)
 
@@ -272,7 +294,7 @@ def _resample_probs_argmax(probs: np.ndarray, values: Sequence[int], new_shape: 
     """
     n = probs.shape[0]
     fg = probs[1:]
-    box = _nonzero_box(fg.max(axis=0) >= 1.0 / n) if n > 1 else None
+    box = nonzero_box(fg.max(axis=0) >= 1.0 / n) if n > 1 else None
     return _argmax_resample([int(v) for v in values[1:]], lambda i, sl: probs[(i + 1,) + sl], box, probs.shape[1:],
                             tuple(int(x) for x in new_shape), np.uint8)
 
@@ -403,7 +425,7 @@ def _undo_step(op: Operation, out: np.ndarray, *, is_label: bool, channel_axis: 
     if op.name == "crop":
         lead = (out.shape[0],) if channel_axis else ()
         full = np.zeros(lead + before, dtype=out.dtype)
-        sl = tuple(slice(lo, hi) for lo, hi in op.params["box"])
+        sl = box_slices(op.params["box"])
         full[(slice(None),) * len(lead) + sl] = out
         return full
     raise KidneysegError(f"cannot undo operation '{op.name}'", expected="reorient, resample or crop")
@@ -450,9 +472,6 @@ def original_affine(case: Case) -> np.ndarray:
     if not case.history:
         return case.affine
     return np.asarray(case.history[0].params["affine_before"], dtype=float)
-
-
-Box = tuple[tuple[int, int], ...]
 
 
 def world_box_to_grid(box: Sequence[tuple[int, int]], src_affine: np.ndarray, dst: Case, margin_mm: float) -> Box:

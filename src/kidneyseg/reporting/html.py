@@ -300,5 +300,4 @@ def write_report(inp: ReportInputs, out: str | Path) -> Path:
                           found=f"{len(text.encode()) / 1e6:.1f} MB", expected="<= 10 MB")
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        tmp.chmod(0o644)
     return path

@@ -36,6 +36,7 @@ import numpy as np
 from kidneyseg.case import Case
 from kidneyseg.errors import GeometryError, InputError
 from kidneyseg.labels import Task
+from kidneyseg.preprocessing.geometry import box_slices, nonzero_box
 
 PLANES = ("axial", "coronal", "sagittal")
 
@@ -194,14 +195,11 @@ def choose_slices(mask: np.ndarray, axis: int, n: int) -> list[int]:
 # ----------------------------------------------------------------------------- colouring
 
 
-def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """Slices of the smallest box holding every True voxel of ``mask`` (the whole array if none)."""
-    out = []
-    for ax in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != ax)
-        idx = np.flatnonzero(mask.any(axis=other))
-        out.append(slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, mask.shape[ax]))
-    return tuple(out)
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    """Slices of the smallest box holding every True voxel of ``mask``, grown by ``margin`` voxels
+    (:func:`kidneyseg.preprocessing.geometry.nonzero_box`); the whole array if none."""
+    box = nonzero_box(mask, margin)
+    return box_slices(box) if box is not None else tuple(slice(0, n) for n in mask.shape)
 
 
 def labels_present(label: np.ndarray | None) -> list[int]:
@@ -382,8 +380,7 @@ def display_crop(volume_grey: np.ndarray, keep: np.ndarray | None, plane: str, m
     mask = volume_grey > 8
     if keep is not None:
         mask = mask | keep
-    box = bounding_box(mask)
-    box = tuple(slice(max(0, b.start - margin), min(n, b.stop + margin)) for b, n in zip(box, mask.shape))
+    box = bounding_box(mask, margin)
     ax = PLANE_AXIS[plane]
     a, b = [i for i in range(3) if i != ax]
     na, nb = mask.shape[a], mask.shape[b]

@@ -38,6 +38,7 @@ def surfaces(label_ras: np.ndarray, spacing: Sequence[float], values: Sequence[i
     from kidneyseg._optional import require
 
     measure = require("skimage.measure", "3D surface rendering")
+    from kidneyseg.preprocessing.geometry import box_slices, nonzero_box
     from kidneyseg.reporting.overlay import bounding_box
 
     out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -47,12 +48,11 @@ def surfaces(label_ras: np.ndarray, spacing: Sequence[float], values: Sequence[i
     label_ras = label_ras[box]
     for v in values:
         m = label_ras == v
-        if m.sum() < 2:
+        vbox = nonzero_box(m) if m.sum() >= 2 else None
+        if vbox is None:
             continue
-        nz = np.nonzero(m)
-        lo = np.array([a.min() for a in nz])
-        hi = np.array([a.max() for a in nz]) + 1
-        sub = np.pad(m[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], 1).astype(np.float32)
+        lo = np.array([b[0] for b in vbox])
+        sub = np.pad(m[box_slices(vbox)], 1).astype(np.float32)
         step = max(1, math.ceil((sub.size / MAX_VOXELS_PER_SURFACE) ** (1 / 3)))
         try:
             verts, faces, _, _ = measure.marching_cubes(sub, 0.5, spacing=tuple(sp), step_size=step)

@@ -46,14 +46,15 @@ import numpy as np
 
 from kidneyseg.case import Case
 from kidneyseg.errors import InputError, KidneysegError
+from kidneyseg.io import IMAGE_SUFFIXES
 
 log = logging.getLogger("kidneyseg.serve")
 
 STATIC = Path(__file__).with_name("static")
 DEFAULT_MAX_UPLOAD_BYTES = 1024 * 1024 * 1024  # 1 GiB
 MAX_UNZIPPED_BYTES = 4 * 1024 * 1024 * 1024
-ALLOWED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".bmp",
-                    ".tif", ".tiff", ".zip")
+#: What an upload may be: a file :func:`kidneyseg.io.read` reads, or a zip of one DICOM series.
+ALLOWED_SUFFIXES = (*IMAGE_SUFFIXES, ".zip")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+()\- ]{0,199}$")
 
 
@@ -70,7 +71,7 @@ def check_name(name: str) -> str:
                          fix="rename the file")
     if not name.lower().endswith(ALLOWED_SUFFIXES):
         raise InputError("file type not supported", found=repr(name), expected=", ".join(ALLOWED_SUFFIXES),
-                         fix="upload NIfTI, NRRD, MHA, PNG/JPEG, or a zip of one DICOM series")
+                         fix="upload NIfTI, NRRD, MHA, PNG/JPEG, DICOM, or a zip of one DICOM series")
     return name
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from kidneyseg.errors import unknown_name
-from kidneyseg.labels import get_task
+from kidneyseg.labels import BACKGROUND, CYST, KIDNEY, MR_KIDNEY_LEFT, MR_KIDNEY_RIGHT, TUMOR, get_task
 
 TARGETS = ("all", "kidney", "lesion", "kidney_tumor", "boxes")
 
@@ -22,16 +22,16 @@ TARGETS = ("all", "kidney", "lesion", "kidney_tumor", "boxes")
 def kidney_values(task: str) -> tuple[int, ...]:
     """Label values that are kidney or inside the kidney (kidney + masses)."""
     if task == "chaos-mr":
-        return (2, 3)
+        return (MR_KIDNEY_RIGHT, MR_KIDNEY_LEFT)
     if task in ("kits19", "kits23"):
-        return tuple(v for v in (1, 2, 3) if v in get_task(task).labels)
+        return tuple(v for v in (KIDNEY, TUMOR, CYST) if v in get_task(task).labels)
     return get_task(task).foreground_labels
 
 
 def lesion_values(task: str) -> tuple[int, ...]:
     """Lesion (mass) label values of the task: tumour and cyst for KiTS, none elsewhere."""
     if task in ("kits19", "kits23"):
-        return tuple(v for v in (2, 3) if v in get_task(task).labels)
+        return tuple(v for v in (TUMOR, CYST) if v in get_task(task).labels)
     return ()
 
 
@@ -44,15 +44,16 @@ def target_mapping(target: str, task: str) -> tuple[dict[int, int], list[int], d
         raise unknown_name("stage target", target, TARGETS)
     t = get_task(task)
     if target == "all":
-        values = [0, *t.foreground_labels]
+        values = [BACKGROUND, *t.foreground_labels]
         return {v: i for i, v in enumerate(values)}, values, {str(v): t.labels[v] for v in values}
     if target in ("kidney", "boxes") or (target == "kidney_tumor" and task not in ("kits19", "kits23")):
-        return {v: 1 for v in kidney_values(task)}, [0, 1], {"0": "background", "1": "kidney"}
+        return ({v: 1 for v in kidney_values(task)}, [BACKGROUND, KIDNEY],
+                {str(BACKGROUND): "background", str(KIDNEY): "kidney"})
     if target == "kidney_tumor":
-        values = [0, *kidney_values(task)]
+        values = [BACKGROUND, *kidney_values(task)]
         return {v: i for i, v in enumerate(values)}, values, {str(v): t.labels[v] for v in values}
     les = lesion_values(task)
-    values = [0, *les]
+    values = [BACKGROUND, *les]
     return {v: i for i, v in enumerate(les, start=1)}, values, {str(v): t.labels[v] for v in values}
 
 

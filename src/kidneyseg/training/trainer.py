@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from kidneyseg.errors import InputError, KidneysegError
+from kidneyseg.io import atomic_path
 from kidneyseg.preprocessing.plan import Plan
 from kidneyseg.training.config import TrainConfig, lr_at
 
@@ -45,12 +46,9 @@ DONE = "done"
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """``torch.save`` to ``path`` atomically, flushed to disk (a checkpoint survives a crash whole or not at all)."""
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(obj, tmp)
 
 
 def rng_state() -> dict[str, Any]:
@@ -406,13 +404,11 @@ def write_log(rows: list[dict[str, Any]], csv_path: Path, png_path: Path | None,
     cols: list[str] = []
     for r in rows:
         cols += [k for k in r if k not in cols]
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in rows:
             w.writerow(r)
-    os.replace(tmp, csv_path)
     if png_path is None:
         return
     try:
@@ -434,7 +430,8 @@ def write_log(rows: list[dict[str, Any]], csv_path: Path, png_path: Path | None,
     if a2.lines:
         a2.legend(fontsize=7)
     fig.tight_layout()
-    tmp_png = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp_png, dpi=80)
-    plt.close(fig)
-    os.replace(tmp_png, png_path)
+    try:
+        with atomic_path(png_path) as tmp_png:
+            fig.savefig(tmp_png, dpi=80)
+    finally:
+        plt.close(fig)
