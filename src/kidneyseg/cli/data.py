@@ -161,6 +161,7 @@ def _slice(args: argparse.Namespace) -> int:
     plan = slice_plan(modality, window, tuple(args.spacing) if args.spacing else None,
                       {str(k): v for k, v in get_task(ds.task).labels.items()})
     out = extract_slices(ds, args.output, plan=plan, only_kidney=args.only_kidney, margin=args.margin)
-    n = sum(1 for _ in (out / "index.csv").open()) - 1
+    with (out / "index.csv").open() as fh:
+        n = sum(1 for _ in fh) - 1
     print(f"wrote {n} slices to {out}")
     return 0
