@@ -35,3 +35,11 @@ def rng() -> np.random.Generator:
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that reads ../shared (through ``shared_data``, the one way in) carries the ``shared`` marker,
+    so ``-m "not shared"`` runs exactly the suite that needs no third-party data."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared)
