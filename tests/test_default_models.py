@@ -63,7 +63,15 @@ def _case(modality: str, size: tuple[int, ...], seed: int):
     from kidneyseg.data.phantoms import ct_phantom, mr_phantom
 
     ph = (ct_phantom if modality == "ct" else mr_phantom)(size=size, seed=seed, shapes_root=None)
-    return Case(image=ph.image, affine=ph.affine, name=ph.name, modality=modality)
+    case = Case(image=ph.image, affine=ph.affine, name=ph.name, modality=modality)
+    case.meta["truth"] = ph.label  # the phantom's labels, for the overlap checks (never given to the predictor)
+    return case
+
+
+def _kidney_dice(pred: np.ndarray, truth: np.ndarray, kidney_values: tuple[int, ...]) -> float:
+    from kidneyseg.evaluation import dice
+
+    return float(dice(pred > 0, np.isin(truth, kidney_values)))
 
 
 def test_ct_default_predicts_phantom_on_input_grid(tmp_path: Path) -> None:
@@ -72,6 +80,9 @@ def test_ct_default_predicts_phantom_on_input_grid(tmp_path: Path) -> None:
     res = predictor.predict_case(case)  # speed is measured in benchmarks/predict.py (default-ct), not here
     assert res.label.shape == case.shape
     assert set(np.unique(res.label)) <= {0, 1, 2}
+    # a real-CT model on a synthetic phantom: measured kidney+masses Dice 0.26-0.35 on phantom seeds 1 and 3
+    # (64x64x12 and 96x96x24); a predictor that returns nothing or paints anywhere scores about 0
+    assert _kidney_dice(res.label, case.meta["truth"], (1, 2, 3)) > 0.2
 
 
 def test_ct_default_segments_the_same_whatever_the_files_axis_order() -> None:
@@ -100,6 +111,8 @@ def test_mr_default_predicts_on_input_grid(tmp_path: Path) -> None:
     res = _predictor("mr").predict_case(case)
     assert res.label.shape == case.shape
     assert set(np.unique(res.label)) <= {0, 2, 3}
+    # measured 0.88 on this phantom (0.59-0.90 over seeds 1 and 3, 64x64x10 and 96x96x16)
+    assert _kidney_dice(res.label, case.meta["truth"], (2, 3)) > 0.5
 
 
 def test_mr_default_reports_both_kidney_volumes_on_real_chaos(tmp_path: Path, shared_data: Path,
@@ -126,14 +139,6 @@ def test_mr_default_reports_both_kidney_volumes_on_real_chaos(tmp_path: Path, sh
     assert report["warnings"] == []
 
 
-def test_ct_default_never_reports_a_silent_none_on_the_unenhanced_example(shared_data: Path) -> None:
-    """The real non-contrast TotalSegmentator CT has both kidneys in view (TotalSegmentator: about 100 mL
-    each).  The CT default either finds kidneys there or says why it reports none."""
-    res = _predictor("ct").predict_path(shared_data / "totalseg_example" / "example_ct.nii.gz")
-    if not (res.label == 1).any():
-        assert res.warnings and "contrast-enhanced CT" in res.warnings[0]
-
-
 def test_ct_default_finds_both_unenhanced_kidneys_of_the_example(shared_data: Path) -> None:
     """CT default v2 (trained with the non-contrast TotalSegmentator subject s0009): on the unenhanced example
     both kidneys are found, kidney+masses Dice >= 0.75 against TotalSegmentator's labels on the 30 slices they
@@ -151,6 +156,7 @@ def test_ct_default_finds_both_unenhanced_kidneys_of_the_example(shared_data: Pa
 
 def test_us_default_predicts_2d_image(tmp_path: Path) -> None:
     from kidneyseg.case import Case
+    from kidneyseg.data.phantoms import us_phantom
 
     predictor = _predictor("us")
     rng = np.random.default_rng(0)
@@ -159,6 +165,11 @@ def test_us_default_predicts_2d_image(tmp_path: Path) -> None:
     res = predictor.predict_case(case)
     assert res.label.shape == img.shape
     assert set(np.unique(res.label)) <= {0, 1}
+    # the phantom-trained default finds the kidney of a phantom it never saw (seed 1001, not a training seed):
+    # measured capsule Dice 0.72-0.83 over seeds 7, 1000, 1001 at 128x128 and 96x80
+    ph = us_phantom(size=(96, 80), seed=1001)
+    got = predictor.predict_case(Case(image=ph.image, affine=ph.affine, name="usph", modality="us"))
+    assert _kidney_dice(got.label, ph.label, (1,)) > 0.5
 
 
 def test_predict_cli_guesses_ct_from_hu(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
