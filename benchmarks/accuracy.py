@@ -103,7 +103,7 @@ def evaluate_totalseg_example(model_dir: Path, data: Path, threads: int) -> dict
     (``example_seg.nii.gz``, model output, not expert truth) on the 30 slices they cover
     (``example_ct_sm.nii.gz``).  Right and left: the TotalSegmentator values 2 / 3 against the predicted kidney
     (with masses) on the patient's right / left of the body's centre.  Returns Dice (both, right, left),
-    volumes (mL) and the Predictor's warnings."""
+    volumes (mL: predicted kidney region, its tumour part, TotalSegmentator's) and the Predictor's warnings."""
     import nibabel as nib
 
     from kidneyseg.evaluation import dice
@@ -134,6 +134,9 @@ def evaluate_totalseg_example(model_dir: Path, data: Path, threads: int) -> dict
             "dice_right": float(dice(right, ref == 2)), "dice_left": float(dice(left, ref == 3)),
             "ml_pred_right": round(float(right.sum()) * ml, 1), "ml_pred_left": round(float(left.sum()) * ml, 1),
             "ml_ref_right": round(float((ref == 2).sum()) * ml, 1), "ml_ref_left": round(float((ref == 3).sum()) * ml, 1),
+            # of the predicted kidney region, what is labelled tumour (2), per side
+            "ml_tumor_right": round(float((right & (pred == 2)).sum()) * ml, 1),
+            "ml_tumor_left": round(float((left & (pred == 2)).sum()) * ml, 1),
             "warnings": list(res.warnings)}
 
 

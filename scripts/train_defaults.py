@@ -206,10 +206,10 @@ def extra_phantoms(recipe: Recipe, shared: Path, out: Path) -> Path | None:
 CARDS: dict[str, dict[str, Any]] = {
     "ct": {
         "title": "CT default v2: kidney and tumour, slice-wise 2D U-Net with an ImageNet EfficientNet-Lite0 encoder",
-        "training_note": "Wall time on the 2-core machine: the 5 fold networks and the all-cases network trained side by "
-                         "side as one-thread processes (`python scripts/train_defaults.py --modality ct --jobs 6`, as "
-                         "`make models` does) finished together in 44.1 min (2644 s), 30 epochs of 22-26 steps of 8 "
-                         "slices each",
+        "training_note": "Wall time of this run: the {networks} networks (folds and the all-cases network) trained "
+                         "side by side as one-thread processes (`python scripts/train_defaults.py --modality ct --jobs "
+                         "{jobs}`; `make models` uses --jobs 6) and finished together in {wall_min:.1f} min ({wall_s:.0f} "
+                         "s), {epochs} epochs of batches of {batch_size} slices",
         "data": "Every labelled CT in ../shared/data, trained together with partial labels "
                 "(kidneyseg.labels.partial_label_groups, marginal Dice + cross-entropy): "
                 "(1) KiTS19 slices, kits19_slices (31) and kits19_slices_more (40): 71 real axial contrast CT slices "
@@ -224,18 +224,15 @@ CARDS: dict[str, dict[str, Any]] = {
                 "learns background, kidney, tumour, liver, pancreas and spleen; the shipped model reports liver, "
                 "pancreas and spleen as background. Augmentation: the default spatial and intensity "
                 "augmentation with left-right mirroring only (no front-back flips, no 90-degree rotations) and a "
-                "simulated unenhanced phase on 20 % of the samples (contrast_phase_prob 0.2). Pretrained against from "
-                "scratch, fold 0 of the same recipe and split (`python scripts/train_defaults.py --modality ct --work "
-                "work/ct_scratch --folds 0 --no-encoder-weights --no-pack`): KiTS19 kidney+masses 0.590 against "
-                "0.466, tumour 0.465 against 0.373, CURVAS kidney 0.661 against 0.445, unenhanced TotalSegmentator "
-                "example Dice 0.832 against 0.170 (from scratch it also warns that post-processing removed most of "
-                "what it labelled): the default uses the ImageNet encoder.",
+                "simulated unenhanced phase on a share of the samples (contrast_phase_prob {contrast_phase_prob}). "
+                "Pretrained against from scratch, and the other experiments behind the recipe: "
+                "docs/experiments.md (dated, with the command of each); the default uses the ImageNet encoder.",
         "split": "Cross-validation: 5 folds by case over KiTS19 (both folders split together on the case id: the 10 "
                  "cases with slices in both folders land in one fold) and CURVAS (kidneyseg.data.splits.make_splits, "
                  "seed 0, one split over both sets); the TotalSegmentator subjects train every fold (one abdomen "
                  "cannot be split) and are checked on the separate TotalSegmentator example. The shipped network is "
-                 "one more model trained the same way on every case (fold_all): five EfficientNet U-Nets (8.4 MB "
-                 "each in float16) would not fit the 60 MB budget of all defaults. So the cross-validation numbers "
+                 "one more model trained the same way on every case (fold_all): five EfficientNet U-Nets would "
+                 "not fit the 60 MB budget of all defaults. So the cross-validation numbers "
                  "are those of the five fold networks, each scored on cases it never saw, and estimate the shipped "
                  "network's accuracy; they are not scores of the shipped network itself, which saw every case.",
         "license": "Derived from KiTS19 (CC BY-NC-SA 4.0; Heller et al., Med Image Anal 2021), CURVAS (CC BY-NC 4.0; "
@@ -248,20 +245,22 @@ CARDS: dict[str, dict[str, Any]] = {
                         "enhanced or not (any orientation; NIfTI or DICOM), processed axial slice by axial slice at "
                         "2.0 mm in plane after reorienting to radiological display order (PLS). Label map: 1 kidney, "
                         "2 tumour; right and left are reported in volumes.json from the affine. Not a medical "
-                        "device; not for diagnosis. `kidneyseg predict --tta` mirrors left-right only (2 passes): "
-                        "cross-validated KiTS19 kidney+masses 0.758, tumour 0.570, CURVAS kidney 0.699 "
-                        "(`python benchmarks/accuracy.py --modality ct --tta`).",
+                        "device; not for diagnosis. `kidneyseg predict --tta` mirrors left-right only (2 passes); its "
+                        "cross-validated accuracy: `python benchmarks/accuracy.py --modality ct --tta` (last measured "
+                        "in docs/experiments.md).",
         "failure_modes": [
-            "Unenhanced kidneys are found but mostly labelled tumour: on the non-contrast TotalSegmentator "
-            "example the kidney region (kidney + tumour) matches TotalSegmentator's kidneys with Dice 0.82 on the 30 "
-            "slices they cover, with no post-processing warning, yet `kidneyseg predict` reports right kidney "
-            "148.9 mL of which tumour 139.0 mL, left 100.4 mL of which tumour 63.3 mL (TotalSegmentator: 106.6 and "
-            "99.3 mL in the covered slices). An unenhanced kidney looks like a renal tumour on contrast CT, and the "
-            "only labelled unenhanced training scan (s0009) does not separate lesions. On non-contrast CT read the "
-            "kidney volume (kidney + masses), never the tumour volume.",
-            "Per-slice Dice is low on small kidney cross-sections (the poles) and on slices with tumour but no "
-            "kidney: cross-validated KiTS19 kidney+masses 0.757 (fold 0: 0.590), CURVAS kidney 0.655, mean over "
-            "slices; the pixel-weighted Dice of the training log is higher (CURVAS kidney 0.80-0.90).",
+            "Unenhanced kidneys may be labelled tumour: on the non-contrast TotalSegmentator example (this run's "
+            "shipped network, the 30 slices TotalSegmentator covers) the kidney region (kidney + tumour) matches "
+            "TotalSegmentator's kidneys with Dice {ex_dice_both:.2f} and {ex_warnings} post-processing warning(s), "
+            "but of its right {ex_ml_pred_right} mL, {ex_ml_tumor_right} mL are labelled tumour, and of its left "
+            "{ex_ml_pred_left} mL, {ex_ml_tumor_left} mL (TotalSegmentator: {ex_ml_ref_right} and {ex_ml_ref_left} "
+            "mL). An unenhanced kidney looks like a renal tumour on contrast CT, and the only labelled unenhanced "
+            "training scan (s0009) does not separate lesions. On non-contrast CT read the kidney volume (kidney + "
+            "masses), never the tumour volume.",
+            "Per-slice Dice is low on small kidney cross-sections (the poles), on slices with tumour but no "
+            "kidney, and on kidney-free slices above the kidneys, where the enhanced spleen (labelled in no contrast "
+            "CT set here) is taken for kidney: this run's cross-validation gives KiTS19 kidney+masses "
+            "{kits_kidney:.3f} (folds {kits_kidney_folds}) and CURVAS kidney {curvas_kidney:.3f}, means over slices.",
             "Unenhanced CT: one labelled unenhanced abdomen (s0009) trained it; other unenhanced scanners, "
             "doses and body habitus are untested here.",
             "Cysts are not a class (KiTS19 labels them kidney, CURVAS and TotalSegmentator do not separate "
@@ -274,11 +273,10 @@ CARDS: dict[str, dict[str, Any]] = {
     },
     "mr": {
         "title": "MR default: right and left kidney on T2, slice-wise 2D U-Net",
-        "training_note": "Wall time on the 2-core machine: the 5 folds trained side by side as one-thread "
-                         "processes (`python scripts/train_defaults.py --modality mr --jobs 5`, as `make models` "
-                         "does) finished together in 60.3 min (3578-3619 s per fold). One fold after the other "
-                         "with 2 threads would take about 78 min (a 40-epoch fold alone took 10.3 min, so 15.5 min "
-                         "per 60-epoch fold)",
+        "training_note": "Wall time of this run: the {networks} fold networks trained side by side as one-thread "
+                         "processes (`python scripts/train_defaults.py --modality mr --jobs {jobs}`; `make models` "
+                         "uses --jobs 6) and finished together in {wall_min:.1f} min ({wall_s:.0f} s), {epochs} "
+                         "epochs each",
         "data": "CHAOS T2-SPIR in ../shared/data/chaos_t2: 15 real abdominal MR volumes (256x256x31-46, "
                 "1.25x1.25x7.7 mm) with manual radiologist labels. The network learns liver (1), right kidney (2), "
                 "left kidney (3) and spleen (4) on axial slices of the RAS-reoriented volume (no left/right flips "
@@ -299,8 +297,8 @@ CARDS: dict[str, dict[str, Any]] = {
             "Intensity is normalised per image (0.5-99.5 percentile z-score): strong bias fields may hurt.",
             "Large abnormal structures unlike the 15 training volumes confuse it: on CHAOS case_36 (a giant "
             "cyst) the fold network painted parts of the cyst as kidney; post-processing keeps the most "
-            "confidently found component per side, yet the kidneys there reach only Dice 0.77 (right) and "
-            "0.79 (left), against 0.83-0.95 on every other CHAOS kidney. Check the overlay.",
+            "confidently found component per side, yet the kidneys there score lowest of all CHAOS kidneys in "
+            "this run's cross-validation (right {case36_right:.2f}, left {case36_left:.2f}). Check the overlay.",
         ],
     },
     "us": {
@@ -325,12 +323,59 @@ CARDS: dict[str, dict[str, Any]] = {
             "images): expect poor results on real images.",
             "Shipped with smaller members than the published method (DeepLabV3+ MobileNetV2 instead of "
             "DeepLabV3+ ResNet-152, LinkNet MobileNetV2 instead of LinkNet ResNet-34) to fit the 60 MB budget.",
-            "Trained at 128x128 for 9 epochs (7 members + 2 fusion) on 48 phantoms on 2 CPU cores.",
+            "Trained at {phantom_size} for {epochs} epochs ({fusion_epochs} of them fusion) on {phantoms} phantoms "
+            "on 2 CPU cores.",
             "The phantom PNGs carry no pixel spacing, so the model works on 1 mm pixels with the kidney about "
             "60-100 pixels long: give real images a matching --spacing or resize them.",
         ],
     },
 }
+
+
+def _rows_dice(rows: list[dict[str, Any]], case_prefix: str, region: str) -> float:
+    """Mean Dice of the cross-validation rows of the cases named ``case_prefix*`` in ``region`` (NaN if none)."""
+    import numpy as np
+
+    ds = [float(r["dice"]) for r in rows if str(r["case"]).startswith(case_prefix) and r["region"] == region]
+    return float(np.mean(ds)) if ds else float("nan")
+
+
+def card_facts(mod: str, recipe: Recipe, cfg: dict[str, Any], ev: dict[str, Any], wall_s: float, networks: int,
+               jobs: int) -> dict[str, Any]:
+    """The figures a model card quotes, all from this run: its wall time, configuration and evaluation."""
+    facts: dict[str, Any] = {"wall_s": wall_s, "wall_min": wall_s / 60, "networks": networks, "jobs": jobs,
+                             "epochs": cfg.get("epochs"), "batch_size": cfg.get("batch_size"),
+                             "contrast_phase_prob": cfg.get("contrast_phase_prob"),
+                             "fusion_epochs": cfg.get("fusion_epochs")}
+    if recipe.synth:
+        facts.update(phantoms=recipe.synth.get("n"), phantom_size="x".join(str(x) for x in recipe.synth.get("size", [])))
+    summ = ev.get("summary") or {}
+    if mod == "ct":
+        kits = summ.get("KiTS19 slices", {}).get("kidney+masses", {})
+        facts.update(kits_kidney=kits.get("dice", float("nan")),
+                     kits_kidney_folds=" / ".join(f"{x:.3f}" for x in kits.get("dice_per_fold", [])),
+                     curvas_kidney=summ.get("CURVAS slices", {}).get("kidney", {}).get("dice", float("nan")))
+        ex = ev.get("example") or {}
+        facts.update({f"ex_{k}": v for k, v in ex.items() if k != "warnings"})
+        facts["ex_warnings"] = len(ex.get("warnings", []))
+    if mod == "mr":
+        rows = ev.get("rows") or []
+        facts.update(case36_right=_rows_dice(rows, "case_36", "right kidney"),
+                     case36_left=_rows_dice(rows, "case_36", "left kidney"))
+    return facts
+
+
+def fill_card(template: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
+    """The card with every ``{name}`` of its texts replaced by ``facts`` (a missing fact is an error, never a
+    stale number)."""
+    def fill(text: str) -> str:
+        try:
+            return text.format_map(facts)
+        except KeyError as exc:
+            raise KeyError(f"model card text needs the fact {exc} that this run did not measure: {text[:80]}...") from exc
+
+    return {k: ([fill(x) for x in v] if isinstance(v, list) else fill(v) if isinstance(v, str) else v)
+            for k, v in template.items()}
 
 
 def card_markdown(mod: str, card: dict[str, Any]) -> str:
@@ -518,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
                     "extra": r.extra, "scored_folds": [m.name for m in members],
                     "split": "kidneyseg.data.splits.make_splits(folds=5, seed=0), by patient"
                              + (" over the main set and every extra set with split: true" if r.extra else "")}
-        log.info("%s: trained in %.0f s", mod, time.time() - t0)
+        wall_s = time.time() - t0
+        log.info("%s: trained in %.0f s", mod, wall_s)
         if not args.no_pack:
             ev = evaluate(mod, r, members, data, args.threads, args.work, shipped[0] if not r.synth else None)
             (args.work / mod / "metrics.json").write_text(json.dumps(ev, indent=1))
@@ -531,7 +577,8 @@ def main(argv: list[str] | None = None) -> int:
                                "../shared/data/totalseg_example/example_ct.nii.gz`, the shipped network, against "
                                "TotalSegmentator's own labels on the 30 slices they cover: model output, not truth)"
                                "\n\n" + accuracy.example_table(ev["example"]))
-            card = {**CARDS[mod], "metrics": ev["summary"], "metrics_table": table_text,
+            facts = card_facts(mod, r, cfg, ev, wall_s, len(shipped) if r.synth else len(folds), args.jobs)
+            card = {**fill_card(CARDS[mod], facts), "metrics": ev["summary"], "metrics_table": table_text,
                     "metrics_note": ev.get("note", f"Case-level cross-validation: {len(members)} of the {r.folds} "
                                            f"folds ({', '.join(m.name for m in members)}; split by patient), "
                                            f"{cfg['epochs']} epochs per fold; "

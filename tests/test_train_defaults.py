@@ -154,3 +154,30 @@ def test_accuracy_doc_keeps_the_sections_of_models_not_retrained(td, tmp_path, m
     (tmp_path / "work" / "ct" / "metrics.json").write_text(_json.dumps({"note": "new", "table": "new ct table"}))
     text = td.write_accuracy_doc(tmp_path / "work").read_text()
     assert "new ct table" in text and "old ct" not in text and "## MR\n\nmr table" in text
+
+
+def test_cards_quote_only_what_the_run_measured(td):
+    """No measurement literal in the card templates: every figure is a {fact} filled from the run (wall time,
+    configuration, cross-validation rows, the example), and a fact the run lacks is an error, not a stale number."""
+    import re
+
+    from kidneyseg.default_models import RECIPES
+
+    texts = [t for card in td.CARDS.values() for v in card.values() for t in (v if isinstance(v, list) else [v])]
+    literal = re.compile(r"\d+\.\d+\s*(min|mL|MB|s\b|%)|\b0\.\d{2,}")
+    assert [t for t in texts if literal.search(t)] == []
+    ev_ct = {"summary": {"KiTS19 slices": {"kidney+masses": {"dice": 0.5, "dice_per_fold": [0.4, 0.6]}},
+                         "CURVAS slices": {"kidney": {"dice": 0.7}}},
+             "example": {"dice_both": 0.81, "ml_pred_right": 12.5, "ml_tumor_right": 2.5, "ml_pred_left": 11.0,
+                         "ml_tumor_left": 1.0, "ml_ref_right": 13.0, "ml_ref_left": 12.0, "warnings": []}}
+    ev_mr = {"rows": [{"case": "case_36", "region": "right kidney", "dice": 0.25},
+                      {"case": "case_36", "region": "left kidney", "dice": 0.75}]}
+    for mod, ev in (("ct", ev_ct), ("mr", ev_mr), ("us", {})):
+        cfg = {"epochs": 7, "batch_size": 3, "contrast_phase_prob": 0.2, "fusion_epochs": 2}
+        card = td.fill_card(td.CARDS[mod], td.card_facts(mod, RECIPES[mod], cfg, ev, 123.0, 6, 2))
+        text = " ".join(t for v in card.values() for t in (v if isinstance(v, list) else [v]))
+        assert "{" not in text and "2.0 min (123 s)" in text if mod != "us" else "7 epochs" in text
+    assert "0.400 / 0.600" in " ".join(td.fill_card(td.CARDS["ct"], td.card_facts(
+        "ct", RECIPES["ct"], {"epochs": 1}, ev_ct, 60.0, 6, 6))["failure_modes"])
+    with pytest.raises(KeyError, match="did not measure"):
+        td.fill_card({"note": "took {wall_min} min and {missing}"}, {"wall_min": 1})
