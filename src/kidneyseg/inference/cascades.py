@@ -74,7 +74,7 @@ def _paste_probs(acc: np.ndarray, part: np.ndarray, region: np.ndarray) -> None:
 def run_cascade(pred: Any, model: Any, case: Case, need_probs: bool,
                 timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
     """``ct3d-cascade`` on ``case``; see the module docstring."""
-    from kidneyseg.preprocessing.geometry import crop, reorient, resample_array, undo
+    from kidneyseg.preprocessing.geometry import crop, reorient, resample_array, undo, undo_argmax
     from kidneyseg.preprocessing.plan import apply_plan
 
     coarse, fine = model.stages["coarse"], model.stages["fine"]
@@ -117,15 +117,14 @@ def run_cascade(pred: Any, model: Any, case: Case, need_probs: bool,
             l_lab[~k_on_l] = 0
             if l_pre.shape == f_pre.shape:
                 f_lab = np.where(l_lab != 0, l_lab, f_lab)
-                if need_probs:
-                    # inside the kidney: the lesion stage's classes, its background read as kidney
-                    vals = list(values)
-                    kid_values = [int(v) for v in fine.channel_to_label if int(v) != 0]
-                    if kid_values and 0 in vals:
-                        moved = l_probs.copy()
-                        moved[vals.index(kid_values[0])] += moved[vals.index(0)]
-                        moved[vals.index(0)] = 0.0
-                        f_probs = np.where(k_on_l[None], moved, f_probs)
+                # inside the kidney: the lesion stage's classes, its background read as kidney
+                vals = list(values)
+                kid_values = [int(v) for v in fine.channel_to_label if int(v) != 0]
+                if kid_values and 0 in vals:
+                    moved = l_probs.copy()
+                    moved[vals.index(kid_values[0])] += moved[vals.index(0)]
+                    moved[vals.index(0)] = 0.0
+                    f_probs = np.where(k_on_l[None], moved, f_probs)
             else:
                 back_l = undo(l_pre, l_lab, is_label=True)
                 back_f = undo(f_pre, f_lab, is_label=True)
@@ -135,7 +134,13 @@ def run_cascade(pred: Any, model: Any, case: Case, need_probs: bool,
                 continue
             timings["lesion"] += time.perf_counter() - t
         t = time.perf_counter()
-        _merge(out, undo(f_pre, f_lab, is_label=True))
+        # as the single-model path: the probabilities (outside the kept kidney: background) come back to the
+        # input grid linearly and the label is their argmax there, so boundaries do not depend on the pipeline
+        if 0 in values:
+            f_probs = f_probs.copy()
+            f_probs[:, f_lab == 0] = 0.0
+            f_probs[list(values).index(0), f_lab == 0] = 1.0
+        _merge(out, undo_argmax(f_pre, f_probs, values))
         if need_probs and acc is not None:
             region = undo(crop_case, np.ones(crop_case.shape, bool), is_label=True)
             part = undo(f_pre, f_probs, is_label=False, channel_axis=True)
