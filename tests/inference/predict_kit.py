@@ -97,11 +97,14 @@ def trained_unet3d(d: Path, steps: int = 25) -> Path:
 
 def cascade(d: Path, steps: int = 0) -> Path:
     """ct3d-cascade folder: coarse (4 mm), fine (2 mm), lesion (2 mm, 2 inputs); tiny U-Nets."""
+    import torch
+
     from kidneyseg.case import Case
     from kidneyseg.data.phantoms import ct_phantom
     from kidneyseg.models.registry import create_model
     from kidneyseg.preprocessing.plan import apply_plan
 
+    torch.manual_seed(0)  # the same networks whatever ran before
     coarse_plan = plan3d([8.0, 8.0, 8.0], [32, 32, 32])
     coarse = create_model("unet3d", in_channels=1, out_channels=2, **TINY3D)
     if steps:

@@ -136,10 +136,9 @@ def run_cascade(pred: Any, model: Any, case: Case, need_probs: bool,
         t = time.perf_counter()
         # as the single-model path: the probabilities (outside the kept kidney: background) come back to the
         # input grid linearly and the label is their argmax there, so boundaries do not depend on the pipeline
-        if 0 in values:
-            f_probs = f_probs.copy()
-            f_probs[:, f_lab == 0] = 0.0
-            f_probs[list(values).index(0), f_lab == 0] = 1.0
+        f_probs = f_probs.copy()
+        f_probs[:, f_lab == 0] = 0.0
+        f_probs[0, f_lab == 0] = 1.0  # values are sorted, background (0) first
         _merge(out, undo_argmax(f_pre, f_probs, values))
         if need_probs and acc is not None:
             region = undo(crop_case, np.ones(crop_case.shape, bool), is_label=True)
@@ -155,7 +154,7 @@ def run_detect_segment(pred: Any, model: Any, case: Case, need_probs: bool,
                        timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
     """``ct-detect-vnet`` on ``case``; see the module docstring."""
     from kidneyseg.inference.engines import boxes_to_3d, detect_slices
-    from kidneyseg.preprocessing.geometry import crop, reorient, undo
+    from kidneyseg.preprocessing.geometry import crop, reorient, undo, undo_argmax
     from kidneyseg.preprocessing.plan import apply_plan
 
     det, seg = model.stages["detector"], model.stages["segmenter"]
@@ -187,7 +186,11 @@ def run_detect_segment(pred: Any, model: Any, case: Case, need_probs: bool,
         s_probs = pred.to_label_channels(pred.stage_probabilities(seg, s_pre), seg.channel_to_label)
         s_lab = values[np.argmax(s_probs, axis=0)]
         s_lab[~_largest(s_lab != 0)] = 0
-        _merge(out, undo(s_pre, s_lab, is_label=True))
+        # as the single-model path: probabilities (background outside the kept component) back linearly, then argmax
+        s_probs = s_probs.copy()
+        s_probs[:, s_lab == 0] = 0.0
+        s_probs[0, s_lab == 0] = 1.0  # values are sorted, background (0) first
+        _merge(out, undo_argmax(s_pre, s_probs, values))
         if need_probs and acc is not None:
             region = undo(crop_case, np.ones(crop_case.shape, bool), is_label=True)
             _paste_probs(acc, undo(s_pre, s_probs, is_label=False, channel_axis=True), region)
