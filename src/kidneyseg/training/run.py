@@ -271,7 +271,7 @@ def train_pipeline(
     data_dims = raw_train[0].ndim
     # the data set's fingerprint (all its cases, as `kidneyseg data check` and nnU-Net compute it): so the plan
     # `data check --plan` prints is the plan trained with; extra data sets never change it
-    fp = Fingerprint.from_cases(sorted(raw_train + raw_val, key=lambda c: c.name), task, modality)
+    fp = Fingerprint.from_cases(raw_train + raw_val, task, modality)  # order-free: the builder sorts by name
     per_case: dict[str, dict[str, Any]] = {}
     classes = _model_classes(cfg)
     if classes is not None:
