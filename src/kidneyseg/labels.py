@@ -360,3 +360,24 @@ def partial_label_groups(
         groups.append(("+".join(names[c] for c in chans), (int(v),), chans))
     bg = tuple(c for c in range(len(names)) if c not in taken)
     return [("+".join(names[c] for c in bg), (0,), bg), *groups]
+
+
+#: Grey for labels no task colours (reports, DICOM-SEG, .seg.nrrd).
+COLOR_UNKNOWN = (128, 128, 128)
+
+
+def _colors_by_name() -> dict[str, tuple[int, int, int]]:
+    out: dict[str, tuple[int, int, int]] = {}
+    for task in TASKS.values():
+        for value, rgb in task.colors.items():
+            out.setdefault(canonical_label_name(task.labels.get(value, "")), rgb)
+    return out
+
+
+#: Canonical label name -> display colour (RGB 0..255), taken from the tasks' colours (first task naming it).
+COLORS_BY_NAME: dict[str, tuple[int, int, int]] = _colors_by_name()
+
+
+def color_of(name: object) -> tuple[int, int, int]:
+    """Display colour (RGB 0..255) of a label called ``name`` (any spelling); grey when no task colours it."""
+    return COLORS_BY_NAME.get(canonical_label_name(name), COLOR_UNKNOWN)

@@ -119,3 +119,47 @@ def test_example_ct_dicom_repairs_sop_class_then_refuses(shared_data, tmp_path, 
     with pytest.raises(DicomSegError, match=r"SeriesInstanceUID|StudyInstanceUID"):
         check_sources(datasets, folder)
     assert all(str(ds.SOPClassUID) == "1.2.840.10008.5.1.4.1.1.2" for ds in datasets)  # repaired from file meta
+
+
+def test_each_label_has_its_own_code_and_colour(tmp_path, caplog):
+    """Every default label gets its SNOMED CT code (laterality for the sides) and its colour; an unknown
+    name gets the generic Tissue code, never Kidney, with a warning."""
+    import highdicom as hd
+
+    from kidneyseg.labels import color_of
+
+    files, _, affine = write_ct_series(tmp_path / "ct", n=3)
+    names = {1: "kidney", 2: "Tumour", 3: "cyst", 4: "liver", 5: "pancreas", 6: "spleen", 7: "right kidney",
+             8: "kidney_left", 9: "renal vein"}
+    label = np.zeros((20, 24, 3), np.uint8)
+    for v in names:
+        label[2 * v, 3:6, 1] = v
+    with caplog.at_level("WARNING", logger="kidneyseg.io.dicomseg"):
+        out = write_dicom_seg(label, affine, files, tmp_path / "seg.dcm", labels={0: "background", **names})
+    expected = {  # segment label: (category, type, type modifier, anatomic region)
+        "kidney": ("91723000", "64033007", None, None),
+        "Tumour": ("49755003", "108369006", None, "64033007"),
+        "cyst": ("49755003", "367643001", None, "64033007"),
+        "liver": ("91723000", "10200004", None, None),
+        "pancreas": ("91723000", "15776009", None, None),
+        "spleen": ("91723000", "78961009", None, None),
+        "right kidney": ("91723000", "64033007", "24028007", None),
+        "kidney_left": ("91723000", "64033007", "7771000", None),
+        "renal vein": ("85756007", "85756007", None, None),
+    }
+    seg = pydicom.dcmread(str(out))
+    found = {}
+    for s in seg.SegmentSequence:
+        mod = s.get("SegmentedPropertyTypeModifierCodeSequence")
+        region = s.get("AnatomicRegionSequence")
+        found[s.SegmentLabel] = (s.SegmentedPropertyCategoryCodeSequence[0].CodeValue,
+                                 s.SegmentedPropertyTypeCodeSequence[0].CodeValue,
+                                 mod[0].CodeValue if mod else None, region[0].CodeValue if region else None)
+        assert all(c.CodingSchemeDesignator == "SCT" for c in s.SegmentedPropertyTypeCodeSequence)
+        lab = tuple(int(v) for v in s.RecommendedDisplayCIELabValue)
+        assert lab == hd.color.CIELabColor.from_rgb(*color_of(s.SegmentLabel)).value, s.SegmentLabel
+    assert found == expected
+    assert color_of("liver") != color_of("spleen") != color_of("kidney")
+    assert "renal vein" in caplog.text and "Tissue" in caplog.text
+    back = hd.seg.segread(str(out))  # highdicom reads it back
+    assert back.number_of_segments == len(names)

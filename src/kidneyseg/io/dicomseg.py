@@ -2,15 +2,23 @@
 
 :func:`write_dicom_seg` writes one Segmentation instance that references the
 source series (same Study, Frame of Reference, one frame per source slice that
-holds a segment), with one segment per label and standard SNOMED CT codes:
+holds a segment), with one segment per label, SNOMED CT codes from
+:func:`segment_codes` (the one code table) and the label's display colour
+(:func:`kidneyseg.labels.color_of`, stored as CIELab):
 
-========== ============================================ ===========================
-label      segmented property category                  segmented property type
-========== ============================================ ===========================
-kidney     Anatomical structure (SCT 91723000)          Kidney (SCT 64033007)
-tumour     Morphologically abnormal structure (49755003) Neoplasm (SCT 108369006), region Kidney
-cyst       Morphologically abnormal structure (49755003) Cyst (SCT 367643001), region Kidney
-========== ============================================ ===========================
+============ ============================================= =================================================
+label        segmented property category                   segmented property type
+============ ============================================= =================================================
+kidney       Anatomical structure (SCT 91723000)           Kidney (SCT 64033007)
+kidney_right Anatomical structure                          Kidney, modifier Right (SCT 24028007)
+kidney_left  Anatomical structure                          Kidney, modifier Left (SCT 7771000)
+tumour       Morphologically abnormal structure (49755003) Neoplasm (SCT 108369006), region Kidney
+cyst         Morphologically abnormal structure            Cyst (SCT 367643001), region Kidney
+liver        Anatomical structure                          Liver (SCT 10200004)
+spleen       Anatomical structure                          Spleen (SCT 78961009)
+pancreas     Anatomical structure                          Pancreas (SCT 15776009)
+other names  Tissue (SCT 85756007)                         Tissue, segment label = the label's name (warned)
+============ ============================================= =================================================
 
 Source headers are checked first (:func:`check_sources`).  What the standard
 lets us derive is repaired on in-memory copies and logged (SOPClassUID and
@@ -31,12 +39,12 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from kidneyseg.errors import InputError, OutputError
-from kidneyseg.labels import canonical_label_name, get_task
+from kidneyseg.labels import canonical_label_name, color_of, get_task
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +60,53 @@ class DicomSegError(OutputError):
     """A DICOM-SEG cannot be written for this input (the message names the attribute)."""
 
 
-def _codes() -> dict[str, tuple[Any, Any, list[Any]]]:
+class SegmentCode(NamedTuple):
+    """How one label is coded in a DICOM-SEG segment description (pydicom/highdicom codes)."""
+
+    category: Any
+    type: Any
+    #: laterality of the type (SegmentedPropertyTypeModifierCodeSequence), e.g. SCT Right
+    modifier: Any | None = None
+    #: anatomic region (AnatomicRegionSequence), e.g. SCT Kidney for a renal mass
+    region: Any | None = None
+
+
+def segment_codes() -> dict[str, SegmentCode]:
+    """The one table of DICOM-SEG codes: canonical label name -> :class:`SegmentCode`.
+
+    SNOMED CT codes from ``pydicom.sr.codedict.codes.SCT`` (the concepts of the DICOM
+    segmentation contexts CID 7150/7151/7159), right and left kidney as Kidney with
+    the laterality modifier (as TotalSegmentator's DICOM-SEG export codes them).  The
+    ultrasound regions (central echo complex, medulla, cortex) have no concept in
+    pydicom's dictionary: they are coded as Tissue within the Kidney.  Names not in
+    the table get :func:`generic_code` (never Kidney).
+    """
     from pydicom.sr.codedict import codes
 
     sct = codes.SCT
+    anat, abnormal = sct.AnatomicalStructure, sct.MorphologicallyAbnormalStructure
     return {
-        "kidney": (sct.AnatomicalStructure, sct.Kidney, []),
-        "kidney_right": (sct.AnatomicalStructure, sct.Kidney, []),
-        "kidney_left": (sct.AnatomicalStructure, sct.Kidney, []),
-        "capsule": (sct.AnatomicalStructure, sct.Kidney, []),
-        "tumor": (sct.MorphologicallyAbnormalStructure, sct.Neoplasm, [sct.Kidney]),
-        "tumour": (sct.MorphologicallyAbnormalStructure, sct.Neoplasm, [sct.Kidney]),
-        "cyst": (sct.MorphologicallyAbnormalStructure, sct.Cyst, [sct.Kidney]),
+        "kidney": SegmentCode(anat, sct.Kidney),
+        "kidney_right": SegmentCode(anat, sct.Kidney, modifier=sct.Right),
+        "kidney_left": SegmentCode(anat, sct.Kidney, modifier=sct.Left),
+        "capsule": SegmentCode(anat, sct.Kidney),  # the capsule outline is the whole kidney
+        "tumor": SegmentCode(abnormal, sct.Neoplasm, region=sct.Kidney),
+        "cyst": SegmentCode(abnormal, sct.Cyst, region=sct.Kidney),
+        "liver": SegmentCode(anat, sct.Liver),
+        "spleen": SegmentCode(anat, sct.Spleen),
+        "pancreas": SegmentCode(anat, sct.Pancreas),
+        "central_echo_complex": SegmentCode(sct.Tissue, sct.Tissue, region=sct.Kidney),
+        "medulla": SegmentCode(sct.Tissue, sct.Tissue, region=sct.Kidney),
+        "cortex": SegmentCode(sct.Tissue, sct.Tissue, region=sct.Kidney),
+        "foreground": SegmentCode(sct.Tissue, sct.Tissue),
     }
+
+
+def generic_code() -> SegmentCode:
+    """Code of a label name the table does not know: SCT Tissue (category and type)."""
+    from pydicom.sr.codedict import codes
+
+    return SegmentCode(codes.SCT.Tissue, codes.SCT.Tissue)
 
 
 def read_sources(files: Sequence[str | os.PathLike[str]]) -> list[Any]:
@@ -211,8 +253,9 @@ def write_dicom_seg(
     source_files:
         The files of the source series.
     labels:
-        ``{value: name}``; names ``kidney``, ``tumor``, ``cyst`` (and
-        ``kidney_right``/``kidney_left``) get standard codes.  Default KiTS.
+        ``{value: name}``; names of :func:`segment_codes` (any spelling: ``Tumour``,
+        ``right kidney``) get their standard codes, other names the generic
+        :func:`generic_code` with a warning.  Default KiTS23.
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -226,7 +269,7 @@ def write_dicom_seg(
     check_sources(datasets, folder)
     labels = {int(k): str(v) for k, v in (labels or get_task("kits23").labels).items()}
     frames = label_to_frames(np.asarray(label), affine, datasets)
-    known = _codes()
+    known = segment_codes()
     values = [v for v in sorted(labels) if v != 0]
     algo = hd.AlgorithmIdentificationSequence(
         name="kidneyseg", version=software_version or __version__, family=codes.DCM.ArtificialIntelligence
@@ -235,19 +278,26 @@ def write_dicom_seg(
     seg_array = np.zeros(frames.shape, np.uint8)
     for number, value in enumerate(values, start=1):
         name = labels[value]
-        category, prop, regions = known.get(canonical_label_name(name),
-                                            (codes.SCT.AnatomicalStructure, codes.SCT.Kidney, []))
-        descriptions.append(hd.seg.SegmentDescription(
+        code = known.get(canonical_label_name(name))
+        if code is None:
+            code = generic_code()
+            log.warning("DICOM-SEG: label %d '%s' has no standard code: written as SCT Tissue with segment "
+                        "label '%s' (known names: %s)", value, name, name, ", ".join(sorted(known)))
+        desc = hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=name,
-            segmented_property_category=category,
-            segmented_property_type=prop,
+            segmented_property_category=code.category,
+            segmented_property_type=code.type,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algo,
-            anatomic_regions=regions or None,
+            anatomic_regions=[code.region] if code.region is not None else None,
             tracking_uid=hd.UID(),
             tracking_id=f"kidneyseg {name}",
-        ))
+            display_color=hd.color.CIELabColor.from_rgb(*color_of(name)),
+        )
+        if code.modifier is not None:  # laterality (highdicom's SegmentDescription has no argument for it)
+            desc.SegmentedPropertyTypeModifierCodeSequence = [hd.sr.CodedConcept.from_code(code.modifier)]
+        descriptions.append(desc)
         seg_array[frames == value] = number
     if not values:
         raise DicomSegError("cannot write DICOM-SEG: the model declares no foreground labels",
