@@ -381,3 +381,82 @@ COLORS_BY_NAME: dict[str, tuple[int, int, int]] = _colors_by_name()
 def color_of(name: object) -> tuple[int, int, int]:
     """Display colour (RGB 0..255) of a label called ``name`` (any spelling); grey when no task colours it."""
     return COLORS_BY_NAME.get(canonical_label_name(name), COLOR_UNKNOWN)
+
+
+#: Spellings of evaluation-region names (canonical label names as keys) -> the region names of the tasks
+#: they may stand for, in order of preference.  nnU-Net's KiTS "kidney" region is kidney + masses.
+REGION_NAME_ALIASES: dict[str, tuple[str, ...]] = {
+    "kidney": ("kidney_and_masses", "kidney", "capsule"),
+    "kidney_and_masses": ("kidney_and_masses",),
+    "kidney_and_mass": ("kidney_and_masses",),
+    "kidney_and_tumor": ("kidney_and_masses",),
+    "kidney_and_tumour": ("kidney_and_masses",),
+    "masses": ("masses",),
+    "tumor": ("tumor",),
+    "foreground": ("foreground",),
+}
+
+
+def match_regions(regions: Mapping[str, Iterable[int]], *, candidates: Iterable[str] | None = None,
+                  where: str = "data set") -> tuple[str, dict[int, int]]:
+    """The task whose evaluation regions a region-based label declaration describes, and the value map.
+
+    Parameters
+    ----------
+    regions:
+        ``{region name: label values}`` as nnU-Net v2 region-based ``dataset.json`` declares them
+        (``{"kidney": [1, 2, 3], "masses": [2, 3], "tumor": [2]}``; background left out).
+    candidates:
+        Task names to try, in order (default: every task of :data:`TASKS`).
+    where:
+        Name of the declaration, for errors.
+
+    Returns
+    -------
+    ``(task name, {source value: task value})``
+        The first candidate task whose regions are the declared ones (names through
+        :data:`REGION_NAME_ALIASES`) and in which every source value has a task value lying in
+        exactly the same regions: a value's meaning is the set of regions holding it (KiTS: in
+        kidney only = kidney, in all three = tumour, in kidney and masses only = cyst).
+
+    Raises
+    ------
+    KidneysegError
+        No candidate task matches; the message lists the declaration and the tasks' regions.
+    """
+    from kidneyseg.errors import KidneysegError
+
+    src = {canonical_label_name(n): frozenset(int(v) for v in vals) for n, vals in regions.items()}
+    src.pop("background", None)
+    values = sorted(set().union(*src.values())) if src else []
+    names = list(TASKS) if candidates is None else list(candidates)
+    for name in names:
+        task = get_task(name)
+        if not task.regions or any(r.labels is None for r in task.regions):
+            continue
+        tregions = {r.name: frozenset(r.labels or ()) for r in task.regions}
+        rename: dict[str, str] = {}
+        for n in src:
+            options = [a for a in REGION_NAME_ALIASES.get(n, (n,)) if a in tregions and a not in rename.values()]
+            if not options:
+                break
+            rename[n] = options[0]
+        if len(rename) != len(src) or set(rename.values()) != set(tregions):
+            continue
+        meaning: dict[frozenset[str], int] = {}
+        for v in sorted(set().union(*tregions.values())):
+            meaning.setdefault(frozenset(r for r, vals in tregions.items() if v in vals), v)
+        lmap: dict[int, int] = {}
+        for v in values:
+            key = frozenset(rename[n] for n, vals in src.items() if v in vals)
+            if key not in meaning:
+                break
+            lmap[v] = meaning[key]
+        if len(lmap) == len(values) and len(set(lmap.values())) == len(lmap):
+            return name, lmap
+    declared = "; ".join(f"{n} {sorted(v)}" for n, v in src.items())
+    known = "; ".join(f"{t}: " + ", ".join(f"{r.name} {list(r.labels or ())}" for r in get_task(t).regions)
+                      for t in names if get_task(t).regions and all(r.labels is not None for r in get_task(t).regions))
+    raise KidneysegError(f"the regions of {where} match no task's evaluation regions", found=declared,
+                         expected=f"the regions of one of the tasks ({known})",
+                         fix="pass the task (--task) and the value map (label_map) that fit the labels")

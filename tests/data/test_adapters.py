@@ -196,3 +196,55 @@ def test_real_ct_sets_of_the_ct_default(shared_data: Path) -> None:
     assert sorted(np.unique(curvas.cases[0].load().label)) <= [0, 1, 4, 5]
     ts = load_dataset(shared_data / "totalseg_subjects", "folder", task="totalseg-ct", modality="ct")
     assert [c.name for c in ts.cases] == ["s0002", "s0003", "s0009"]
+
+
+def _nnunet_kits23(root: Path, labels: dict, order) -> None:
+    """An nnU-Net v2 raw folder as nnU-Net's own KiTS23 conversion writes it (region-based dataset.json)."""
+    meta = {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": 2, "file_ending": ".nii.gz",
+            "overwrite_image_reader_writer": "NibabelIOWithReorient"}
+    if order is not None:
+        meta["regions_class_order"] = order
+    (root / "dataset.json").write_text(json.dumps(meta))
+    for n in ("case_00000", "case_00001"):
+        _pair(root / "imagesTr" / f"{n}_0000.nii.gz", root / "labelsTr" / f"{n}.nii.gz", (0, 1, 2, 3))
+
+
+def test_nnunet_region_based_kits23_is_kits23(tmp_path: Path) -> None:
+    from kidneyseg.data.fingerprint import check_dataset
+
+    _nnunet_kits23(tmp_path, {"background": 0, "kidney": [1, 2, 3], "masses": [2, 3], "tumor": 2}, [1, 3, 2])
+    ds = load_dataset(tmp_path, "nnunet")
+    assert ds.task == "kits23" and ds.problems == []
+    assert ds.cases[0].label_map == {}  # KiTS23 values are the toolkit's: kidney 1, tumour 2, cyst 3
+    assert ds.options["regions"] == {"kidney": [1, 2, 3], "masses": [2, 3], "tumor": [2]}
+    lab = ds.cases[0].load().label
+    assert [int(lab[i].max()) for i in range(4)] == [0, 1, 2, 3]
+    report = check_dataset(ds, progress=False)
+    assert not [p for p in report["problems"] if "not in task" in p]
+
+
+def test_nnunet_regions_map_values_by_meaning(tmp_path: Path) -> None:
+    # tumour 3, cyst 2 in the source: the value in every region is the tumour, the one in kidney+masses the cyst
+    _nnunet_kits23(tmp_path, {"background": 0, "kidney": [1, 2, 3], "masses": [2, 3], "tumor": 3}, [1, 2, 3])
+    ds = load_dataset(tmp_path, "nnunet")
+    assert ds.task == "kits23" and ds.problems == []
+    lab = ds.cases[0].load().label
+    assert [int(lab[i].max()) for i in range(4)] == [0, 1, 3, 2]  # source cyst 2 -> 3, source tumour 3 -> 2
+
+
+def test_nnunet_inconsistent_regions_class_order_is_a_problem(tmp_path: Path) -> None:
+    # tumor 2 with order [1, 2, 3] would make nnU-Net write tumour as 3: listed, labels still read by the regions
+    _nnunet_kits23(tmp_path, {"background": 0, "kidney": [1, 2, 3], "masses": [2, 3], "tumor": 2}, [1, 2, 3])
+    ds = load_dataset(tmp_path, "nnunet")
+    assert ds.task == "kits23" and ds.cases[0].label_map == {}
+    assert len(ds.problems) == 1 and "regions_class_order [1, 2, 3]" in ds.problems[0]
+    assert "[1, 3, 2]" in ds.problems[0]
+
+
+def test_nnunet_regions_of_no_task_are_refused(tmp_path: Path) -> None:
+    from kidneyseg.errors import KidneysegError
+
+    _nnunet_kits23(tmp_path, {"background": 0, "organs": [1, 2], "liver": 1}, [2, 1])
+    with pytest.raises(KidneysegError, match="match no task") as err:
+        load_dataset(tmp_path, "nnunet")
+    assert "organs [1, 2]" in str(err.value) and "kits23: kidney_and_masses [1, 2, 3]" in str(err.value)

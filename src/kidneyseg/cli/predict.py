@@ -35,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mirroring test-time augmentation (slower, default off)")
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write NAME_probabilities.npz (float16, channel per label, input grid)")
-    parser.add_argument("--output-format", choices=("nifti", "nrrd", "seg.nrrd", "dicom-seg", "png"), default="nifti",
-                        help="label map format (dicom-seg needs a DICOM series input)")
+    parser.add_argument("--output-format", choices=("nifti", "nrrd", "seg.nrrd", "dicom-seg", "png"), default=None,
+                        help="label map format (dicom-seg needs a DICOM series input); default: png for 2D "
+                             "image files (PNG, JPEG, BMP, TIFF), else nifti")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for the network")
     parser.add_argument("--spacing", type=float, nargs=2, default=None, metavar=("ROW", "COL"),
                         help="pixel spacing in mm of 2D inputs (else a sidecar JSON, else 1 mm with a warning)")
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from kidneyseg import io
     from kidneyseg.errors import KidneysegError
     from kidneyseg.inference import Predictor, resolve_model
-    from kidneyseg.io import stem_of
+    from kidneyseg.io import IMAGE_2D_SUFFIXES, case_name
     from kidneyseg.reporting.export import save_prediction
 
     cases = expand_inputs(args.inputs)
@@ -151,11 +152,12 @@ def run(args: argparse.Namespace) -> int:
     names: dict[str, int] = {}
     bar = tqdm(cases, desc="predict", unit="case", file=sys.stderr, disable=len(cases) < 2)
     for path in bar:
-        base = path.name if path.is_dir() else stem_of(path)
+        base = case_name(path)  # nnU-Net's case_00000_0000.nii.gz -> case_00000.nii.gz, as evaluate pairs it
+        fmt = args.output_format or ("png" if image_suffix(path) in IMAGE_2D_SUFFIXES else "nifti")
         names[base] = names.get(base, 0) + 1
         stem = base if names[base] == 1 else f"{base}_{names[base]}"
         try:
-            if args.output_format == "dicom-seg" and path.is_dir():
+            if fmt == "dicom-seg" and path.is_dir():
                 # refuse before reading pixels or running the network
                 from kidneyseg.io.dicomseg import check_sources, read_sources
 
@@ -163,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
                 check_sources(read_sources(files), path, one_series=False)
             case = io.read(path, spacing=tuple(args.spacing) if args.spacing else None, modality=modality)
             result = predictor.predict_case(case, probabilities=args.save_probabilities)
-            written = save_prediction(result, out, fmt=args.output_format,
+            written = save_prediction(result, out, fmt=fmt,
                                       save_probabilities=args.save_probabilities, name=stem)
             tqdm.write(written["line"], file=sys.stdout)
         except KidneysegError as exc:

@@ -92,19 +92,15 @@ def report_one(image: Path, seg: Path, out: Path, *, ref: Path | None = None, mo
     return write_report(inp, out)
 
 
-def _strip_channel(stem: str) -> str:
-    return stem[:-5] if len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit() else stem
-
-
 def _files_by_case(folder: Path) -> dict[str, Path]:
-    from kidneyseg.io import has_image_suffix, stem_of
+    from kidneyseg.io import case_name, has_image_suffix
 
     out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or p.name.endswith(".json"):
             continue
         if p.is_file() and has_image_suffix(p):
-            out.setdefault(_strip_channel(stem_of(p)), p)
+            out.setdefault(case_name(p), p)
     return out
 
 

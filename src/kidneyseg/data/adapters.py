@@ -46,8 +46,8 @@ import numpy as np
 
 from kidneyseg.case import Case
 from kidneyseg.errors import InputError, unknown_name
-from kidneyseg.io import CASE_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, image_suffix, stem_of
-from kidneyseg.labels import canonical_label_name, get_task
+from kidneyseg.io import CASE_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, case_name, image_suffix, stem_of
+from kidneyseg.labels import canonical_label_name, get_task, match_regions
 
 log = logging.getLogger(__name__)
 
@@ -336,13 +336,62 @@ def _nnunet_labels(meta: dict[str, Any]) -> dict[int, str]:
     return out
 
 
+def _nnunet_regions(meta: dict[str, Any], path: Path) -> dict[str, list[int]]:
+    """Region-based ``labels`` of an nnU-Net v2 dataset.json (any entry a list), background left out.
+
+    ``{"background": 0, "kidney": [1, 2, 3], "masses": [2, 3], "tumor": 2}`` ->
+    ``{"kidney": [1, 2, 3], "masses": [2, 3], "tumor": [2]}`` (declaration order kept: it is the
+    order of ``regions_class_order``); ``{}`` for plain labels.
+    """
+    labels = meta.get("labels", {})
+    if not isinstance(labels, dict) or not any(isinstance(v, (list, tuple)) for v in labels.values()):
+        return {}
+    out: dict[str, list[int]] = {}
+    for name, v in labels.items():
+        vals = list(v) if isinstance(v, (list, tuple)) else [v]
+        try:
+            ints = [int(x) for x in vals]
+        except (TypeError, ValueError):
+            raise InputError("region of dataset.json is not a list of label values", path=path,
+                             found=f'"{name}": {v!r}', expected='integers, e.g. "masses": [2, 3]',
+                             fix="repair the labels entry") from None
+        if canonical_label_name(name) != "background":
+            out[str(name)] = ints
+    return out
+
+
+def _regions_class_order_problems(meta: dict[str, Any], regions: dict[str, list[int]]) -> list[str]:
+    """What is wrong with ``regions_class_order`` against the regions (nnU-Net paints region ``i`` with
+    value ``regions_class_order[i]``, later regions over earlier ones, when it writes a prediction)."""
+    names = list(regions)
+    expected: list[int | None] = []
+    for i, n in enumerate(names):
+        later = set().union(*(set(regions[m]) for m in names[i + 1:]))
+        own = sorted(set(regions[n]) - later)
+        expected.append(own[0] if len(own) == 1 else None)
+    order = meta.get("regions_class_order")
+    if order is None:
+        return ["dataset.json: region-based labels without regions_class_order (nnU-Net needs it to write "
+                f"label maps; expected {expected})"]
+    if not isinstance(order, (list, tuple)) or list(order) != expected:
+        return [f"dataset.json: regions_class_order {order} does not give each region its own label value "
+                f"(nnU-Net would write predictions with other values than its labels use); expected {expected} "
+                f"for the regions {', '.join(f'{n} {regions[n]}' for n in names)}; labels are read by the regions"]
+    return []
+
+
 def load_nnunet(root: Path, *, task: str | None = None, label_map: dict | None = None, split: str = "Tr") -> Dataset:
     """nnU-Net raw data set: ``imagesTr/NAME_0000.nii.gz``, ``labelsTr/NAME.nii.gz``, ``dataset.json``.
 
     The label values of ``dataset.json`` are mapped by name (kidney, tumor/
     tumour, cyst, kidney_right, kidney_left ...) onto the task: ``task`` if
-    given, else the first of kits23, kits19, chaos-mr whose names cover them
-    all, else ``binary``.  The modality comes from ``channel_names``
+    given, else the first of kits19, kits23, chaos-mr, openkidney-us whose names
+    cover them all, else ``binary``.  Region-based labels (nnU-Net v2: ``"kidney":
+    [1, 2, 3], "masses": [2, 3], "tumor": 2`` with ``regions_class_order``) are
+    matched to a task's evaluation regions (:func:`kidneyseg.labels.match_regions`:
+    a value's meaning is the set of regions holding it, so KiTS23 is kits23 with
+    kidney 1, tumour 2, cyst 3); a ``regions_class_order`` that does not give each
+    region its own value is listed in ``problems``.  The modality comes from ``channel_names``
     (``CT`` -> ct, anything with ``MR``/``T1``/``T2`` -> mr, ``US`` -> us).
     """
     root = _need_dir(root, "nnunet")
@@ -359,7 +408,15 @@ def load_nnunet(root: Path, *, task: str | None = None, label_map: dict | None =
         problems.append("dataset.json missing")
     src_labels = _nnunet_labels(meta)
     lmap = _int_keys(label_map)
-    if task is None:
+    regions = _nnunet_regions(meta, meta_path)
+    if regions:  # nnU-Net v2 region-based (KiTS23: kidney [1, 2, 3], masses [2, 3], tumor 2)
+        region_task, region_map = match_regions(regions, candidates=[task] if task else None,
+                                                where=str(meta_path))
+        task = task or region_task
+        if not label_map:
+            lmap = {v: t for v, t in region_map.items() if v != t}
+        problems += _regions_class_order_problems(meta, regions)
+    elif task is None:
         names = {v: canonical_label_name(n) for v, n in src_labels.items()}
         task = "binary"
         for cand in ("kits19", "kits23", "chaos-mr", "openkidney-us"):
@@ -397,7 +454,8 @@ def load_nnunet(root: Path, *, task: str | None = None, label_map: dict | None =
                              label_map=lmap))
     if not cases:
         raise _no_cases(root, "nnunet", f"images{split}/NAME_0000{ending}")
-    return Dataset(root, "nnunet", task, modality, cases, problems, {"dataset_json": meta})
+    return Dataset(root, "nnunet", task, modality, cases, problems,
+                   {"dataset_json": meta, **({"regions": regions} if regions else {})})
 
 
 def _patient_of(name: str) -> str:
@@ -655,7 +713,7 @@ def load_folder(
     for idir, ldir in (("images", "labels"), ("imagesTr", "labelsTr"), ("image", "label")):
         if (root / idir).is_dir() or (root / ldir).is_dir():
             for f in files(root / idir) if (root / idir).is_dir() else []:
-                pairs.setdefault(re.sub(r"_0000$", "", stem_of(f)), [None, None])[0] = f
+                pairs.setdefault(case_name(f), [None, None])[0] = f
             for f in files(root / ldir) if (root / ldir).is_dir() else []:
                 pairs.setdefault(stem_of(f), [None, None])[1] = f
             break

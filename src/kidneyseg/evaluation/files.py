@@ -34,14 +34,15 @@ class EvaluationResult:
 
 
 def _label_files(folder: Path) -> dict[str, Path]:
-    from kidneyseg.io import has_image_suffix, stem_of
+    """Label files of ``folder`` by case name (:func:`kidneyseg.io.case_name`: a ``_0000`` channel suffix is dropped)."""
+    from kidneyseg.io import case_name, has_image_suffix
 
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.name.startswith("."):
             continue
         if p.is_file() and has_image_suffix(p):
-            stem = stem_of(p)
+            stem = case_name(p)
             if stem in found:
                 raise InputError(
                     "two files in one folder have the same case name",
@@ -62,7 +63,7 @@ def _names(names: list[str], limit: int = 20) -> str:
 def match_cases(
     pred: str | os.PathLike[str], ref: str | os.PathLike[str], *, allow_missing: bool = False
 ) -> list[tuple[str, Path | None, Path]]:
-    """Pair prediction and reference files by case name (file stem).
+    """Pair prediction and reference files by case name (file stem without nnU-Net's ``_0000`` suffix).
 
     Parameters
     ----------
@@ -77,7 +78,7 @@ def match_cases(
     -------
     list of ``(case, prediction path or None, reference path)``, sorted by case.
     """
-    from kidneyseg.io import stem_of
+    from kidneyseg.io import case_name
     from kidneyseg.io._common import check_exists
 
     p, r = check_exists(pred), check_exists(ref)
@@ -89,7 +90,7 @@ def match_cases(
             fix="pass a prediction folder with a reference folder, or one file with one file",
         )
     if not r.is_dir():
-        return [(stem_of(r), p, r)]
+        return [(case_name(r), p, r)]
     pf, rf = _label_files(p), _label_files(r)
     if not rf:
         raise InputError("no label files in the reference folder", path=r, fix="check the folder")
@@ -129,9 +130,11 @@ def evaluate_paths(
 
     Each label map is read with :func:`kidneyseg.io.read` (``is_label=True``);
     the prediction must lie on the reference grid (same shape, affine within
-    1e-3 mm); spacing is the reference's.  See :func:`match_cases` for pairing.
+    1e-3 mm); spacing is the reference's.  A ``(rows, cols, 1)`` prediction of a 2D reference
+    is compared in 2D (:func:`kidneyseg.io.drop_singleton_axis`: the toolkit writes 2D label maps
+    that way as NIfTI).  See :func:`match_cases` for pairing.
     """
-    from kidneyseg.io import read, same_grid
+    from kidneyseg.io import IMAGE_2D_SUFFIXES, drop_singleton_axis, image_suffix, read, same_grid
 
     t = task if isinstance(task, Task) else get_task(task)
     pairs = match_cases(pred, ref, allow_missing=allow_missing)
@@ -146,7 +149,9 @@ def evaluate_paths(
             parr = np.zeros_like(rarr)
         else:
             rsp = rcase.spacing
-            pcase = read(ppath, is_label=True, spacing=(rsp[0], rsp[1]) if rcase.ndim == 2 else None)
+            flat = rcase.ndim == 2 and image_suffix(ppath) in IMAGE_2D_SUFFIXES  # 2D files carry no spacing
+            pcase = read(ppath, is_label=True, spacing=(rsp[0], rsp[1]) if flat else None)
+            pcase = drop_singleton_axis(pcase, rcase)
             if not same_grid(pcase, rcase):
                 raise GeometryError(
                     "prediction is not on the reference grid",

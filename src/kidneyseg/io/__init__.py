@@ -13,7 +13,8 @@ Entry points
 
 Formats are chosen by suffix (see :data:`SUFFIXES`, the one table of file
 suffixes; :data:`IMAGE_SUFFIXES`, :func:`image_suffix`, :func:`has_image_suffix`
-and :func:`stem_of` are its helpers); a folder is read as a DICOM series.
+and :func:`stem_of` are its helpers; :func:`case_name` is the case id of a file name, without
+nnU-Net's channel suffix); a folder is read as a DICOM series.
 :func:`atomic_path` is the one atomic writer of the package.
 """
 
@@ -44,12 +45,15 @@ from kidneyseg.io._common import (
 
 __all__ = [
     "CASE_FILE_SUFFIXES",
+    "CHANNEL_SUFFIX",
     "DICOM_SUFFIX",
     "IMAGE_2D_SUFFIXES",
     "IMAGE_SUFFIXES",
     "SUFFIXES",
     "atomic_path",
+    "case_name",
     "check_output",
+    "drop_singleton_axis",
     "format_of",
     "has_image_suffix",
     "image_suffix",
@@ -58,8 +62,29 @@ __all__ = [
     "read_pair",
     "same_grid",
     "stem_of",
+    "strip_channel_suffix",
     "write",
 ]
+
+#: nnU-Net's suffix of the first (only) channel of an image: ``case_00000_0000.nii.gz`` is case ``case_00000``.
+CHANNEL_SUFFIX = "_0000"
+
+
+def strip_channel_suffix(stem: str) -> str:
+    """``stem`` without a trailing :data:`CHANNEL_SUFFIX` (``case_00000_0000`` -> ``case_00000``)."""
+    return stem[: -len(CHANNEL_SUFFIX)] if len(stem) > len(CHANNEL_SUFFIX) and stem.endswith(CHANNEL_SUFFIX) else stem
+
+
+def case_name(path: str | os.PathLike[str]) -> str:
+    """The case id of an image or label file: :func:`stem_of` without nnU-Net's channel suffix ``_0000``.
+
+    ``case_00000_0000.nii.gz`` and ``case_00000.nii.gz`` are both ``case_00000``, so a prediction
+    made from an nnU-Net image pairs with its label (``predict`` names outputs with it, ``evaluate``
+    and ``report --batch`` pair files with it).  A folder's case id is its name.
+    """
+    p = Path(path)
+    return p.name if p.is_dir() else strip_channel_suffix(stem_of(p))
+
 
 WRITE_FORMATS = ("nifti", "nrrd", "seg.nrrd", "mha", "png", "bmp", "tiff")
 
@@ -128,14 +153,36 @@ def same_grid(a: Case, b: Case, *, atol_mm: float = 1e-3) -> bool:
     return a.shape == b.shape and bool(np.allclose(a.affine, b.affine, atol=atol_mm))
 
 
+def drop_singleton_axis(case: Case, like: Case) -> Case:
+    """``case`` as a 2D case on ``like``'s pixel grid when ``like`` is 2D and ``case`` is ``(rows, cols, 1)``.
+
+    Volume writers store a 2D label map as ``(rows, cols, 1)`` (NIfTI, NRRD, MHA); against a 2D
+    image or reference only the in-plane geometry counts, so the third axis (its spacing and
+    origin) is dropped.  Any other case comes back unchanged.
+    """
+    if not (like.ndim == 2 and case.ndim == 3 and case.shape[2] == 1 and case.shape[:2] == like.shape):
+        return case
+    from dataclasses import replace
+
+    affine = np.array(case.affine, dtype=np.float64)
+    affine[2, :] = like.affine[2, :]
+    affine[:, 2] = like.affine[:, 2]
+    return replace(case, affine=affine,
+                   image=None if case.image is None else case.image[:, :, 0],
+                   label=None if case.label is None else case.label[:, :, 0])
+
+
 def read_label(path: str | os.PathLike[str], like: Case | None = None, *, spacing=None) -> Case:
     """Read a label map; with ``like``, refuse it unless it lies on ``like``'s grid.
 
-    The returned case has ``label`` set (uint8) and ``image`` None.
+    The returned case has ``label`` set (uint8) and ``image`` None.  A ``(rows, cols, 1)`` label
+    map of a 2D ``like`` is read as 2D (:func:`drop_singleton_axis`).
     """
-    if like is not None and spacing is None and like.ndim == 2:
-        spacing = like.spacing
+    if like is not None and spacing is None and like.ndim == 2 and image_suffix(path) in IMAGE_2D_SUFFIXES:
+        spacing = like.spacing  # a 2D label file has no spacing of its own: it lies on its image's pixels
     lab = read(path, is_label=True, spacing=spacing)
+    if like is not None:
+        lab = drop_singleton_axis(lab, like)
     if like is not None and not same_grid(lab, like):
         raise GeometryError(
             "label map grid differs from its image",
