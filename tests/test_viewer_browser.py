@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "reporting"))
-from live_server import live_server
+from live_server import TOKEN, live_server
 from phantom_case import phantom
 from tiny_model import shared_tiny_model
 
@@ -82,7 +82,7 @@ def test_viewer_upload_predict_overlay(tmp_path: Path, tmp_path_factory: pytest.
     nib.save(nib.Nifti1Image(case.image, case.affine), study)
 
     with live_server(tmp_path / "work", model) as url:
-        driver.get(url + "/")
+        driver.get(url + "/?token=" + TOKEN)  # as the address `kidneyseg serve` prints
         _wait(lambda: "model:" in driver.find_element(By.ID, "model").text, 20, "the page to load its config")
         driver.find_element(By.ID, "file").send_keys(str(study))
         _wait(lambda: "voxels" in driver.find_element(By.ID, "study").text, 30, "the upload to open")

@@ -9,24 +9,29 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+#: The token of the viewers these tests start (``kidneyseg serve`` makes a random one per start).
+TOKEN = "test-token-not-secret"
 
 
 @contextlib.contextmanager
-def live_server(workdir: Path, model_dir: Path | None = None, **kwargs) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """Yield the base URL (``http://127.0.0.1:PORT``) of a running viewer; stops it afterwards."""
+def live_server(workdir: Path, model_dir: Path | None = None, *, token: str = TOKEN,
+                **kwargs) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """Yield the base URL (``http://127.0.0.1:PORT``) of a running viewer; stops it afterwards.
+
+    Requests need ``token`` (header ``X-Kidneyseg-Token``, ``?token=``, or the cookie that ``/?token=`` sets).
+    The socket is bound before the server starts, as ``kidneyseg serve`` does, so no other process can take the port.
+    """
     import uvicorn
 
     from kidneyseg.reporting.server import Viewer, create_app
 
     viewer = Viewer(workdir, model_dir, **kwargs)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(viewer), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    app = create_app(viewer, host="127.0.0.1", port=port, token=token)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
@@ -38,3 +43,4 @@ def live_server(workdir: Path, model_dir: Path | None = None, **kwargs) -> Itera
     finally:
         server.should_exit = True
         thread.join(10)
+        sock.close()

@@ -15,11 +15,25 @@ What it does
 Safety
 ------
 * The CLI binds to 127.0.0.1 unless told otherwise.
+* Every request needs the per-start token (``secrets.token_urlsafe``) that the
+  command prints in its URL (``http://127.0.0.1:PORT/?token=...``, as Jupyter
+  does): given once as ``?token=``, it is kept in an HttpOnly, SameSite=Strict
+  cookie, so the page's own requests carry it; scripts may send it in the
+  ``X-Kidneyseg-Token`` header.  ``Host`` must name the bound address and port
+  (127.0.0.1, localhost, [::1] or the ``--host``) and ``Origin``, when sent,
+  this server: other requests get 403, so DNS rebinding and cross-origin pages
+  cannot drive the viewer.
 * Uploads larger than ``max_upload_bytes`` are refused (413) while streaming;
-  zip members are checked for path traversal and total size.
+  a zip is unpacked member by member, counting the bytes written, and refused
+  as soon as it passes the same limit; members whose names leave the folder
+  are refused.
+* Detached headers (``.mhd``, ``.nhdr``, NRRD ``data file``) may name data only
+  inside the study's folder (:func:`kidneyseg.io.headers.check_data_files_inside`).
 * File names must be plain names (no folders, no ``..``, no hidden files, a
   known suffix); everything is written under ``workdir/studies/<id>/`` and each
   path is checked to lie inside ``workdir`` before it is written.
+* At most ``max_studies`` studies are held in memory; opening one more closes
+  the least recently used (its files stay in ``workdir/studies/<id>/``).
 
 API (JSON unless said)
 ----------------------
@@ -27,32 +41,50 @@ API (JSON unless said)
 ``POST /api/upload?name=`` (raw body = the file); ``GET /api/studies/{id}``;
 ``GET /api/studies/{id}/slice?plane=&index=`` (binary: rows*cols grey bytes then
 rows*cols label bytes; headers ``X-Rows``, ``X-Cols``, ``X-Row-Mm``, ``X-Col-Mm``);
-``POST /api/studies/{id}/predict``; ``GET /api/studies/{id}/volumes``;
+``POST /api/studies/{id}/predict?modality=`` (``modality``: which built-in default model, when the
+server has no ``--model``; guessed from the study when absent); ``GET /api/studies/{id}/volumes``;
 ``GET /api/studies/{id}/label`` (download); ``GET /api/studies/{id}/report`` (download).
 """
 
-
+# no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time
+import ipaddress
 import logging
 import re
+import secrets
 import shutil
 import threading
 import uuid
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
 from kidneyseg.case import Case
 from kidneyseg.errors import InputError, KidneysegError
 from kidneyseg.io import IMAGE_SUFFIXES
+from kidneyseg.io.headers import check_data_files_inside
 
 log = logging.getLogger("kidneyseg.serve")
 
 STATIC = Path(__file__).with_name("static")
 DEFAULT_MAX_UPLOAD_BYTES = 1024 * 1024 * 1024  # 1 GiB
-MAX_UNZIPPED_BYTES = 4 * 1024 * 1024 * 1024
+#: Studies held in memory at once (``--max-studies``); one more closes the least recently used.
+DEFAULT_MAX_STUDIES = 8
+#: Most files in an uploaded zip (a DICOM series has one per slice).
+MAX_ZIP_MEMBERS = 20_000
+#: Header that carries the token for clients other than the page (the page keeps it in a cookie).
+TOKEN_HEADER = "x-kidneyseg-token"
+#: Names that always mean this machine in ``Host`` and ``Origin``.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+#: Modalities with a built-in default model (:func:`kidneyseg.default_models.default_model_dir`).
+MODALITIES = ("ct", "mr", "us")
+#: Below this 0.5th intensity percentile (HU of air) a volume without a modality is taken for CT.
+HU_AIR_THRESHOLD = -500.0
 #: What an upload may be: a file :func:`kidneyseg.io.read` reads, or a zip of one DICOM series.
 ALLOWED_SUFFIXES = (*IMAGE_SUFFIXES, ".zip")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+()\- ]{0,199}$")
@@ -109,6 +141,7 @@ class Study:
     label_ras: np.ndarray | None = None  # on the grid of ``grey``
     label_path: Path | None = None
     volumes: dict[str, Any] | None = None
+    model_dir: Path | None = None  # the model that predicted ``label``
     job: Job = field(default_factory=Job)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -126,19 +159,32 @@ def _display(study: Study, arr: np.ndarray, plane: str, index: int) -> np.ndarra
 
 
 class Viewer:
-    """The server's state: working folder, model, studies.  Used by :func:`create_app`."""
+    """The server's state: working folder, model, studies.  Used by :func:`create_app`.
+
+    ``model_dir``: the model of 'Run prediction'; without one, the built-in
+    default model of the study's modality is used
+    (:func:`kidneyseg.default_models.default_model_dir`).  ``max_upload_bytes``
+    bounds both an upload and what a zip unpacks to.  ``max_studies``: studies
+    held in memory; opening one more closes the least recently used one.
+    """
 
     def __init__(self, workdir: Path, model_dir: Path | None = None, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-                 task: str | None = None) -> None:
+                 task: str | None = None, max_studies: int = DEFAULT_MAX_STUDIES) -> None:
+        if int(max_studies) < 1:
+            raise InputError("max_studies must be at least 1", found=max_studies, expected=">= 1")
+        if int(max_upload_bytes) < 1:
+            raise InputError("max_upload_bytes must be positive", found=max_upload_bytes, expected="> 0")
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "inbox").mkdir(exist_ok=True)
         (self.workdir / "studies").mkdir(exist_ok=True)
         self.model_dir = Path(model_dir).resolve() if model_dir else None
         self.max_upload_bytes = int(max_upload_bytes)
+        self.max_studies = int(max_studies)
         self.task_name = task
-        self.studies: dict[str, Study] = {}
-        self._predictor: Any = None
+        self.studies: OrderedDict[str, Study] = OrderedDict()  # least recently used first
+        self._studies_lock = threading.Lock()
+        self._predictors: dict[Path, Any] = {}
         self._predict_lock = threading.Lock()
 
     # ------------------------------------------------------------------ studies
@@ -148,8 +194,9 @@ class Viewer:
         from kidneyseg.labels import get_task
 
         name = self.task_name
-        if name is None and self.model_dir is not None and (self.model_dir / "model.json").is_file():
-            name = json.loads((self.model_dir / "model.json").read_text()).get("task")
+        model_dir = study.model_dir if study is not None and study.model_dir is not None else self.model_dir
+        if name is None and model_dir is not None and (model_dir / "model.json").is_file():
+            name = json.loads((model_dir / "model.json").read_text()).get("task")
         if name is None:
             name = "openkidney-us" if study is not None and study.case.modality == "us" else "kits23"
         return get_task(name)
@@ -161,67 +208,155 @@ class Viewer:
         return sid, folder
 
     def open_file(self, src: Path, sid: str, folder: Path) -> Study:
-        """Read an image already inside ``folder`` (or a zip of a DICOM series) into a study."""
+        """Read an image already inside ``folder`` (or a zip of a DICOM series) into a study.
+
+        A detached header (``.mhd``, ``.nhdr``, NRRD ``data file``) must name
+        data files inside ``folder`` only; others raise :class:`InputError`.
+        """
         from kidneyseg import io
         from kidneyseg.reporting import overlay
 
         path = src
         if src.name.lower().endswith(".zip"):
             path = self._unzip(src, folder / "dicom")
+        else:
+            check_data_files_inside(src, folder)
         case = io.read(path)
         if case.image is None:
             raise InputError("no image in the file", path=src)
         if case.ndim == 3:
             image, _, spacing = overlay.ras_arrays(case)
-            assert image is not None  # case.image checked above; reorienting keeps it
+            if image is None:  # case.image checked above; reorienting keeps it
+                raise InputError("no image in the file", path=src)
             grey = overlay.to_grey(image, overlay.display_window(image, case.modality))
         else:
             grey = overlay.to_grey(case.image, overlay.display_window(case.image, case.modality))
             spacing = case.spacing
         study = Study(sid, folder, case, np.ascontiguousarray(grey), tuple(spacing))
-        self.studies[sid] = study
+        self.add(study)
         log.info("opened study %s from %s: shape %s", sid, src.name, case.shape)
         return study
 
+    def add(self, study: Study) -> None:
+        """Hold ``study`` (most recently used); close the least recently used beyond ``max_studies``.
+
+        A study whose prediction is running is closed only when every other
+        held study is running too.  Closed studies leave memory; their files
+        stay in the working folder.
+        """
+        with self._studies_lock:
+            self.studies[study.id] = study
+            self.studies.move_to_end(study.id)
+            while len(self.studies) > self.max_studies:
+                idle = [sid for sid, s in self.studies.items() if sid != study.id and s.job.state != "running"]
+                victim = idle[0] if idle else next(iter(self.studies))
+                del self.studies[victim]
+                log.info("closed study %s (the viewer holds at most %d)", victim, self.max_studies)
+
     def _unzip(self, zpath: Path, dest: Path) -> Path:
+        """Unpack the files of ``zpath`` into ``dest`` as ``000000.dcm``, ... counting bytes as they are written.
+
+        Refused (:class:`InputError`): a member name that leaves the folder
+        (absolute, ``..``, drive letters), more than :data:`MAX_ZIP_MEMBERS`
+        files, and more than ``max_upload_bytes`` unpacked, whether declared in
+        the zip's directory or found while unpacking (a zip bomb is stopped at
+        the limit, not after).
+        """
+        limit = self.max_upload_bytes
         dest = inside(self.workdir, dest)
         dest.mkdir(parents=True, exist_ok=True)
         try:
             zf = zipfile.ZipFile(zpath)
         except zipfile.BadZipFile as exc:
             raise InputError("not a valid zip file", path=zpath.name, found=str(exc)) from exc
+
+        def too_large(found: str) -> InputError:
+            return InputError("zip too large when unpacked", path=zpath.name, found=found,
+                              expected=f"at most {limit} bytes (--max-upload-mb)",
+                              fix="upload fewer files, or start the viewer with a larger --max-upload-mb")
+
         with zf:
             members = [m for m in zf.infolist() if not m.is_dir()]
-            total = sum(m.file_size for m in members)
-            if total > MAX_UNZIPPED_BYTES:
-                raise InputError("zip too large when unpacked", path=zpath.name, found=f"{total / 1e9:.1f} GB",
-                                 expected=f"<= {MAX_UNZIPPED_BYTES / 1e9:.0f} GB")
-            for n, m in enumerate(members):
-                parts = Path(m.filename).parts
-                if m.filename.startswith(("/", "\\")) or ".." in parts or ":" in m.filename:
+            if len(members) > MAX_ZIP_MEMBERS:
+                raise InputError("too many files in the zip", path=zpath.name, found=len(members),
+                                 expected=f"at most {MAX_ZIP_MEMBERS}", fix="zip one DICOM series")
+            for m in members:
+                name = m.filename.replace("\\", "/")
+                if name.startswith("/") or ".." in name.split("/") or ":" in name:
                     raise InputError("zip member name leaves the folder", path=zpath.name, found=m.filename,
                                      expected="relative names without '..'", fix="zip the DICOM folder itself")
-                if Path(m.filename).name.startswith("."):
-                    continue
-                target = inside(dest, dest / f"{n:06d}.dcm")
-                with zf.open(m) as fi, target.open("wb") as fo:
-                    shutil.copyfileobj(fi, fo)
+            declared = _declared_size(members)
+            if declared > limit:
+                raise too_large(f"{declared} bytes declared")
+            written = 0
+            try:
+                for n, m in enumerate(members):
+                    if Path(m.filename.replace("\\", "/")).name.startswith("."):
+                        continue
+                    target = inside(dest, dest / f"{n:06d}.dcm")
+                    with zf.open(m) as fi, target.open("wb") as fo:
+                        while chunk := fi.read(1024 * 1024):
+                            written += len(chunk)
+                            if written > limit:
+                                raise too_large(f"more than {limit} bytes while unpacking")
+                            fo.write(chunk)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError) as exc:
+                raise InputError("cannot unpack the zip", path=zpath.name, found=f"{type(exc).__name__}: {exc}",
+                                 expected="a zip of one DICOM series (stored or deflated)",
+                                 fix="zip the DICOM folder again") from exc
         return dest
 
+    def discard(self, sid: str) -> None:
+        """Stop holding study ``sid`` (if held)."""
+        with self._studies_lock:
+            self.studies.pop(sid, None)
+
     def get(self, sid: str) -> Study:
-        if sid not in self.studies:
-            raise KeyError(sid)
-        return self.studies[sid]
+        """The study ``sid`` (now the most recently used); :class:`KeyError` when it is not held."""
+        with self._studies_lock:
+            if sid not in self.studies:
+                raise KeyError(sid)
+            self.studies.move_to_end(sid)
+            return self.studies[sid]
 
     # ------------------------------------------------------------------ prediction
-    def _load_predictor(self):
-        if self._predictor is None:
+    def model_for(self, study: Study, modality: str | None = None) -> Path:
+        """The model folder that predicts ``study``: ``--model``, else the built-in default of its modality.
+
+        ``modality`` (``ct``, ``mr``, ``us``) picks the default; without it the
+        study's modality is used (DICOM), else a 2D image is taken for
+        ultrasound and a volume with air (0.5th percentile below
+        :data:`HU_AIR_THRESHOLD`) for CT; other volumes raise :class:`InputError`.
+        """
+        from kidneyseg.default_models import default_model_dir
+
+        if self.model_dir is not None:
+            return self.model_dir
+        if modality is not None and modality not in MODALITIES:
+            raise InputError("unknown modality", found=repr(modality), expected=" or ".join(MODALITIES),
+                             fix="choose the modality in the page")
+        chosen = modality or study.case.modality
+        if chosen not in MODALITIES:
+            if study.case.ndim == 2:
+                chosen = "us"
+            else:
+                lo = float(np.percentile(np.asarray(study.case.image)[:: max(1, study.case.shape[0] // 64)], 0.5))
+                if lo >= HU_AIR_THRESHOLD:
+                    raise InputError("cannot tell the modality of the study for the default model",
+                                     path=study.case.name, found=f"no DICOM Modality, 0.5th percentile {lo:.0f}",
+                                     expected="a DICOM series, a CT in HU, or a modality chosen in the page",
+                                     fix="choose the modality (CT, MR, US) next to 'Run prediction'")
+                chosen = "ct"
+        return default_model_dir(str(chosen))
+
+    def _load_predictor(self, model_dir: Path):
+        if model_dir not in self._predictors:
             from kidneyseg.inference import Predictor
 
-            self._predictor = Predictor(self.model_dir)
-        return self._predictor
+            self._predictors[model_dir] = Predictor(model_dir)
+        return self._predictors[model_dir]
 
-    def predict(self, study: Study) -> None:
+    def predict(self, study: Study, modality: str | None = None) -> None:
         """Run the model on the study (blocking; call from a thread); updates ``study.job``."""
         from kidneyseg import io
         from kidneyseg.reporting import overlay
@@ -230,8 +365,9 @@ class Viewer:
         job = study.job
         try:
             job.state, job.progress, job.message = "running", 0.05, "loading the model"
+            model_dir = self.model_for(study, modality)
             with self._predict_lock:
-                predictor = self._load_predictor()
+                predictor = self._load_predictor(model_dir)
                 job.progress, job.message = 0.15, "predicting"
 
                 def progress(fraction: float, message: str = "predicting") -> None:
@@ -243,6 +379,7 @@ class Viewer:
             if label.shape != study.case.shape:
                 raise InputError("the prediction is not on the input grid", found=label.shape,
                                  expected=study.case.shape)
+            study.model_dir = model_dir
             job.progress, job.message = 0.88, "writing the label map"
             suffix = ".png" if study.case.ndim == 2 else ".nii.gz"
             out = inside(self.workdir, study.folder / f"{study.case.name}_label{suffix}")
@@ -250,6 +387,7 @@ class Viewer:
             job.progress, job.message = 0.94, "measuring volumes"
             vols = measure(label, study.case.affine, labels=self.task(study).labels, name=study.case.name)
             vols["warnings"] = warnings  # shown above the volumes table (e.g. post-processing kept little)
+            vols["model"] = str(model_dir)
             if study.case.ndim == 3:
                 _, (lab_ras,), _ = overlay.ras_arrays(study.case, label)
             else:
@@ -269,7 +407,8 @@ class Viewer:
         if study.label is None:
             raise InputError("no label map yet", fix="run the prediction first")
         out = inside(self.workdir, study.folder / f"{study.case.name}_report.html")
-        return write_report(ReportInputs(study.case, study.label, self.task(study), model_dir=self.model_dir,
+        return write_report(ReportInputs(study.case, study.label, self.task(study),
+                                         model_dir=study.model_dir or self.model_dir,
                                          seg_source=str(study.label_path)), out)
 
 
@@ -288,21 +427,161 @@ def _call_predict(predictor, case: Case, progress) -> tuple[np.ndarray, list[str
     return np.asarray(getattr(result, "label", result)), [str(w) for w in getattr(result, "warnings", None) or []]
 
 
-def create_app(viewer: Viewer):
-    """The FastAPI application serving the page and the API of ``viewer``."""
+def _declared_size(members: list[zipfile.ZipInfo]) -> int:
+    """Unpacked bytes that a zip's directory declares for ``members`` (a first check; unpacking counts again)."""
+    return sum(m.file_size for m in members)
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """``(name, port)`` of a ``Host`` header value (``127.0.0.1:8000``, ``[::1]:8000``, ``localhost``); None if malformed."""
+    value = value.strip()
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?|([^:\[\]/@\s]+)(?::(\d{1,5}))?", value)
+    if not m:
+        return None
+    name = (m.group(1) or m.group(3)).lower()
+    port = m.group(2) or m.group(4)
+    return name, None if port is None else int(port)
+
+
+class RequestGuard:
+    """ASGI middleware: refuse (403) requests whose ``Host`` or ``Origin`` is not this server, or without the token.
+
+    ``host``/``port``: the address the server is bound to.  Accepted names in
+    ``Host`` and ``Origin``: :data:`LOOPBACK_NAMES` and ``host``; when ``host``
+    is a wildcard (``0.0.0.0``, ``::``), any IP literal too (DNS rebinding
+    needs a DNS name).  The port must be ``port``.  Starlette's
+    ``TrustedHostMiddleware`` ignores the port and cannot parse ``[::1]:PORT``,
+    and ``CORSMiddleware`` does not refuse simple cross-origin requests, hence
+    this class.
+
+    The token is accepted as ``?token=`` (then kept in an HttpOnly,
+    SameSite=Strict cookie named ``kidneyseg-token-PORT``; ``GET /?token=``
+    redirects to ``/`` so it leaves the address bar), as the cookie, or in the
+    ``X-Kidneyseg-Token`` header.
+    """
+
+    def __init__(self, app: Any, *, host: str, port: int, token: str) -> None:
+        self.app = app
+        self.port = int(port)
+        self.token = token.encode()
+        bound = host.strip("[]").lower()
+        self.names = frozenset((*LOOPBACK_NAMES, bound))
+        self.any_ip = bound in ("0.0.0.0", "::", "")
+        self.cookie = f"kidneyseg-token-{self.port}"
+
+    def _name_ok(self, value: str | None) -> bool:
+        parsed = split_host(value) if value else None
+        if parsed is None:
+            return False
+        name, port = parsed
+        if port != self.port and not (port is None and self.port == 80):
+            return False
+        if name in self.names:
+            return True
+        if self.any_ip:
+            try:
+                ipaddress.ip_address(name)
+                return True
+            except ValueError:
+                return False
+        return False
+
+    def _origin_ok(self, origin: str) -> bool:
+        try:
+            parts = urlsplit(origin)
+        except ValueError:
+            return False
+        return parts.scheme == "http" and not parts.path.strip("/") and self._name_ok(parts.netloc)
+
+    def _same(self, given: str | None) -> bool:
+        return bool(given) and secrets.compare_digest(str(given).encode("utf-8", "replace"), self.token)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers: dict[str, str] = {}
+        for k, v in scope.get("headers", []):
+            headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
+        if not self._name_ok(headers.get("host")):
+            await _refuse(scope, send, f"Host {headers.get('host')!r} is not this viewer: open the address that "
+                          "`kidneyseg serve` printed")
+            return
+        origin = headers.get("origin")
+        if origin is not None and not self._origin_ok(origin):
+            await _refuse(scope, send, f"requests from {origin!r} are refused: the viewer answers its own page only")
+            return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        from_query = self._same((query.get("token") or [None])[0])
+        cookie_value = None
+        try:
+            jar = SimpleCookie(headers.get("cookie", ""))
+            cookie_value = jar[self.cookie].value if self.cookie in jar else None
+        except CookieError:
+            pass
+        if not (from_query or self._same(cookie_value) or self._same(headers.get(TOKEN_HEADER))):
+            await _refuse(scope, send, "missing or wrong token: open the address that `kidneyseg serve` printed "
+                          "(it ends in ?token=...)")
+            return
+        if not from_query or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        set_cookie = (f"{self.cookie}={self.token.decode()}; Path=/; HttpOnly; SameSite=Strict").encode("latin-1")
+        if scope["method"] == "GET" and scope["path"] == "/":
+            await send({"type": "http.response.start", "status": 303,
+                        "headers": [(b"location", b"/"), (b"set-cookie", set_cookie), (b"content-length", b"0"),
+                                    (b"cache-control", b"no-store")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cookie(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", set_cookie)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+async def _refuse(scope: dict[str, Any], send: Any, detail: str) -> None:
+    """Answer 403 with ``{"detail": ...}`` (a websocket is closed with code 1008, policy violation)."""
+    import json
+
+    log.warning("refused %s %s: %s", scope.get("method", "WEBSOCKET"), scope.get("path"), detail)
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": 403,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(viewer: Viewer, *, port: int, host: str = "127.0.0.1", token: str | None = None):
+    """The FastAPI application serving the page and the API of ``viewer`` on ``host:port``.
+
+    Every request goes through :class:`RequestGuard` with ``token`` (a new
+    ``secrets.token_urlsafe(32)`` when None; it is ``app.state.token``).
+    ``port`` is the real port the server listens on (not 0).
+    """
     from kidneyseg._optional import require
 
     require("fastapi", "kidneyseg serve")
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-    app = FastAPI(title="kidneyseg viewer", docs_url=None, redoc_url=None)
+    if not 0 < int(port) <= 65535:
+        raise InputError("the viewer needs the port it listens on", found=port, expected="1..65535",
+                         fix="bind the socket first and pass its port")
+    app = FastAPI(title="kidneyseg viewer", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.token = token or secrets.token_urlsafe(32)
+    app.add_middleware(RequestGuard, host=host, port=int(port), token=app.state.token)
 
     def study_or_404(sid: str) -> Study:
         try:
             return viewer.get(sid)
         except KeyError:
-            raise HTTPException(404, f"no study {sid!r}") from None
+            raise HTTPException(404, f"no study {sid!r} (the viewer holds the {viewer.max_studies} most recent "
+                                     "studies: open it again)") from None
 
     @app.exception_handler(KidneysegError)
     async def _kerr(_: Request, exc: KidneysegError) -> JSONResponse:
@@ -323,6 +602,7 @@ def create_app(viewer: Viewer):
     def config() -> dict[str, Any]:
         t = viewer.task()
         return {"model": str(viewer.model_dir) if viewer.model_dir else None,
+                "default_models": viewer.model_dir is None, "modalities": list(MODALITIES),
                 "max_upload_bytes": viewer.max_upload_bytes, "task": t.name,
                 "labels": {str(v): {"name": t.label_name(v), "color": list(t.colors.get(v, (255, 127, 14)))}
                            for v in t.foreground_labels}}
@@ -339,10 +619,22 @@ def create_app(viewer: Viewer):
         src = inside(viewer.workdir / "inbox", viewer.workdir / "inbox" / name)
         if not src.is_file():
             raise HTTPException(404, f"{name} is not in the inbox")
+        inbox_dir = (viewer.workdir / "inbox").resolve()
+        data_files = [] if name.lower().endswith(".zip") else check_data_files_inside(src, inbox_dir)
         sid, folder = viewer.new_folder()
-        dst = inside(viewer.workdir, folder / name)
-        shutil.copyfile(src, dst)
-        return info(viewer.open_file(dst, sid, folder).id)
+        try:
+            dst = inside(viewer.workdir, folder / name)
+            shutil.copyfile(src, dst)
+            for f in data_files:  # a detached header's data, beside it as in the inbox
+                target = inside(folder, folder / f.relative_to(inbox_dir))
+                if f.is_file() and target != dst:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(f, target)
+            return info(viewer.open_file(dst, sid, folder).id)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            viewer.discard(sid)
+            raise
 
     @app.post("/api/upload")
     async def upload(request: Request, name: str) -> dict[str, Any]:
@@ -365,7 +657,7 @@ def create_app(viewer: Viewer):
             return info(viewer.open_file(dst, sid, folder).id)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
-            viewer.studies.pop(sid, None)
+            viewer.discard(sid)
             raise
 
     @app.get("/api/studies/{sid}")
@@ -403,14 +695,14 @@ def create_app(viewer: Viewer):
                                  "Cache-Control": "no-store"})
 
     @app.post("/api/studies/{sid}/predict")
-    def predict(sid: str) -> dict[str, Any]:
+    def predict(sid: str, modality: str | None = None) -> dict[str, Any]:
         s = study_or_404(sid)
-        if viewer.model_dir is None:
-            raise HTTPException(409, "no model: start the server with --model DIR")
         if s.job.state == "running":
             return s.job.as_dict()
+        viewer.model_for(s, modality or None)  # an unknown or unguessable modality: 400 now, not a failed job
         s.job = Job("running", 0.0, "queued")
-        threading.Thread(target=viewer.predict, args=(s,), daemon=True, name=f"predict-{sid}").start()
+        threading.Thread(target=viewer.predict, args=(s, modality or None), daemon=True,
+                         name=f"predict-{sid}").start()
         return s.job.as_dict()
 
     @app.get("/api/studies/{sid}/volumes")

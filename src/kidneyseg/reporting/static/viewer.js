@@ -6,8 +6,10 @@ const EDGES = {axial: ["R", "L", "anterior at the top"], coronal: ["R", "L", "su
                sagittal: ["A", "P", "superior at the top"], image: ["", "", "image as stored"]};
 const state = {config: null, study: null, plane: "axial", slice: null, enabled: {}, poll: null};
 
+// The server answers only requests with its token: opening the printed address (/?token=...) set it in an
+// HttpOnly cookie, which these same-origin requests (and the download links) carry.
 async function api(path, opts) {
-  const r = await fetch(path, opts);
+  const r = await fetch(path, Object.assign({credentials: "same-origin"}, opts));
   if (!r.ok) {
     let msg = r.status + " " + r.statusText;
     try { msg = (await r.json()).detail || msg; } catch (e) { /* not JSON */ }
@@ -19,7 +21,12 @@ function setStatus(text, isError) { const s = $("status"); s.textContent = text;
 
 async function init() {
   state.config = await (await api("/api/config")).json();
-  $("model").textContent = state.config.model ? "model: " + state.config.model : "no model (start with --model DIR)";
+  $("model").textContent = state.config.model ? "model: " + state.config.model
+                                               : "model: built-in default for the study's modality";
+  if (state.config.default_models) {
+    for (const m of state.config.modalities) { const o = document.createElement("option"); o.value = m; o.textContent = m.toUpperCase(); $("modality").appendChild(o); }
+    $("modalityBox").hidden = false;
+  }
   const t = $("toggles");
   for (const [v, info] of Object.entries(state.config.labels)) {
     state.enabled[v] = true;
@@ -63,7 +70,7 @@ async function showStudy(info) {
   for (const name of Object.keys(info.planes)) { const o = document.createElement("option"); o.value = o.textContent = name; p.appendChild(o); }
   state.plane = Object.keys(info.planes)[0];
   p.value = state.plane;
-  $("predict").disabled = !state.config.model;
+  $("predict").disabled = !(state.config.model || state.config.default_models);
   resetSlider();
   await loadSlice();
   showVolumes(info.volumes);
@@ -112,7 +119,8 @@ function draw() {
 async function predict() {
   $("predict").disabled = true;
   try {
-    await api(`/api/studies/${state.study.id}/predict`, {method: "POST"});
+    const m = $("modality").value;  // "" = guessed by the server (DICOM modality, 2D = US, HU = CT)
+    await api(`/api/studies/${state.study.id}/predict` + (m ? "?modality=" + encodeURIComponent(m) : ""), {method: "POST"});
     state.poll = setInterval(pollJob, 300);
   } catch (e) { setStatus(e.message, true); $("predict").disabled = false; }
 }
