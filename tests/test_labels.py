@@ -59,3 +59,32 @@ def test_tumour_spellings_are_found_by_the_lesion_names() -> None:
     labels = {0: "background", 1: "Kidney", 2: "Tumour", 3: "mass", 4: "cyst"}
     assert values_named(labels, TUMOR_NAMES) == (2, 3)
     assert values_named(labels, LESION_NAMES) == (2, 3, 4)
+
+
+def test_values_for_names_picks_one_task() -> None:
+    from kidneyseg.errors import KidneysegError
+    from kidneyseg.labels import values_for_names
+
+    assert values_for_names(["Tumor", "Kidney"]) == ("kits23", {"Tumor": 2, "Kidney": 1})
+    assert values_for_names(["Right kidney", "left kidney", "Liver"]) == (
+        "chaos-mr", {"Right kidney": 2, "left kidney": 3, "Liver": 1})
+    assert values_for_names(["Kidney", "Liver"]) == ("ct-abdomen", {"Kidney": 1, "Liver": 4})
+    assert values_for_names(["Segment_1"]) == (None, {})
+    with pytest.raises(KidneysegError, match="no single task"):
+        values_for_names(["kidney", "kidney_right"])
+
+
+def test_match_regions_reads_a_value_by_the_regions_holding_it() -> None:
+    from kidneyseg.labels import match_regions
+
+    assert match_regions({"kidney": [1, 2, 3], "masses": [2, 3], "tumor": [2]}) == ("kits23", {1: 1, 2: 2, 3: 3})
+    assert match_regions({"kidney": [1, 2, 3], "masses": [2, 3], "tumor": [3]}) == ("kits23", {1: 1, 2: 3, 3: 2})
+    assert match_regions({"kidney_and_tumor": [1, 2], "tumour": [2]}) == ("kits19", {1: 1, 2: 2})
+    assert match_regions({"kidney": [2, 3], "kidney_right": [2], "kidney_left": [3]})[0] == "chaos-mr"
+
+
+def test_colour_of_a_name_is_its_task_colour() -> None:
+    from kidneyseg.labels import COLOR_TUMOR, COLOR_UNKNOWN, color_of
+
+    assert color_of("Tumour") == COLOR_TUMOR and color_of("renal vein") == COLOR_UNKNOWN
+    assert color_of("liver") == get_task("ct-abdomen").colors[4]

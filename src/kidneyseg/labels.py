@@ -460,3 +460,45 @@ def match_regions(regions: Mapping[str, Iterable[int]], *, candidates: Iterable[
     raise KidneysegError(f"the regions of {where} match no task's evaluation regions", found=declared,
                          expected=f"the regions of one of the tasks ({known})",
                          fix="pass the task (--task) and the value map (label_map) that fit the labels")
+
+
+# More spellings of label names, as 3D Slicer segments and other tools name them (added to LABEL_NAME_ALIASES).
+LABEL_NAME_ALIASES.update({
+    "tumour_mass": "tumor", "renal_mass": "tumor", "kidney_mass": "tumor", "renal_tumor": "tumor",
+    "renal_tumour": "tumor", "kidney_tumor": "tumor", "kidney_tumour": "tumor", "neoplasm": "tumor",
+    "renal_neoplasm": "tumor",
+    "renal_cyst": "cyst", "kidney_cyst": "cyst", "cysts": "cyst", "tumors": "tumor", "tumours": "tumor",
+    "kidneys": "kidney", "kidney_r": "kidney_right", "kidney_l": "kidney_left",
+    "r_kidney": "kidney_right", "l_kidney": "kidney_left",
+})
+
+#: Tasks tried, in order, for a label map known only by its label names (3D Slicer segment names).
+NAME_TASK_ORDER = ("kits23", "chaos-mr", "ct-abdomen", "openkidney-us-regions", "binary")
+
+
+def values_for_names(names: Iterable[str], *, candidates: Iterable[str] = NAME_TASK_ORDER,
+                     where: str = "label map") -> tuple[str | None, dict[str, int]]:
+    """The toolkit's label value of each label name that some task knows (any spelling).
+
+    Returns ``(task, {name: value})``: the first of ``candidates`` whose labels hold every known
+    name (``"Tumor"``, ``"Kidney"`` -> kits23 2 and 1; ``"Right kidney"`` -> chaos-mr 2).  Names
+    no task knows (``"Segment_1"``, ``"Renal vein"``) are left out of the dict, and the task is
+    ``None`` when no name is known.  Known names that no single task holds together raise
+    :class:`~kidneyseg.errors.KidneysegError`.
+    """
+    from kidneyseg.errors import KidneysegError
+
+    every = {canonical_label_name(n) for t in TASKS.values() for v, n in t.labels.items() if v != BACKGROUND}
+    known = [n for n in names if canonical_label_name(n) in every]
+    if not known:
+        return None, {}
+    tried = list(candidates)
+    for name in tried:
+        by_name = {canonical_label_name(n): v for v, n in get_task(name).labels.items() if v != BACKGROUND}
+        if all(canonical_label_name(n) in by_name for n in known):
+            return name, {n: by_name[canonical_label_name(n)] for n in known}
+    raise KidneysegError(f"the label names of {where} belong to no single task", found=", ".join(known),
+                         expected="the names of one of: " + "; ".join(
+                             f"{t}: " + ", ".join(n for v, n in get_task(t).labels.items() if v != BACKGROUND)
+                             for t in tried),
+                         fix="rename the segments (3D Slicer: Segment Editor) after one label convention")

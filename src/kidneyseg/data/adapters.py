@@ -116,6 +116,10 @@ class CaseRef:
 
                 ref = replace(self, spacing=tuple(img_case.spacing))  # type: ignore[arg-type]
             lab_case = reader(ref)
+            if img_case is not None:
+                from kidneyseg.io import fit_to_grid
+
+                lab_case = fit_to_grid(lab_case, img_case)  # Slicer .seg.nrrd cropped to its extent
             lab_arr = lab_case.label
             if img_case is not None and lab_arr is not None:
                 if lab_arr.shape != img_case.shape or not np.allclose(

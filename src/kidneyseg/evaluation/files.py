@@ -131,10 +131,11 @@ def evaluate_paths(
     Each label map is read with :func:`kidneyseg.io.read` (``is_label=True``);
     the prediction must lie on the reference grid (same shape, affine within
     1e-3 mm); spacing is the reference's.  A ``(rows, cols, 1)`` prediction of a 2D reference
-    is compared in 2D (:func:`kidneyseg.io.drop_singleton_axis`: the toolkit writes 2D label maps
-    that way as NIfTI).  See :func:`match_cases` for pairing.
+    is compared in 2D (the toolkit writes 2D label maps that way as NIfTI) and a 3D Slicer
+    ``.seg.nrrd`` cropped to its extent is placed on the reference grid
+    (:func:`kidneyseg.io.fit_to_grid`).  See :func:`match_cases` for pairing.
     """
-    from kidneyseg.io import IMAGE_2D_SUFFIXES, drop_singleton_axis, image_suffix, read, same_grid
+    from kidneyseg.io import IMAGE_2D_SUFFIXES, fit_to_grid, image_suffix, read, same_grid
 
     t = task if isinstance(task, Task) else get_task(task)
     pairs = match_cases(pred, ref, allow_missing=allow_missing)
@@ -151,7 +152,7 @@ def evaluate_paths(
             rsp = rcase.spacing
             flat = rcase.ndim == 2 and image_suffix(ppath) in IMAGE_2D_SUFFIXES  # 2D files carry no spacing
             pcase = read(ppath, is_label=True, spacing=(rsp[0], rsp[1]) if flat else None)
-            pcase = drop_singleton_axis(pcase, rcase)
+            pcase = fit_to_grid(pcase, rcase)
             if not same_grid(pcase, rcase):
                 raise GeometryError(
                     "prediction is not on the reference grid",

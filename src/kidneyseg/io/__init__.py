@@ -54,6 +54,7 @@ __all__ = [
     "case_name",
     "check_output",
     "drop_singleton_axis",
+    "fit_to_grid",
     "format_of",
     "has_image_suffix",
     "image_suffix",
@@ -172,17 +173,34 @@ def drop_singleton_axis(case: Case, like: Case) -> Case:
                    label=None if case.label is None else case.label[:, :, 0])
 
 
+def fit_to_grid(lab: Case, like: Case) -> Case:
+    """A label map as it lies on ``like``'s grid, for the two ways a valid file differs from it.
+
+    A ``(rows, cols, 1)`` map of a 2D ``like`` becomes 2D (:func:`drop_singleton_axis`), and a 3D
+    Slicer ``.seg.nrrd`` cropped to its extent is placed on ``like``'s grid
+    (:func:`kidneyseg.io.itk.place_on_grid`).  Anything else comes back unchanged (the caller
+    then checks :func:`same_grid`).
+    """
+    lab = drop_singleton_axis(lab, like)
+    if lab.meta.get("format") == "seg.nrrd" and not same_grid(lab, like):
+        from kidneyseg.io.itk import place_on_grid
+
+        lab = place_on_grid(lab, like)
+    return lab
+
+
 def read_label(path: str | os.PathLike[str], like: Case | None = None, *, spacing=None) -> Case:
     """Read a label map; with ``like``, refuse it unless it lies on ``like``'s grid.
 
     The returned case has ``label`` set (uint8) and ``image`` None.  A ``(rows, cols, 1)`` label
-    map of a 2D ``like`` is read as 2D (:func:`drop_singleton_axis`).
+    map of a 2D ``like`` is read as 2D and a ``.seg.nrrd`` cropped to its extent is placed on
+    ``like``'s grid (:func:`fit_to_grid`).
     """
     if like is not None and spacing is None and like.ndim == 2 and image_suffix(path) in IMAGE_2D_SUFFIXES:
         spacing = like.spacing  # a 2D label file has no spacing of its own: it lies on its image's pixels
     lab = read(path, is_label=True, spacing=spacing)
     if like is not None:
-        lab = drop_singleton_axis(lab, like)
+        lab = fit_to_grid(lab, like)
     if like is not None and not same_grid(lab, like):
         raise GeometryError(
             "label map grid differs from its image",

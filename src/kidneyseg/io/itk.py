@@ -64,16 +64,131 @@ def read_itk(path: str | os.PathLike[str], *, is_label: bool = False) -> Case:
     Intensities are float32 in ``case.image``; with ``is_label`` integer labels
     (0..255) are returned as uint8 in ``case.label``.  ``meta["dtype"]`` is the
     on-disk type; for ``.seg.nrrd`` ``meta["segments"]`` maps label value ->
-    segment name.
+    segment name, the values being the toolkit's for the segment names
+    (:func:`_read_slicer_seg`), and ``meta["slicer_extent"]`` is set when the file
+    holds a cropped extent (:func:`place_on_grid` puts it on its image's grid).
     """
     p = Path(path)
     name = p.name.lower()
-    if name.endswith((".nrrd", ".nhdr")):
+    slicer = _read_slicer_seg(p) if name.endswith(".seg.nrrd") else None
+    if slicer is not None:
+        arr, affine, meta = slicer
+    elif name.endswith((".nrrd", ".nhdr")):
         arr, affine, meta = _read_nrrd(p)
     else:
         arr, affine, meta = _read_sitk(p)
     check_ndim(arr.shape, p)
     return case_from_array(arr, affine, p, is_label=is_label, meta=meta)
+
+
+def _read_slicer_seg(p: Path) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    """A 3D Slicer segmentation read with ``slicerio``: label values from the segment *names*.
+
+    Each segment (any layer) is mapped by name onto the toolkit's values
+    (:func:`kidneyseg.labels.values_for_names`: ``Tumor``/``Tumour``/``Mass`` -> tumour,
+    ``Kidney``, ``Cyst``, ``Right kidney`` ...; later segments are drawn over earlier ones in
+    value order, so a tumour inside the kidney segment stays tumour).  Segments whose name no
+    task knows keep their own label value when it is free, else the next free one, with a
+    warning.  ``None`` when the file holds no ``Segment*`` fields (a plain NRRD label map).
+    """
+    import logging
+
+    import nrrd
+    import slicerio  # type: ignore[import-untyped]  # no py.typed, no stubs on the registry
+
+    from kidneyseg.errors import KidneysegError
+    from kidneyseg.labels import values_for_names
+
+    try:
+        seg = slicerio.read_segmentation(str(p))
+    except (nrrd.NRRDError, OSError, EOFError, ValueError, zlib.error, TypeError, KeyError) as exc:
+        if isinstance(exc, OSError) and "field must be" in str(exc):
+            return None  # a space or axis kind slicerio does not handle: read as a plain NRRD
+        raise _unreadable(p, "3D Slicer segmentation (.seg.nrrd)", exc) from exc
+    segments = [s for s in seg.get("segments", []) if "labelValue" in s or "name" in s]
+    voxels = seg.get("voxels")
+    if not segments or voxels is None:
+        return None
+    names = [str(s.get("name", s.get("id", ""))) for s in segments]
+    try:
+        task, values = values_for_names(names, where=f"{p} (segments)")
+    except KidneysegError as exc:
+        raise InputError(exc.what, path=p, found=exc.found, expected=exc.expected, fix=exc.fix) from None
+    taken = set(values.values())
+    pairs: list[tuple[str, int]] = []
+    for name, s in zip(names, segments):
+        if name in values:
+            value = values[name]
+        else:
+            own = int(s.get("labelValue", 1))
+            value = own if 0 < own < 256 and own not in taken else next(v for v in range(1, 256) if v not in taken)
+            logging.getLogger(__name__).warning(
+                "%s: segment '%s' matches no label of the toolkit's tasks: read as label value %d", p, name, value)
+        taken.add(value)
+        if (name, value) not in pairs:
+            pairs.append((name, value))
+    if max(v for _, v in pairs) > 255:  # pragma: no cover - values are chosen below 256
+        raise InputError("too many segments for a uint8 label map", path=p, found=len(pairs), expected="<= 255")
+    pairs.sort(key=lambda nv: nv[1])  # kidney first, lesions over it
+    try:
+        merged = slicerio.extract_segments(seg, pairs)
+    except ValueError as exc:
+        raise _unreadable(p, "3D Slicer segmentation (.seg.nrrd)", exc) from exc
+    arr = np.asarray(merged["voxels"])
+    affine = lps_to_ras(np.asarray(seg["ijkToLPS"], dtype=np.float64))
+    meta: dict[str, Any] = {"format": "seg.nrrd", "dtype": str(np.dtype(voxels.dtype)), "nrrd_space": "lps",
+                            "segments": {v: n for n, v in pairs}}
+    if task is not None:
+        meta["segment_task"] = task
+    offset = seg.get("referenceImageExtentOffset")
+    if offset is not None and any(int(o) != 0 for o in offset):
+        meta["slicer_extent"] = {"offset": [int(o) for o in offset], "shape": list(arr.shape)}
+    return arr, affine, meta
+
+
+def place_on_grid(case: Case, like: Case, *, atol_mm: float = 1e-3) -> Case:
+    """A label map cropped to its extent (3D Slicer) placed on ``like``'s grid; others come back unchanged.
+
+    The label grid must be ``like``'s grid shifted by whole voxels (same axes and spacing, origin
+    at a voxel of ``like``): the offset comes from the two origins and directions, so a file
+    saved with Slicer's "crop to extent" lands where it was drawn.  Voxels falling outside
+    ``like`` must be background, else :class:`~kidneyseg.errors.GeometryError`.  ``meta["placed"]``
+    records the offset and the file's shape.
+    """
+    from dataclasses import replace
+
+    from kidneyseg.errors import GeometryError
+
+    if case.label is None or case.ndim != 3 or like.ndim != 3 or case.shape == like.shape:
+        return case
+    a = np.asarray(case.affine, dtype=np.float64)
+    b = np.asarray(like.affine, dtype=np.float64)
+    if not np.allclose(a[:3, :3], b[:3, :3], atol=atol_mm):
+        return case
+    shift = np.linalg.solve(b[:3, :3], a[:3, 3] - b[:3, 3])  # label voxel 0 in like's index space
+    off = np.rint(shift)
+    if np.linalg.norm(b[:3, :3] @ (shift - off)) > atol_mm:
+        return case
+    o = off.astype(int)
+    lo = np.maximum(o, 0)
+    hi = np.maximum(np.minimum(o + np.asarray(case.shape), np.asarray(like.shape)), lo)
+    dst = tuple(slice(int(a0), int(a1)) for a0, a1 in zip(lo, hi))  # in like's grid
+    src = tuple(slice(int(a0 - x), int(a1 - x)) for a0, a1, x in zip(lo, hi, o))  # the same voxels in the file
+    lab = case.label
+    outside = int(np.count_nonzero(lab)) - int(np.count_nonzero(lab[src]))
+    if outside:
+        raise GeometryError(
+            "segmentation reaches outside its image",
+            path=case.source,
+            found=f"{outside} labelled voxels outside the image grid "
+                  f"(segmentation at voxel offset {tuple(int(v) for v in o)}, shape {case.shape})",
+            expected=f"segments inside the image of shape {like.shape}",
+            fix="crop the segmentation to the image (3D Slicer: Segment Editor, Mask volume) and save it again",
+        )
+    out = np.zeros(like.shape, dtype=np.uint8)
+    out[dst] = lab[src]
+    meta = {**case.meta, "placed": {"offset": [int(v) for v in o], "shape": list(case.shape)}}
+    return replace(case, label=out, affine=b.copy(), meta=meta)
 
 
 def _unreadable(p: Path, kind: str, exc: BaseException) -> InputError:
