@@ -187,3 +187,51 @@ def test_info_json_lists_label_names(tmp_path, label_nifti, capsys):
     assert info["task"] == "kits23" and info["task_guessed"] is True
     assert [(lab["value"], lab["name"]) for lab in info["labels"]] == [
         (0, "background"), (1, "kidney"), (2, "tumor"), (3, "cyst")]
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from kidneyseg.io import atomic_path
+out = Path(sys.argv[1])
+with atomic_path(out) as tmp:
+    os.kill(os.getpid(), signal.SIGKILL)  # as `kill -9` during a write: the temporary is left behind
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="POSIX kill -9")
+def test_killed_writer_leaves_nothing_a_glob_matches_and_the_next_write_cleans_up(tmp_path):
+    import glob
+    import subprocess
+    import sys
+
+    out = tmp_path / "imaging.nii.gz"
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(out)], capture_output=True, timeout=60)
+    assert proc.returncode < 0, proc.stderr  # killed by the signal
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith("."), left  # the leftover of the killed write
+    assert not left[0].endswith(".nii.gz") and not io.has_image_suffix(left[0]), left
+    assert list(tmp_path.glob("*.nii.gz")) == [] and list(tmp_path.glob(".*.nii.gz")) == []
+    assert glob.glob(str(tmp_path / "*.nii.gz"), include_hidden=True) == []
+    with io.atomic_path(tmp_path / "other.json") as tmp:  # any later write into the folder removes it
+        tmp.write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.json"]
+
+
+def test_stale_temporaries_of_running_processes_and_other_files_are_kept(tmp_path):
+    import os
+
+    from kidneyseg.io._common import _create_temp_dir, remove_stale_temporaries
+
+    live = _create_temp_dir(tmp_path / "a.nii.gz")  # this process: still writing
+    old_empty = tmp_path / ".tmp-0123abcd-b.nii.gz"  # an earlier version's 0-byte leftover
+    old_empty.write_bytes(b"")
+    keep = [tmp_path / ".tmp-notours", tmp_path / "c.nii.gz", tmp_path / ".c.nii.gz.tmp-zz"]
+    for k in keep:
+        k.write_bytes(b"x")
+    dead = tmp_path / f".d.nii.gz.tmp-{live.name.split('.tmp-')[1].split('-')[0]}-999999999-0123abcd"
+    dead.mkdir()
+    assert not os.path.exists("/proc/999999999")
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([old_empty.name, dead.name])
+    assert live.is_dir() and all(k.exists() for k in keep)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import secrets
+import shutil
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -171,13 +176,29 @@ def check_output(out: str | os.PathLike[str], inputs: list[str | os.PathLike[str
     return o
 
 
+#: Marker between an output's name and the random part of its temporary folder: ``.<name>.tmp-<host>-<pid>-<rand>``.
+TEMP_MARKER = ".tmp-"
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<host>[0-9a-f]{6})-(?P<pid>[0-9]+)-[0-9a-f]{8}$")
+#: The temporary files of earlier versions of this writer: ``.tmp-<8 hex>-<name>`` (0 bytes after a kill -9).
+_OLD_TEMP_RE = re.compile(r"^\.tmp-[0-9a-f]{8}-(?P<name>.+)$")
+
+
 @contextlib.contextmanager
 def atomic_path(out: str | os.PathLike[str], *, fsync: bool = False) -> Iterator[Path]:
-    """Yield a temporary path next to ``out`` with the same suffix; rename on success.
+    """Yield a temporary path with ``out``'s file name; ``out`` appears complete or not at all.
 
     The one atomic writer of the package: write the file at the yielded path
-    (any writer that takes a path), and ``out`` appears complete or not at all.
-    On any exception the temporary file is removed and ``out`` is untouched.
+    (any writer that takes a path; writers that choose the format by suffix see
+    the real name), and it is renamed onto ``out`` on success.  On any exception
+    the temporary file is removed and ``out`` is untouched.
+
+    The yielded path lies in a hidden folder ``.<name>.tmp-<host>-<pid>-<random>``
+    beside ``out``, whose name does not end in the output's suffix: what a
+    process killed with ``kill -9`` leaves behind is not matched by ``*.nii.gz``
+    (or ``*.json``...) globs of the output folder, and such leftovers of this
+    writer (of processes of this machine that are no longer running) are
+    removed the next time anything is written into the folder.
+
     The file gets the permissions a plain ``open(out, "w")`` would give
     (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.  With ``fsync`` the
     data is flushed to disk before the rename (checkpoints that must survive a
@@ -185,31 +206,80 @@ def atomic_path(out: str | os.PathLike[str], *, fsync: bool = False) -> Iterator
     """
     o = Path(out)
     o.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = _create_temp(o)
+    remove_stale_temporaries(o.parent)
+    tmp_dir = _create_temp_dir(o)
+    tmp_path = tmp_dir / o.name
     try:
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        os.close(fd)
         yield tmp_path
         if fsync:
             with open(tmp_path, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp_path, o)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
-        raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def _create_temp(out: Path) -> Path:
-    """Create an empty, new file ``.tmp-<random>-<name>`` beside ``out`` (mode ``0o666`` less the umask)."""
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _create_temp_dir(out: Path) -> Path:
+    """Create a new, empty folder ``.<name>.tmp-<host>-<pid>-<random>`` beside ``out``."""
     for _ in range(100):
-        tmp = out.parent / f".tmp-{secrets.token_hex(4)}-{out.name}"
+        tmp = out.parent / f".{out.name}{TEMP_MARKER}{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            tmp.mkdir(mode=0o700)
         except FileExistsError:  # pragma: no cover - 32 random bits
             continue
-        os.close(fd)
         return tmp
-    raise OutputError("cannot create a temporary file", path=out.parent,  # pragma: no cover
-                      fix="remove the .tmp-* files left in the folder")
+    raise OutputError("cannot create a temporary folder", path=out.parent,  # pragma: no cover
+                      fix="remove the .*.tmp-* folders left in the folder")
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process of this machine (POSIX); elsewhere every pid counts as running."""
+    if os.name != "posix":  # pragma: no cover - os.kill(pid, 0) would end the process on Windows
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it runs, as another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove what :func:`atomic_path` left in ``folder`` when its process was killed; returns what went.
+
+    Only this writer's own names are touched: folders ``.<name>.tmp-<host>-<pid>-<random>``
+    made on this machine by a process that no longer runs, and the 0-byte or
+    stale ``.tmp-<8 hex>-<name>`` files of earlier versions of the writer.
+    """
+    removed: list[Path] = []
+    here = _host_tag()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith("."):
+            continue
+        m = _TEMP_RE.match(entry.name)
+        if m and m["host"] == here and entry.is_dir(follow_symlinks=False) and not _running(int(m["pid"])):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+        elif _OLD_TEMP_RE.match(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if st.st_size == 0 or time.time() - st.st_mtime > 24 * 3600:
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 # ----------------------------------------------------------------------------- conventions
