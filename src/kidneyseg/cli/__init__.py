@@ -11,7 +11,9 @@ Commands are discovered from the package, so each command lives in its own
 file.  Heavy imports (torch, MONAI) happen inside ``run``.
 
 Errors derived from :class:`kidneyseg.errors.KidneysegError` become one line
-on stderr and exit code 2; ``--debug`` shows the traceback instead.
+on stderr and exit code 2; ``--debug`` shows the traceback instead.  A reader
+that closes the output pipe early (``kidneyseg info DIR | head``) ends the
+command quietly with exit code 1, as the Python documentation recommends.
 """
 
 from __future__ import annotations
@@ -81,7 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe (`kidneyseg info DIR | head`) shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_FAILURE
     except KidneysegError as exc:
         if debug:
             raise
@@ -90,6 +97,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kidneyseg: interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the flush at exit stays quiet (Python docs, SIGPIPE note)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a replaced stdout (tests): nothing to redirect
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--task", default=None, help="label names for .seg.nrrd segments (default kits23)")
     parser.add_argument(
-        "--spacing", nargs=2, type=float, metavar=("ROW", "COL"), default=None, help="pixel spacing (mm) of a 2D input"
+        "--spacing", nargs=2, type=float, metavar=("ROW", "COL"), default=None,
+        help="pixel spacing (mm) of a 2D input (positive; ignored, with a warning, for volumes and DICOM)",
     )
     parser.add_argument("--series", default=None, metavar="UID", help="DICOM SeriesInstanceUID to read from a folder")
 

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--task", default=None, help="label names to use (kits19, kits23, chaos-mr, ...; default: guess, kits23)"
     )
     parser.add_argument(
-        "--spacing", nargs=2, type=float, metavar=("ROW", "COL"), default=None, help="pixel spacing (mm) of a 2D image"
+        "--spacing", nargs=2, type=float, metavar=("ROW", "COL"), default=None,
+        help="pixel spacing (mm) of a 2D image (positive; ignored, with a warning, for volumes and DICOM)",
     )
     parser.add_argument("--series", default=None, metavar="UID", help="DICOM SeriesInstanceUID to read from a folder")
 

@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "image files (PNG, JPEG, BMP, TIFF), else nifti")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for the network")
     parser.add_argument("--spacing", type=float, nargs=2, default=None, metavar=("ROW", "COL"),
-                        help="pixel spacing in mm of 2D inputs (else a sidecar JSON, else 1 mm with a warning)")
+                        help="pixel spacing in mm of 2D inputs (else a sidecar JSON, else 1 mm with a warning); "
+                             "positive; ignored, with a warning, for volumes and DICOM, whose header gives it")
     parser.add_argument("--no-postprocess", action="store_true", help="skip component and hole clean-up")
 
 
@@ -138,8 +139,10 @@ def run(args: argparse.Namespace) -> int:
     from kidneyseg.errors import KidneysegError
     from kidneyseg.inference import Predictor, resolve_model
     from kidneyseg.io import IMAGE_2D_SUFFIXES, case_name
+    from kidneyseg.io._common import check_spacing_option
     from kidneyseg.reporting.export import save_prediction
 
+    check_spacing_option(args.spacing)
     cases = expand_inputs(args.inputs)
     chosen = args.modality
     if args.model is None and chosen is None:

@@ -20,11 +20,26 @@ import html
 import json
 from pathlib import Path
 
-from kidneyseg.errors import InputError
+from kidneyseg.errors import InputError, OutputError
 
 NAME = "report"
 HELP = "write an HTML report (overlays, 3D view, volumes, metrics) of a segmentation"
 DESCRIPTION = __doc__
+
+#: File suffixes a one-case report can be written as (it is HTML; there is no PDF writer).
+REPORT_SUFFIXES = (".html", ".htm")
+
+
+def check_report_path(out: Path) -> None:
+    """Refuse a one-case report name whose suffix is not HTML (``-o r.pdf`` would get HTML bytes)."""
+    if out.suffix.lower() not in REPORT_SUFFIXES:
+        raise OutputError(
+            "the report is an HTML page and cannot be written under this suffix",
+            path=out,
+            found=repr(out.suffix or "no suffix"),
+            expected=" or ".join(REPORT_SUFFIXES),
+            fix=f"name the report {out.stem or 'report'}.html (to get a PDF, print the page from a browser)",
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,9 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", help="label convention (kits19, kits23, chaos-mr, openkidney-us, ...)")
     parser.add_argument("--modality", choices=("ct", "mr", "us"), help="modality when the file does not say")
     parser.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
-                        help="pixel spacing of 2D images when they have no sidecar")
+                        help="pixel spacing of 2D images when they have no sidecar (positive; ignored, with a "
+                             "warning, for volumes and DICOM, whose header gives it)")
     parser.add_argument("-o", "--output", type=Path, required=True,
-                        help="report .html (one case) or output folder (--batch)")
+                        help="report .html (one case; HTML is the only format) or output folder (--batch)")
 
 
 def _model_task(model: Path | None) -> str | None:
@@ -107,11 +123,15 @@ def _files_by_case(folder: Path) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from kidneyseg.io._common import check_spacing_option
+
     log = logging.getLogger("kidneyseg.report")
+    check_spacing_option(args.spacing)
     if args.batch is None:
         if args.image is None or args.seg is None:
             raise InputError("--image and --seg are needed (or --batch PRED_DIR --images DIR)",
                              fix="kidneyseg report --image ct.nii.gz --seg pred.nii.gz -o report.html")
+        check_report_path(args.output)
         path = report_one(args.image, args.seg, args.output, ref=args.ref, model=args.model, task=args.task,
                           modality=args.modality, spacing=args.spacing)
         log.info("wrote %s (%.2f MB)", path, path.stat().st_size / 1e6)

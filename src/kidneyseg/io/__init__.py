@@ -20,6 +20,7 @@ nnU-Net's channel suffix); a folder is read as a DICOM series.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from kidneyseg.io._common import (
     atomic_path,
     check_exists,
     check_output,
+    check_spacing_option,
     format_of,
     has_image_suffix,
     image_suffix,
@@ -87,6 +89,8 @@ def case_name(path: str | os.PathLike[str]) -> str:
     return p.name if p.is_dir() else strip_channel_suffix(stem_of(p))
 
 
+log = logging.getLogger(__name__)
+
 WRITE_FORMATS = ("nifti", "nrrd", "seg.nrrd", "mha", "png", "bmp", "tiff")
 
 
@@ -110,7 +114,9 @@ def read(
     spacing:
         Pixel spacing ``(row, col)`` in mm for 2D images; otherwise a sidecar
         JSON ``<stem>.json`` with ``{"spacing": [row, col]}`` is used, else
-        1 mm with a warning.
+        1 mm with a warning.  It must be positive (else :class:`GeometryError`)
+        and is ignored, with a logged warning, for volumes and DICOM series,
+        whose header gives the spacing.
     series_uid:
         For a DICOM folder with several series, the SeriesInstanceUID to read
         (default: the series with the most slices, with a log message).
@@ -118,7 +124,11 @@ def read(
         ``"ct"``, ``"mr"`` or ``"us"``; DICOM sets it from the header.
     """
     p = check_exists(path)
+    check_spacing_option(spacing, path=p)
     fmt = format_of(p)
+    if spacing is not None and fmt not in IMAGE_2D_FORMATS:
+        log.warning("%s: --spacing is only used for 2D images; ignored for this %s, whose header gives its spacing",
+                    p, "DICOM series" if fmt == "dicom" else "volume")
     if fmt == "nifti":
         from kidneyseg.io.nifti import read_nifti
 

@@ -142,6 +142,25 @@ def check_affine(affine: np.ndarray, shape: tuple[int, ...], path: str | os.Path
         )
 
 
+def check_spacing_option(spacing: tuple[float, ...] | list[float] | None, option: str = "--spacing",
+                         path: str | os.PathLike[str] | None = None) -> None:
+    """Refuse a pixel spacing given by the user (``--spacing ROW COL``) that is not two positive numbers (mm).
+
+    ``path``: the image it was given for, named in the error.
+    """
+    if spacing is None:
+        return
+    values = tuple(float(s) for s in spacing)
+    if len(values) != 2 or not all(np.isfinite(v) and v > 0 for v in values):
+        raise GeometryError(
+            f"pixel spacing {option} is zero, negative or not a number",
+            path=path,
+            found=" ".join(f"{v:g}" for v in values),
+            expected="two positive values ROW COL in mm",
+            fix=f"pass {option} ROW COL with positive millimetres (it is used for 2D images only)",
+        )
+
+
 def check_ndim(shape: tuple[int, ...], path: str | os.PathLike[str] | None, allowed: tuple[int, ...] = (2, 3)) -> None:
     """Refuse arrays that are not 2D or 3D (after squeezing trailing singleton axes)."""
     if len(shape) not in allowed:

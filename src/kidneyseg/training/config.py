@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from kidneyseg.errors import InputError
 
@@ -136,12 +138,13 @@ class TrainConfig:
     extra_train: list[dict[str, Any]] = field(default_factory=list)
     classes: dict[str, str] | None = None
 
-    def check(self) -> TrainConfig:
-        """Validate values; raises :class:`InputError` naming the bad field."""
+    def check(self, path: str | os.PathLike[str] | None = None) -> TrainConfig:
+        """Validate types and values; raises :class:`InputError` naming the bad field (and ``path``, the config file)."""
         def bad(name: str, found: Any, expected: str) -> InputError:
-            return InputError(f"training option '{name}' is invalid", found=found, expected=expected,
+            return InputError(f"training option '{name}' is invalid", path=path, found=found, expected=expected,
                               fix=f"fix {name} in the config file or on the command line")
 
+        check_types(asdict(self), path)
         if self.epochs < 1:
             raise bad("epochs", self.epochs, ">= 1")
         if self.plan is not None:
@@ -200,13 +203,128 @@ class TrainConfig:
             if not p.is_file():
                 raise InputError("config file not found", path=p, expected="a JSON file", fix="check --config")
             try:
-                values = json.loads(p.read_text())
+                values = json.loads(p.read_text(encoding="utf-8"))
+            except UnicodeDecodeError as exc:
+                raise InputError("config file is not JSON text (not UTF-8)", path=p,
+                                 found=f"byte 0x{exc.object[exc.start]:02x} at offset {exc.start}",
+                                 expected='a UTF-8 JSON object such as {"epochs": 10}',
+                                 fix="pass the training options JSON file to --config, not a binary file") from exc
             except json.JSONDecodeError as exc:
-                raise InputError("config file is not valid JSON", path=p, found=str(exc)) from exc
+                raise InputError("config file is not valid JSON", path=p, found=str(exc),
+                                 expected='a JSON object such as {"epochs": 10}',
+                                 fix="repair the JSON (quotes around keys, no trailing commas)") from exc
+            if not isinstance(values, dict):
+                raise InputError("config file does not hold a JSON object", path=p,
+                                 found=f"a JSON {_json_kind(values)}",
+                                 expected='an object of training options such as {"epochs": 10}',
+                                 fix="write the options as keys of one JSON object")
             names = {f.name for f in fields(cls)}
             unknown = sorted(set(values) - names)
             if unknown:
                 raise InputError("unknown keys in the config file", path=p, found=", ".join(unknown),
                                  expected="one of: " + ", ".join(sorted(names)), fix="remove or rename them")
+            check_types(values, p)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values).check()
+        return cls(**values).check(path)
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON name of a parsed value's type (object, array, string, number, true/false, null)."""
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "null" if value is None else type(value).__name__
+
+
+def _type_name(tp: Any) -> str:
+    """A field type written as in the dataclass (``int``, ``list[int] | None``)."""
+    if tp is type(None):
+        return "null"
+    if tp is Any:
+        return "any value"
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return {"int": "integer", "float": "number", "str": "string", "bool": "true/false",
+                "dict": "object", "list": "array"}.get(tp.__name__, tp.__name__)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is list:
+        return "array" if args[0] is Any else f"array of ({_type_name(args[0])})"
+    if origin is dict:
+        return "object" if args[1] is Any else f"object of ({_type_name(args[1])})"
+    return str(tp)  # pragma: no cover - every TrainConfig field type is handled above
+
+
+def _type_problem(value: Any, tp: Any, name: str) -> tuple[str, Any, Any] | None:
+    """``(name, value, type)`` of the first part of ``value`` that is not of type ``tp``, else ``None``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return None
+    if origin in (Union, types.UnionType):
+        problems = [_type_problem(value, a, name) for a in args]
+        if any(p is None for p in problems):
+            return None
+        deeper = [p for p in problems if p is not None and p[0] != name]
+        return deeper[0] if deeper else (name, value, tp)
+    if tp is type(None):
+        return None if value is None else (name, value, tp)
+    if tp is bool:
+        return None if isinstance(value, bool) else (name, value, tp)
+    if tp is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else (name, value, tp)
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else (name, value, tp)
+    if tp is str:
+        return None if isinstance(value, str) else (name, value, tp)
+    if origin is list:
+        if not isinstance(value, list):
+            return (name, value, tp)
+        for i, item in enumerate(value):
+            p = _type_problem(item, args[0], f"{name}[{i}]")
+            if p is not None:
+                return p
+        return None
+    if origin is dict:
+        if not isinstance(value, dict):
+            return (name, value, tp)
+        for key, item in value.items():
+            p = _type_problem(item, args[1], f"{name}[{json.dumps(key)}]")
+            if p is not None:
+                return p
+        return None
+    return None  # pragma: no cover - every TrainConfig field type is handled above
+
+
+def check_types(values: dict[str, Any], path: str | os.PathLike[str] | None = None) -> None:
+    """Refuse a value whose JSON type is not the :class:`TrainConfig` field's (``{"epochs": "ten"}``).
+
+    Raises :class:`InputError` naming the file, the option (``extra_train[0]``
+    for a part of one), the value found with its JSON type, and the type expected.
+    """
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in values.items():
+        if key not in hints:
+            continue
+        problem = _type_problem(value, hints[key], key)
+        if problem is None:
+            continue
+        where, found, tp = problem
+        shown = json.dumps(found, default=repr)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        raise InputError(f"training option '{where}' has the wrong type", path=path,
+                         found=f"{shown} (a JSON {_json_kind(found)})", expected=_type_name(tp),
+                         fix=f"write {where} as {_type_name(tp)} in the config file"
+                             + (" (numbers without quotes)" if isinstance(found, str) and _numeric(tp) else ""))
+
+
+def _numeric(tp: Any) -> bool:
+    return tp in (int, float) or any(_numeric(a) for a in typing.get_args(tp))
