@@ -82,7 +82,7 @@ def test_truncated_uncompressed_nifti(tmp_path, capsys):
     good = _nifti(tmp_path / "good.nii", np.zeros((20, 20, 20), np.float32))
     (tmp_path / "trunc.nii").write_bytes(good.read_bytes()[:5000])
     code, err = run_cli(capsys, "info", str(tmp_path / "trunc.nii"))
-    assert_one_line_error(code, err, "trunc.nii", "unreadable or truncated")
+    assert_one_line_error(code, err, "trunc.nii", "truncated", "32,000 bytes")  # refused from the header
 
 
 @pytest.mark.parametrize("shape, dims", [((4, 4, 4, 3), "4D"), ((10,), "1D")])

@@ -89,7 +89,8 @@ def test_dicom_seg_refused_on_example_series(model_dir, shared_data, tmp_path, c
     rc = main(["predict", str(folder), "-o", str(tmp_path / "out"), "--model", str(model_dir),
                "--output-format", "dicom-seg"])
     err = capsys.readouterr().err
-    assert rc == 1
+    assert rc == 2  # one input that cannot be used: a usage error, one line (issue 22)
+    assert len([ln for ln in err.splitlines() if ln.strip()]) == 1, err
     line = [ln for ln in err.splitlines() if "DICOM-SEG" in ln]
     assert line and ("SeriesInstanceUID" in line[0] or "StudyInstanceUID" in line[0])
     assert "nifti" in line[0]

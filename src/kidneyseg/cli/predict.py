@@ -3,8 +3,11 @@
 INPUT may be image files (NIfTI, NRRD, MHA, PNG/JPEG...), DICOM series
 folders, or folders of cases (each supported file or DICOM sub-folder is one
 case).  Each case gets a label map on its own grid, ``NAME_volumes.json``
-and one line on stdout; a case that fails is reported on stderr and the
-others still run (exit code 1 if any failed).
+and one line on stdout; in a batch a case that fails is reported on stderr
+and the others still run (exit code 1 if any failed, with a summary line).
+A single input that cannot be used (unreadable, malformed, refused) is a usage
+error like in ``info`` and ``convert``: one line on stderr, exit code 2, read
+before any model is loaded.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from kidneyseg.io import CASE_FILE_SUFFIXES, DICOM_SUFFIX, image_suffix
 
@@ -91,7 +95,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 HU_AIR_THRESHOLD = -500.0
 
 
-def guess_modality(cases: list[Path], spacing: tuple[float, float] | None = None) -> str:
+def guess_modality(cases: list[Path], spacing: tuple[float, float] | None = None, first: Any = None) -> str:
     """Modality for the default model when neither ``--model`` nor ``--modality`` is given.
 
     From the first readable case: the DICOM Modality (CT/MR/US) when there is one;
@@ -99,18 +103,22 @@ def guess_modality(cases: list[Path], spacing: tuple[float, float] | None = None
     percentile is below :data:`HU_AIR_THRESHOLD` (air in HU) for CT, each with a
     warning.  Other volumes (e.g. MR in NIfTI) raise :class:`InputError` asking for
     ``--modality``.  When no case can be read, CT is assumed (the cases then fail
-    one by one with their own errors).
+    one by one with their own errors).  ``first``: the case of ``cases[0]`` when it
+    has been read already (it is not read again).
     """
     import numpy as np
 
     from kidneyseg import io
     from kidneyseg.errors import InputError, KidneysegError
 
-    for path in cases:
-        try:
-            case = io.read(path, spacing=spacing)
-        except (KidneysegError, OSError):
-            continue
+    for n, path in enumerate(cases):
+        if n == 0 and first is not None:
+            case = first
+        else:
+            try:
+                case = io.read(path, spacing=spacing)
+            except (KidneysegError, OSError):
+                continue
         if case.modality in ("ct", "mr", "us"):
             log.info("modality %s from the DICOM header of %s", case.modality, path)
             return str(case.modality)
@@ -144,9 +152,15 @@ def run(args: argparse.Namespace) -> int:
 
     check_spacing_option(args.spacing)
     cases = expand_inputs(args.inputs)
+    single = len(cases) == 1
+    # One input: read it before anything else, so that an unreadable one is a usage error (one line, exit 2)
+    # with no modality guess and no model loaded; it is not read again below.
+    if single and args.output_format == "dicom-seg" and cases[0].is_dir():
+        _check_dicom_seg_sources(cases[0])
+    first = io.read(cases[0], spacing=tuple(args.spacing) if args.spacing else None) if single else None
     chosen = args.modality
     if args.model is None and chosen is None:
-        chosen = guess_modality(cases, tuple(args.spacing) if args.spacing else None)
+        chosen = guess_modality(cases, tuple(args.spacing) if args.spacing else None, first=first)
     model_dir = resolve_model(args.model, chosen)
     predictor = Predictor(model_dir, tta=args.tta, threads=args.threads, postprocess=not args.no_postprocess)
     modality = args.modality or predictor.modality or None
@@ -160,18 +174,17 @@ def run(args: argparse.Namespace) -> int:
         names[base] = names.get(base, 0) + 1
         stem = base if names[base] == 1 else f"{base}_{names[base]}"
         try:
-            if fmt == "dicom-seg" and path.is_dir():
-                # refuse before reading pixels or running the network
-                from kidneyseg.io.dicomseg import check_sources, read_sources
-
-                files = [f for f in sorted(path.iterdir()) if f.is_file() and _is_dicom_file(f)]
-                check_sources(read_sources(files), path, one_series=False)
-            case = io.read(path, spacing=tuple(args.spacing) if args.spacing else None, modality=modality)
+            if fmt == "dicom-seg" and path.is_dir() and not single:
+                _check_dicom_seg_sources(path)  # refuse before reading pixels or running the network
+            case = _take(first, modality) if single else io.read(
+                path, spacing=tuple(args.spacing) if args.spacing else None, modality=modality)
             result = predictor.predict_case(case, probabilities=args.save_probabilities)
             written = save_prediction(result, out, fmt=fmt,
                                       save_probabilities=args.save_probabilities, name=stem)
             tqdm.write(written["line"], file=sys.stdout)
         except KidneysegError as exc:
+            if single:  # one input: a usage error, one line and exit 2 (kidneyseg.cli.main prints it)
+                raise
             failed.append((path, str(exc)))
             tqdm.write(f"kidneyseg predict: {path}: error: {exc}", file=sys.stderr)
         except Exception as exc:  # one bad case must not stop the batch
@@ -181,7 +194,24 @@ def run(args: argparse.Namespace) -> int:
             tqdm.write(f"kidneyseg predict: {path}: unexpected error: {type(exc).__name__}: {exc} "
                        "(rerun with --debug for the traceback)", file=sys.stderr)
     if failed:
+        if single:
+            return 1  # its error is the line above
         print(f"kidneyseg predict: {len(failed)} of {len(cases)} case(s) failed: "
               + ", ".join(str(p) for p, _ in failed), file=sys.stderr)
         return 1
     return 0
+
+
+def _check_dicom_seg_sources(path: Path) -> None:
+    """Refuse a DICOM folder that a DICOM-SEG cannot reference, from the headers (no pixels read)."""
+    from kidneyseg.io.dicomseg import check_sources, read_sources
+
+    files = [f for f in sorted(path.iterdir()) if f.is_file() and _is_dicom_file(f)]
+    check_sources(read_sources(files), path, one_series=False)
+
+
+def _take(case: Any, modality: str | None) -> Any:
+    """The case read before the model was loaded, with the modality chosen since (as :func:`io.read` sets it)."""
+    if modality is not None:
+        case.modality = modality
+    return case

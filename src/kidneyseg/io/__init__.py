@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from kidneyseg.case import Case
-from kidneyseg.errors import GeometryError, InputError, OutputError
+from kidneyseg.errors import GeometryError, InputError, KidneysegError, OutputError
 from kidneyseg.io._common import (
     CASE_FILE_SUFFIXES,
     DICOM_SUFFIX,
@@ -39,6 +41,7 @@ from kidneyseg.io._common import (
     check_exists,
     check_output,
     check_spacing_option,
+    describe_exc,
     format_of,
     has_image_suffix,
     image_suffix,
@@ -69,6 +72,8 @@ __all__ = [
     "write",
 ]
 
+log = logging.getLogger(__name__)
+
 #: nnU-Net's suffix of the first (only) channel of an image: ``case_00000_0000.nii.gz`` is case ``case_00000``.
 CHANNEL_SUFFIX = "_0000"
 
@@ -88,8 +93,6 @@ def case_name(path: str | os.PathLike[str]) -> str:
     p = Path(path)
     return p.name if p.is_dir() else strip_channel_suffix(stem_of(p))
 
-
-log = logging.getLogger(__name__)
 
 WRITE_FORMATS = ("nifti", "nrrd", "seg.nrrd", "mha", "png", "bmp", "tiff")
 
@@ -129,15 +132,46 @@ def read(
     if spacing is not None and fmt not in IMAGE_2D_FORMATS:
         log.warning("%s: --spacing is only used for 2D images; ignored for this %s, whose header gives its spacing",
                     p, "DICOM series" if fmt == "dicom" else "volume")
+    try:
+        case = _read_format(p, fmt, is_label=is_label, spacing=spacing, series_uid=series_uid)
+    except KidneysegError:
+        raise
+    except _LIBRARY_ERRORS as exc:  # what a reader library raises on a file it cannot parse
+        raise InputError(
+            f"cannot read {_FORMAT_NAMES.get(fmt, fmt)} {'folder' if p.is_dir() else 'file'} (damaged or unsupported)",
+            path=p,
+            found=describe_exc(exc),
+            expected=f"a complete, well-formed {_FORMAT_NAMES.get(fmt, fmt)} image",
+            fix="re-export the image (it may be truncated, damaged or of a kind kidneyseg does not read)",
+        ) from exc
+    if modality is not None:
+        case.modality = modality
+    return case
+
+
+#: Exceptions of the reader libraries (nibabel, pynrrd, SimpleITK, Pillow, pydicom) on files they cannot parse.
+_LIBRARY_ERRORS: tuple[type[Exception], ...] = (
+    OSError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, MemoryError,
+    RuntimeError, StopIteration, zlib.error, struct.error, UnicodeDecodeError,
+)
+_FORMAT_NAMES = {"nifti": "NIfTI", "nrrd": "NRRD", "seg.nrrd": "3D Slicer .seg.nrrd", "mha": "MetaImage",
+                 "dicom": "DICOM", "png": "PNG", "jpeg": "JPEG", "bmp": "BMP", "tiff": "TIFF"}
+
+
+def _read_format(p: Path, fmt: str, *, is_label: bool, spacing: tuple[float, float] | None,
+                 series_uid: str | None) -> Case:
+    """The reader of ``fmt`` on ``p``; NRRD and MetaImage headers pass the size checks of :mod:`._headers` first."""
     if fmt == "nifti":
         from kidneyseg.io.nifti import read_nifti
 
-        case = read_nifti(p, is_label=is_label)
-    elif fmt in ("nrrd", "seg.nrrd", "mha"):
+        return read_nifti(p, is_label=is_label)
+    if fmt in ("nrrd", "seg.nrrd", "mha"):
+        from kidneyseg.io._headers import check_itk_header
         from kidneyseg.io.itk import read_itk
 
-        case = read_itk(p, is_label=is_label)
-    elif fmt == "dicom":
+        check_itk_header(p)
+        return read_itk(p, is_label=is_label)
+    if fmt == "dicom":
         from kidneyseg.io.dicom import read_dicom_series
 
         if is_label:
@@ -147,16 +181,12 @@ def read(
                 expected="a label map file (NIfTI, NRRD, .seg.nrrd, MHA, PNG)",
                 fix="pass the segmentation file, not the image series",
             )
-        case = read_dicom_series(p, series_uid=series_uid)
-    elif fmt in IMAGE_2D_FORMATS:
+        return read_dicom_series(p, series_uid=series_uid)
+    if fmt in IMAGE_2D_FORMATS:
         from kidneyseg.io.png import read_2d
 
-        case = read_2d(p, is_label=is_label, spacing=spacing)
-    else:  # pragma: no cover - format_of only returns the formats above
-        raise InputError("unsupported format", path=p, found=fmt)
-    if modality is not None:
-        case.modality = modality
-    return case
+        return read_2d(p, is_label=is_label, spacing=spacing)
+    raise InputError("unsupported format", path=p, found=fmt)  # pragma: no cover - format_of returns the above
 
 
 def same_grid(a: Case, b: Case, *, atol_mm: float = 1e-3) -> bool:

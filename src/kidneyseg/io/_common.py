@@ -392,6 +392,33 @@ def to_label_array(arr: np.ndarray, path: str | os.PathLike[str] | None = None) 
     return arr.astype(np.uint8, copy=False)
 
 
+def check_finite(image: np.ndarray, path: str | os.PathLike[str] | None) -> None:
+    """Refuse a float32 image with infinite values (or beyond float32's range) or without any finite value.
+
+    Some NaN voxels (outside a field of view) are allowed; an image of NaN only is not.
+    """
+    finite = np.isfinite(image)
+    if finite.all():
+        return
+    n_inf = int(np.count_nonzero(np.isinf(image)))
+    if n_inf:
+        raise InputError(
+            "image holds infinite values or values beyond float32's range",
+            path=path,
+            found=f"{n_inf} voxel(s) of {image.size} infinite as float32 (|value| > 3.4e38)",
+            expected="finite intensities",
+            fix="rescale the image (e.g. to HU for CT) or replace the infinite values before using kidneyseg",
+        )
+    if not finite.any():
+        raise InputError(
+            "image holds no finite values (every voxel is NaN)",
+            path=path,
+            found=f"{image.size} NaN voxel(s)",
+            expected="an image with intensities",
+            fix="re-export the image; an all-NaN volume is empty or damaged",
+        )
+
+
 def case_from_array(
     arr: np.ndarray,
     affine: np.ndarray,
@@ -408,10 +435,20 @@ def case_from_array(
     from kidneyseg.case import Case
 
     check_affine(affine, arr.shape, path)
+    if arr.size == 0:
+        raise InputError(
+            "image has no voxels",
+            path=path,
+            found=f"shape {tuple(arr.shape)}",
+            expected="at least one voxel along every axis",
+            fix="re-export the image; a zero size means an empty or damaged file",
+        )
     if is_label:
         arr = to_label_array(arr, path)
     else:
-        arr = arr.astype(np.float32, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = arr.astype(np.float32, copy=False)
+        check_finite(arr, path)
     p = Path(path)
     return Case(
         image=None if is_label else arr,

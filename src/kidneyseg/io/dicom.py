@@ -43,6 +43,7 @@ from kidneyseg._optional import require
 from kidneyseg.case import Case
 from kidneyseg.errors import GeometryError, InputError
 from kidneyseg.io._common import check_affine, describe_exc, image_dtype, lps_to_ras
+from kidneyseg.io._headers import check_voxels
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +233,8 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
     affine_lps[:3, 3] = positions[0]
     affine = lps_to_ras(affine_lps)
     rows, cols = int(headers[0].Rows), int(headers[0].Columns)
+    bits = int(headers[0].get("BitsAllocated", 16) or 16)
+    check_voxels((cols, rows, len(files)), files[0], itemsize=max(1, bits // 8))  # before the allocation below
     image = np.empty((cols, rows, len(files)), dtype=np.float32)
     datasets = []
     for k, f in enumerate(files):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,7 @@ from kidneyseg.io._common import (
     image_dtype,
     to_label_array,
 )
+from kidneyseg.io._headers import check_voxels
 
 
 def _squeeze_trailing(arr: np.ndarray) -> np.ndarray:
@@ -37,10 +41,12 @@ def read_nifti(path: str | os.PathLike[str], *, is_label: bool = False) -> Case:
     back with the same qform/sform codes.
     """
     import nibabel as nib
+    from nibabel.spatialimages import HeaderDataError
 
     p = Path(path)
     try:
-        img = nib.load(str(p))
+        with _quiet_nibabel():
+            img = nib.load(str(p))  # the header only: pixels are read below, after the checks
         if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass; CIFTI-2 and others are not
             raise InputError(
                 "not a NIfTI-1/NIfTI-2 image",
@@ -49,10 +55,12 @@ def read_nifti(path: str | os.PathLike[str], *, is_label: bool = False) -> Case:
                 expected="a NIfTI-1 or NIfTI-2 .nii or .nii.gz image",
                 fix="convert the file to NIfTI (e.g. with nibabel or SimpleITK)",
             )
-        if is_label:
-            arr = np.asanyarray(img.dataobj)
-        else:
-            arr = np.asarray(img.get_fdata(dtype=np.float32))
+        _check_header(img, p)
+        with _quiet_nibabel(), np.errstate(over="ignore", invalid="ignore"):
+            if is_label:
+                arr = np.asanyarray(img.dataobj)
+            else:
+                arr = np.asarray(img.get_fdata(dtype=np.float32))
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, nib.filebasedimages.ImageFileError) as exc:
         raise InputError(
             "cannot read NIfTI file (unreadable or truncated)",
@@ -60,6 +68,14 @@ def read_nifti(path: str | os.PathLike[str], *, is_label: bool = False) -> Case:
             found=describe_exc(exc),
             expected="a complete .nii or .nii.gz file",
             fix="re-export or re-download the file",
+        ) from exc
+    except HeaderDataError as exc:  # e.g. "data code 1 not supported": DT_BINARY, float128, unknown codes
+        raise InputError(
+            "unsupported NIfTI voxel type",
+            path=p,
+            found=describe_exc(exc),
+            expected="integer or floating-point voxels (uint8, int16, int32, float32, float64, ...)",
+            fix="convert the image to int16 or float32 (e.g. with nibabel or SimpleITK)",
         ) from exc
     arr = _squeeze_trailing(arr)
     check_ndim(arr.shape, p)
@@ -79,6 +95,47 @@ def read_nifti(path: str | os.PathLike[str], *, is_label: bool = False) -> Case:
             "dtype": str(img.get_data_dtype()),
         },
     )
+
+
+@contextlib.contextmanager
+def _quiet_nibabel() -> Iterator[None]:
+    """Silence nibabel's own log lines ("pixdim[1,2,3] should be non-zero; setting 0 dims to 1") while loading.
+
+    nibabel prints them to stderr through its own handler; kidneyseg raises its
+    own one-line error for these headers instead (:func:`_check_raw_pixdim`).
+    """
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _check_header(img, p: Path) -> None:
+    """Refuse, from the header alone, voxel types kidneyseg cannot use and sizes the file cannot hold."""
+    dtype = img.get_data_dtype()
+    if dtype.kind == "c":
+        raise InputError(
+            "complex voxel type",
+            path=p,
+            found=f"NIfTI datatype {dtype} (complex numbers)",
+            expected="real voxel values (an image or label map)",
+            fix="save the magnitude (abs) or the real part as float32",
+        )
+    if dtype.kind == "V" or dtype.fields:
+        raise InputError(
+            "colour (RGB/RGBA) NIfTI image",
+            path=p,
+            found=f"NIfTI datatype {dtype}",
+            expected="one grey value per voxel",
+            fix="convert the image to grey (one channel) first",
+        )
+    compressed = p.name.lower().endswith(".gz")
+    size = p.stat().st_size
+    available = size if compressed else size - int(img.header.get("vox_offset", 352) or 352)
+    check_voxels(img.header.get_data_shape(), p, itemsize=dtype.itemsize, available=available, compressed=compressed)
 
 
 def _check_raw_pixdim(img, shape: tuple[int, ...], p: Path) -> None:

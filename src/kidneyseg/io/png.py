@@ -43,6 +43,7 @@ from kidneyseg.io._common import (
     stem_of,
     to_label_array,
 )
+from kidneyseg.io._headers import check_png, check_voxels, too_many_pixels
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
@@ -101,12 +102,28 @@ def read_2d(
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
+    limit = Image.MAX_IMAGE_PIXELS
+    check_png(p, limit)  # PNG chunks and size from the header, before Pillow decodes anything
     try:
-        with Image.open(p) as im:
-            im.load()
-            mode = im.mode
-            n_frames = getattr(im, "n_frames", 1)
-            arr = _grey_array(im, p, is_label)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                width, height = im.size
+                if limit is not None and width * height > limit:
+                    raise too_many_pixels(p, width, height, limit)
+                check_voxels((height, width), p, unit="pixels")
+                im.load()
+                mode = im.mode
+                n_frames = getattr(im, "n_frames", 1)
+                arr = _grey_array(im, p, is_label)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(
+            "image has more pixels than Pillow's decompression-bomb limit",
+            path=p,
+            found=describe_exc(exc),
+            expected=f"at most {limit:,} pixels (PIL.Image.MAX_IMAGE_PIXELS)" if limit else "a smaller image",
+            fix="downsample or crop the image first",
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(
             "cannot read image file (unreadable or truncated)",
