@@ -21,8 +21,6 @@ function setStatus(text, isError) { const s = $("status"); s.textContent = text;
 
 async function init() {
   state.config = await (await api("/api/config")).json();
-  $("model").textContent = state.config.model ? "model: " + state.config.model
-                                               : "model: built-in default for the study's modality";
   if (state.config.default_models) {
     for (const m of state.config.modalities) { const o = document.createElement("option"); o.value = m; o.textContent = m.toUpperCase(); $("modality").appendChild(o); }
     $("modalityBox").hidden = false;
@@ -43,6 +41,9 @@ async function init() {
   $("plane").addEventListener("change", () => { state.plane = $("plane").value; resetSlider(); loadSlice(); });
   $("slice").addEventListener("input", loadSlice);
   $("opacity").addEventListener("input", () => { $("opacityLabel").textContent = $("opacity").value + "%"; draw(); });
+  // last: the model line appearing means the page is ready (controls wired), which the browser test waits for
+  $("model").textContent = state.config.model ? "model: " + state.config.model
+                                               : "model: built-in default for the study's modality";
 }
 
 async function upload() {
