@@ -46,3 +46,27 @@ def test_ratios_accept_masks():
     assert accuracy(pred, ref) == pytest.approx(0.5)
     with pytest.raises(TypeError):
         dice(pred)
+
+
+@pytest.mark.parametrize("metric", [dice, jaccard, precision, recall, f1, accuracy])
+def test_every_ratio_takes_masks_as_its_counts(metric):
+    ref = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], bool)
+    pred = np.array([1, 1, 1, 0, 1, 1, 0, 0, 0, 0], bool)
+    assert metric(pred, ref) == metric(confusion(pred, ref))
+    with pytest.raises(TypeError, match="pass a Confusion, or a prediction mask and a reference mask"):
+        metric(pred)
+
+
+def test_label_values_count_as_foreground():
+    # masks given as label maps (tumour = 2 against kidney = 1): any nonzero voxel is in the region
+    c = confusion(np.array([2, 2, 0, 0]), np.array([1, 0, 1, 0]))
+    assert c == Confusion(tp=1, fp=1, fn=1, tn=1)
+
+
+def test_f1_when_precision_equals_recall():
+    c = Confusion(tp=1, fp=1, fn=1, tn=0)  # precision = recall = 0.5
+    assert f1(c) == pytest.approx(0.5)
+
+
+def test_accuracy_of_nothing_is_nan():
+    assert np.isnan(accuracy(Confusion(tp=0, fp=0, fn=0, tn=0)))
