@@ -95,6 +95,19 @@ def trained_unet3d(d: Path, steps: int = 25) -> Path:
     return _top(d, "unet3d", ["main"], labels={"0": "background", "1": "kidney"})
 
 
+def _kidney_crops(ph, coarse_plan: dict, margin_mm: float) -> list:  # type: ignore[no-untyped-def]
+    """The RAS crops of ``ph`` (a phantom) the fine stage sees: each kidney's box on the coarse grid, grown."""
+    from kidneyseg.case import Case
+    from kidneyseg.inference.cascades import _component_boxes
+    from kidneyseg.preprocessing.geometry import crop, reorient, world_box_to_grid
+    from kidneyseg.preprocessing.plan import apply_plan
+
+    case = Case(ph.image.astype(np.float32), ph.affine, label=ph.label)
+    pre = apply_plan(case, coarse_plan)
+    ras = reorient(case, "RAS")
+    return [crop(ras, world_box_to_grid(b, pre.affine, ras, margin_mm)) for b in _component_boxes(pre.label > 0)]
+
+
 def cascade(d: Path, steps: int = 0) -> Path:
     """ct3d-cascade folder: coarse (4 mm), fine (2 mm), lesion (2 mm, 2 inputs); tiny U-Nets."""
     import torch
@@ -108,11 +121,17 @@ def cascade(d: Path, steps: int = 0) -> Path:
     coarse_plan = plan3d([8.0, 8.0, 8.0], [32, 32, 32])
     coarse = create_model("unet3d", in_channels=1, out_channels=2, **TINY3D)
     if steps:
-        ph = ct_phantom(size=(48, 48, 24), seed=2)
+        ph = ct_phantom(size=(40, 40, 20), seed=1)  # the tests' phantom: a check of the pipeline, not of learning
         pre = apply_plan(Case(ph.image.astype(np.float32), ph.affine, label=ph.label), coarse_plan)
         train_few_steps(coarse, pre.image[None], (pre.label > 0).astype(np.int64), steps=steps)
     _stage(d, "coarse", "unet3d", TINY3D, 1, [0, 1], coarse_plan, module=coarse)
-    _stage(d, "fine", "unet3d", TINY3D, 1, [0, 1], plan3d([4.0, 4.0, 4.0], [32, 32, 32]), {"crop_margin_mm": 10.0})
+    fine_plan = plan3d([4.0, 4.0, 4.0], [32, 32, 32])
+    fine = create_model("unet3d", in_channels=1, out_channels=2, **TINY3D)
+    if steps:  # trained as the cascade uses it, on the crop around each kidney, so its output can be checked
+        for crop_case in _kidney_crops(ph, coarse_plan, margin_mm=10.0):
+            pre = apply_plan(crop_case, fine_plan)
+            train_few_steps(fine, pre.image[None], (pre.label > 0).astype(np.int64), steps=steps)
+    _stage(d, "fine", "unet3d", TINY3D, 1, [0, 1], fine_plan, {"crop_margin_mm": 10.0}, module=fine)
     _stage(d, "lesion", "unet3d", TINY3D, 2, [0, 2, 3], plan3d([4.0, 4.0, 4.0], [32, 32, 32]),
            {"crop_margin_mm": 10.0, "inside_kidney": True})
     return _top(d, "ct3d-cascade", ["coarse", "fine", "lesion"])
