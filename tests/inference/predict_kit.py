@@ -25,13 +25,19 @@ def plan2d(spacing, patch, modality="ct", intensity=None, labels=None) -> dict[s
             "intensity": intensity or dict(WINDOW), "denoise": None, "labels": labels or dict(KITS)}
 
 
-def train_few_steps(module, image: np.ndarray, target: np.ndarray, steps: int = 30, lr: float = 1e-2, seed: int = 0):  # type: ignore[no-untyped-def]
-    """A few Adam steps of class-weighted cross-entropy (foreground x5) on one (C, *spatial) image."""
+def train_few_steps(module, image: np.ndarray, target: np.ndarray, steps: int = 30, lr: float = 1e-2, seed: int = 0,  # type: ignore[no-untyped-def]
+                    batched: bool = False):
+    """A few Adam steps of class-weighted cross-entropy (foreground x5) on one (C, *spatial) image.
+
+    ``batched``: ``image`` is ``(N, C, *spatial)`` and ``target`` ``(N, *spatial)``, one batch.
+    """
     import torch
 
     torch.manual_seed(seed)
-    x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None]
-    y = torch.from_numpy(np.ascontiguousarray(target, np.int64))[None]
+    x = torch.from_numpy(np.ascontiguousarray(image, np.float32))
+    y = torch.from_numpy(np.ascontiguousarray(target, np.int64))
+    if not batched:
+        x, y = x[None], y[None]
     opt = torch.optim.Adam(module.parameters(), lr=lr)
     module.train()
     for _ in range(steps):
@@ -146,19 +152,54 @@ def detect_vnet(d: Path, size: int = 64, score_threshold: float = 0.0) -> Path:
     return _top(d, "ct-detect-vnet", ["detector", "segmenter"])
 
 
-def slice2d(d: Path, arch: str = "unet2d", kwargs=None, spacing=None) -> Path:  # type: ignore[no-untyped-def]
-    """Slice-wise 2D folder with random weights."""
+def _train_on_slices(module, image: np.ndarray, label: np.ndarray, steps: int) -> None:  # type: ignore[no-untyped-def]
+    """:func:`train_few_steps` on the batch of axial slices (last axis) of a preprocessed volume that hold an organ."""
+    ks = [k for k in range(label.shape[-1]) if label[..., k].any()]
+    x = np.moveaxis(image[..., ks], -1, 0)[:, None]
+    train_few_steps(module, x, np.moveaxis(label[..., ks], -1, 0), steps=steps, batched=True)
+
+
+def slice2d(d: Path, arch: str = "unet2d", kwargs=None, spacing=None, steps: int = 0) -> Path:  # type: ignore[no-untyped-def]
+    """Slice-wise 2D folder: random weights, or trained ``steps`` steps on the tests' CT phantom's slices."""
     kwargs = {"channels": [8, 16], "strides": [2], "num_res_units": 1} if kwargs is None else kwargs
-    _stage(d, "main", arch, kwargs, 1, [0, 1, 2, 3], plan2d(spacing, [256, 256]))
+    plan = plan2d(spacing, [256, 256])
+    module = None
+    if steps:
+        import torch
+
+        from kidneyseg.case import Case
+        from kidneyseg.data.phantoms import ct_phantom
+        from kidneyseg.models.registry import create_model
+        from kidneyseg.preprocessing.plan import apply_plan
+
+        torch.manual_seed(0)
+        module = create_model(arch, in_channels=1, out_channels=4, **kwargs)
+        ph = ct_phantom(size=(40, 40, 20), seed=1)  # the tests' phantom: a check of the pipeline, not of learning
+        pre = apply_plan(Case(ph.image.astype(np.float32), ph.affine, label=ph.label), plan)
+        _train_on_slices(module, pre.image, pre.label, steps)
+    _stage(d, "main", arch, kwargs, 1, [0, 1, 2, 3], plan, module=module)
     return _top(d, "ct2d-unet-resnet" if arch == "unet-resnet34" else "custom-2d", ["main"])
 
 
-def us_model(d: Path, arch: str = "unet2d", kwargs=None) -> Path:  # type: ignore[no-untyped-def]
-    """2D ultrasound folder (kidney capsule) with random weights."""
+def us_model(d: Path, arch: str = "unet2d", kwargs=None, steps: int = 0, phantom=None) -> Path:  # type: ignore[no-untyped-def]
+    """2D ultrasound folder (kidney capsule): random weights, or trained ``steps`` steps on ``phantom``."""
     labels = {"0": "background", "1": "kidney"}
     kwargs = {"channels": [8, 16], "strides": [2], "num_res_units": 1} if kwargs is None else kwargs
     plan = plan2d([0.5, 0.5], [256, 256], modality="us",
                   intensity={"kind": "percentile_zscore", "low_pct": 0.5, "high_pct": 99.5}, labels=labels)
-    _stage(d, "main", arch, kwargs, 1, [0, 1], plan)
+    module = None
+    if steps:
+        import torch
+
+        from kidneyseg.case import Case
+        from kidneyseg.models.registry import create_model
+        from kidneyseg.preprocessing.plan import apply_plan
+
+        torch.manual_seed(0)
+        module = create_model(arch, in_channels=1, out_channels=2, **kwargs)
+        pre = apply_plan(Case(phantom.image.astype(np.float32), phantom.affine, label=phantom.label,
+                              modality="us"), plan)
+        train_few_steps(module, pre.image[None], (pre.label > 0).astype(np.int64), steps=steps)
+    _stage(d, "main", arch, kwargs, 1, [0, 1], plan, module=module)
     return _top(d, "us-triple-ensemble" if arch == "ensemble-concat" else "custom-us", ["main"], modality="us",
                 labels=labels)
