@@ -59,7 +59,7 @@ def test_every_ratio_takes_masks_as_its_counts(metric):
 
 def test_label_values_count_as_foreground():
     # masks given as label maps (tumour = 2 against kidney = 1): any nonzero voxel is in the region
-    c = confusion(np.array([2, 2, 0, 0]), np.array([1, 0, 1, 0]))
+    c = confusion(np.array([2, 2, 0, 0]), np.array([2, 0, 2, 0]))
     assert c == Confusion(tp=1, fp=1, fn=1, tn=1)
 
 
