@@ -22,15 +22,34 @@ probabilities ``(C, *input shape)`` are 1 for background outside the crops.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from kidneyseg.case import Case
 from kidneyseg.preprocessing.geometry import Box, world_box_to_grid
 
-__all__ = ["Box", "run_cascade", "run_detect_segment", "world_box_to_grid"]
+if TYPE_CHECKING:
+    from kidneyseg.models.folder import LoadedModel, LoadedStage
+
+__all__ = ["Box", "StageRunner", "run_cascade", "run_detect_segment", "world_box_to_grid"]
+
+
+class StageRunner(Protocol):
+    """What the cascades need from the predictor that runs them (:class:`~kidneyseg.inference.Predictor`)."""
+
+    labels: dict[int, str]
+    device: str
+
+    def stage_probabilities(self, stage: LoadedStage, pre: Case, extra: list[np.ndarray] | None = None,
+                            progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Probabilities ``(C_stage, *pre.shape)`` of one stage on its preprocessed case."""
+        ...
+
+    def to_label_channels(self, probs: np.ndarray, channel_to_label: Sequence[int]) -> np.ndarray:
+        """Stage channels re-indexed to the model's sorted label values ``(C, ...)``."""
+        ...
 
 
 def _component_boxes(mask: np.ndarray, max_kidneys: int = 2) -> list[Box]:
@@ -52,7 +71,7 @@ def _largest(mask: np.ndarray) -> np.ndarray:
     return keep_largest_components(mask, 1) if mask.any() else mask
 
 
-def _stage_fact(stage: Any, key: str, default: Any) -> Any:
+def _stage_fact(stage: LoadedStage, key: str, default: Any) -> Any:
     return (stage.spec.get("stage") or {}).get(key, default)
 
 
@@ -60,7 +79,7 @@ def _merge(out: np.ndarray, part: np.ndarray) -> None:
     np.maximum(out, part, out=out)
 
 
-def _empty_probs(pred: Any, shape: Sequence[int]) -> np.ndarray:
+def _empty_probs(pred: StageRunner, shape: Sequence[int]) -> np.ndarray:
     p = np.zeros((len(pred.labels),) + tuple(shape), np.float32)
     p[sorted(pred.labels).index(0) if 0 in pred.labels else 0] = 1.0
     return p
@@ -71,7 +90,7 @@ def _paste_probs(acc: np.ndarray, part: np.ndarray, region: np.ndarray) -> None:
     acc[:, region] = part[:, region]
 
 
-def run_cascade(pred: Any, model: Any, case: Case, need_probs: bool,
+def run_cascade(pred: StageRunner, model: LoadedModel, case: Case, need_probs: bool,
                 timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
     """``ct3d-cascade`` on ``case``; see the module docstring."""
     from kidneyseg.preprocessing.geometry import crop, reorient, resample_array, undo, undo_argmax
@@ -150,7 +169,7 @@ def run_cascade(pred: Any, model: Any, case: Case, need_probs: bool,
     return out, acc
 
 
-def run_detect_segment(pred: Any, model: Any, case: Case, need_probs: bool,
+def run_detect_segment(pred: StageRunner, model: LoadedModel, case: Case, need_probs: bool,
                        timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
     """``ct-detect-vnet`` on ``case``; see the module docstring."""
     from kidneyseg.inference.engines import boxes_to_3d, detect_slices
