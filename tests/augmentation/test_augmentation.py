@@ -74,7 +74,7 @@ def test_flip_axes_known_answers() -> None:
 
     assert flip_axes("ct", 3, "default", False) == [0, 1, 2]
     assert flip_axes("ct", 2, "light", False) == [0, 1]
-    assert flip_axes("us", 2, "default", False) == [0]
+    assert flip_axes("us", 2, "default", False) == [1]  # columns: the probe stays at the top
     assert flip_axes("mr", 2, "default", True) == []  # left/right labels: a flip would swap them
     assert flip_axes("ct", 3, "none", False) == []
 
@@ -137,3 +137,29 @@ def test_left_right_mirror_keeps_front_and_back() -> None:
         cols.append(c.mean())
     assert min(rows) > 16  # always behind
     assert min(cols) < 16 < max(cols)  # sometimes mirrored to the left
+
+
+@pytest.mark.parametrize("strength,mirror", list(itertools.product(["light", "default"], ["all", "left-right"])))
+def test_ultrasound_is_flipped_left_right_only(strength: str, mirror: str) -> None:
+    """The probe is at the top row of every ultrasound image: flips never turn one upside down (issue 23, bug 2)."""
+    from monai.transforms import RandFlipd, RandRotate90d
+
+    from kidneyseg.augmentation import flip_axes
+
+    assert flip_axes("us", 2, strength, False, mirror) == [1]  # no orientation needed: columns are left-right
+    t = build_train_transform("us", 2, (32, 32), fg_ratio=1.0, strength=strength, mirror=mirror)
+    assert [tr.flipper.spatial_axis for tr in t.transforms if isinstance(tr, RandFlipd)] == [1]
+    assert not any(isinstance(tr, RandRotate90d) for tr in t.transforms)
+    label = np.zeros((1, 32, 32), np.uint8)
+    label[0, 2:9, 3:10] = 1  # just under the probe, on the left
+    sample = {"image": label.astype(np.float32), "label": label}
+    rows, cols = [], []
+    for seed in range(30):
+        t.set_random_state(seed)
+        out = t(dict(sample))
+        out = out[0] if isinstance(out, list) else out
+        r, c = np.nonzero(np.asarray(out["label"])[0])
+        rows.append(r.mean())
+        cols.append(c.mean())
+    assert max(rows) < 16  # always near the probe
+    assert min(cols) < 16 < max(cols)  # sometimes mirrored to the right

@@ -197,3 +197,48 @@ def test_prediction_carries_the_postprocess_warning_to_volumes_json(unet3d_dir, 
     kidney = (phantom.label > 0).astype(np.uint8)
     monkeypatch.setattr(Predictor, "_run_model", lambda self, model, c, need, t: (kidney, None))
     assert Predictor(unet3d_dir).predict_case(case).warnings == []
+
+
+@pytest.mark.parametrize("saved_axes", [None, [0, 1]])
+def test_ultrasound_tta_mirrors_left_right_only(tmp_path, saved_axes):
+    """``--tta`` on ultrasound: the identity and the left-right (column) pass, never upside down (issue 23, bug 2);
+    a folder whose stage lists the row axis (written before the fix) loses it."""
+    import json
+
+    import torch
+
+    from kidneyseg.data.phantoms import us_phantom
+    from kidneyseg.preprocessing.geometry import undo
+    from kidneyseg.preprocessing.plan import apply_plan
+
+    d = kit.us_model(tmp_path / "us")  # random weights: any network tells the passes apart
+    if saved_axes is not None:
+        spec_path = d / "main" / "model.json"
+        spec = json.loads(spec_path.read_text())
+        spec["mirror_axes"] = saved_axes
+        spec_path.write_text(json.dumps(spec))
+    ph = us_phantom(size=(90, 120), seed=3)
+    case = Case(ph.image.astype(np.float32), ph.affine, name="us", modality="us")
+    pred = Predictor(d, tta=True, postprocess=False)
+    stage = pred.models[0].stages["main"]
+    seen: list[torch.Tensor] = []
+    inner = stage.module
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.clone())
+            return inner(x)
+
+    stage.module = Recorder()
+    r = pred.predict_case(case, probabilities=True)
+    assert len(seen) == 2  # identity and left-right
+    x = seen[0]
+    assert not torch.allclose(x, torch.flip(x, (2,)))  # the image is not up-down symmetric
+    torch.testing.assert_close(seen[1], torch.flip(x, (3,)))  # the second pass is the column mirror
+    with torch.no_grad():
+        p = (torch.softmax(inner(x), 1) + torch.flip(torch.softmax(inner(torch.flip(x, (3,))), 1), (3,))) / 2
+    pre = apply_plan(case, stage.plan)
+    expect = undo(pre, p[0].numpy(), is_label=False, channel_axis=True)
+    expect /= np.clip(expect.sum(axis=0, keepdims=True), 1e-6, None)
+    assert r.probabilities is not None
+    np.testing.assert_allclose(r.probabilities.astype(np.float32), expect, atol=2e-3)

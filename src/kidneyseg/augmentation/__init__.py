@@ -8,10 +8,11 @@ intensity transforms touch the image only.
 
 from kidneyseg.augmentation.transforms import (
     MIRRORS,
+    US_FLIP_AXIS,
     augmentation_names,
     build_train_transform,
     flip_axes,
     left_right_axis,
 )
 
-__all__ = ["MIRRORS", "augmentation_names", "build_train_transform", "flip_axes", "left_right_axis"]
+__all__ = ["MIRRORS", "US_FLIP_AXIS", "augmentation_names", "build_train_transform", "flip_axes", "left_right_axis"]

@@ -16,8 +16,8 @@ all            pad to the patch, crop a patch (``fg_ratio`` of patches centred o
                rotations (+-15 deg),
                scaling (0.85-1.15), elastic deformation (2D only by default),
                brightness, contrast, gamma, Gaussian noise
-us             + speckle (multiplicative) noise, no 90-degree rotations (the
-               probe is always at the top)
+us             + speckle (multiplicative) noise, no 90-degree rotations and
+               left-right flips only (columns; the probe is always at the top)
 ============== ===================================================================
 """
 
@@ -35,6 +35,9 @@ STRENGTHS = ("none", "light", "default")
 #: ``left-right`` (flips along the patient's left-right axis only: the anatomy keeps its front and back,
 #: the kidneys stay behind, beside the spine), ``none``.
 MIRRORS = ("all", "left-right", "none")
+#: The one axis ultrasound images are flipped along (augmentation and ``--tta``): columns of ``[row, col]``.
+#: Rows (axis 0) run from the probe at the top into the body; no flip ever turns them upside down.
+US_FLIP_AXIS = 1
 
 
 def left_right_axis(orientation: str | Sequence[str] | None, spatial_dims: int) -> int:
@@ -58,19 +61,24 @@ def flip_axes(modality: str, spatial_dims: int, strength: str, sided_labels: boo
     """Spatial axes (0-based) that :func:`build_train_transform` flips at random.
 
     None when labels name left and right (a flip would swap them), with
-    ``strength="none"`` or ``mirror="none"``; with ``mirror="left-right"`` the
-    left-right axis of ``orientation`` only (:func:`left_right_axis`); else
-    only axis 0 for ultrasound and every axis otherwise.  Mirroring test-time
-    augmentation may only use these axes: a network never shown a mirrored
-    image has no reason to segment one.
+    ``strength="none"`` or ``mirror="none"``.  Ultrasound images (``[row, col]``,
+    the probe at the top row) are only ever flipped left-right, along the
+    columns (:data:`US_FLIP_AXIS`), whatever ``mirror`` and ``orientation`` say:
+    an upside-down scan never comes out of a probe.  Otherwise, with
+    ``mirror="left-right"`` the left-right axis of ``orientation`` only
+    (:func:`left_right_axis`), and every axis with ``mirror="all"``.  Mirroring
+    test-time augmentation may only use these axes: a network never shown a
+    mirrored image has no reason to segment one.
     """
     if mirror not in MIRRORS:
         raise unknown_name("mirror", mirror, MIRRORS)
     if sided_labels or strength == "none" or mirror == "none":
         return []
+    if modality == "us":
+        return [US_FLIP_AXIS]
     if mirror == "left-right":
         return [left_right_axis(orientation, spatial_dims)]
-    return [0] if modality == "us" else list(range(int(spatial_dims)))
+    return list(range(int(spatial_dims)))
 
 
 def augmentation_names() -> list[str]:

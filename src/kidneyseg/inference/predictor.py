@@ -374,14 +374,19 @@ def stage_mirror_axes(model: Any, stage: Any) -> list[int]:
     Read from the stage's ``mirror_axes`` (written by training); for folders
     written before that key, derived from the model's training config with
     :func:`kidneyseg.augmentation.flip_axes` (none for left/right labels or
-    ``augmentation: none``, axis 0 for ultrasound, all axes otherwise).
+    ``augmentation: none``, the columns only for ultrasound, all axes otherwise).
+    Ultrasound is never mirrored up-down (the probe is at the top row): the row
+    axis is dropped even where an older folder lists it.
     """
-    if "mirror_axes" in stage.spec:
-        return [int(a) for a in stage.spec["mirror_axes"]]
-    from kidneyseg.augmentation import flip_axes
+    from kidneyseg.augmentation import US_FLIP_AXIS, flip_axes
 
-    cfg = ((model.spec.get("training") or {}).get("config") or {})
     modality = str(model.spec.get("modality") or stage.plan.modality)
+    if "mirror_axes" in stage.spec:
+        axes = [int(a) for a in stage.spec["mirror_axes"]]
+        if modality == "us" or stage.plan.modality == "us":
+            axes = [a for a in axes if a == US_FLIP_AXIS]
+        return axes
+    cfg = ((model.spec.get("training") or {}).get("config") or {})
     return flip_axes(modality, stage.plan.spatial_dims, str(cfg.get("augmentation") or "default"), _sided(model, stage),
                      str(cfg.get("mirror") or "all"), stage.plan.orientation)
 
