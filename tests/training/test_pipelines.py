@@ -46,6 +46,71 @@ def test_concat_ensemble_members_then_fusion(tmp_path: Path) -> None:
     assert not torch.equal(last["fusion.weight"], after_members["fusion.weight"])
 
 
+def test_concat_ensemble_ships_fusion_phase_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped ``best`` weights come from a fusion-phase epoch, however well a members-phase epoch scores:
+    a members-phase epoch's fusion convolution is still random (issue 23, bug 1)."""
+    from kidneyseg.data.phantoms import write_phantom_set
+    from kidneyseg.training.trainer import StageTrainer
+
+    data = tmp_path / "us"
+    write_phantom_set(data, "us", 4, size=(48, 64), seed=0, progress=False)
+    cfg = TrainConfig(epochs=3, fusion_epochs=1, batch_size=2, folds=2, progress=False, threads=1, patch_size=[32, 32],
+                      stage_arch_kwargs={"main": {"members": TINY_MEMBERS, "fusion_kernel": 1}})
+    real = StageTrainer.validate
+    scored: list[str | None] = []
+
+    def members_score_best(self: StageTrainer, samples: list, phase: str | None = None) -> dict:  # type: ignore[type-arg]
+        out = real(self, samples, phase)
+        scored.append(phase)
+        # the members' epochs score highest, the later the lower: a rule across phases would pick epoch 1
+        out["dice_mean"] = {1: 0.9, 2: 0.8}.get(len(self.rows) + 1, 0.1)
+        return out
+
+    monkeypatch.setattr(StageTrainer, "validate", members_score_best)
+    ck = tmp_path / "m" / "checkpoints" / "main"
+    init: dict[str, torch.Tensor] = {}
+
+    def snapshot(epoch: int, row: dict) -> None:  # type: ignore[type-arg]
+        if epoch == 0:  # the members phase never touches the fusion: its weights are still the initial ones
+            init.update(torch.load(ck / "last.pt", weights_only=True)["model"])
+
+    out = train_pipeline("us-triple-ensemble", data, "openkidney-us", tmp_path / "m", cfg,
+                         callbacks={"main": [snapshot]})
+    assert scored == ["members", "members", "fusion"]  # every epoch was validated, each with its phase
+    with open(out / "main" / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["val_output"] for r in rows] == ["members' mean", "members' mean", ""]
+    shipped = torch.load(out / "main" / "weights.pt", weights_only=True)
+    last = torch.load(ck / "last.pt", weights_only=True)["model"]
+    assert torch.equal(shipped["fusion.weight"], last["fusion.weight"])
+    assert not torch.equal(shipped["fusion.weight"], init["fusion.weight"])
+    summary = json.loads((out / "main" / "model.json").read_text())["stage"]["training"]
+    assert summary["best_epoch"] == 3 and summary["best_phase"] == "fusion" and summary["weights"] == "best"
+
+
+def test_members_phase_validates_the_members_mean() -> None:
+    """During the members phase validation scores the mean of the members' probabilities, not the random fusion."""
+    from kidneyseg.models.registry import create_model
+    from kidneyseg.preprocessing.plan import Plan
+    from kidneyseg.training.trainer import StageTrainer
+
+    torch.manual_seed(0)
+    net = create_model("ensemble-concat", in_channels=1, out_channels=2, members=TINY_MEMBERS, fusion_kernel=1)
+    plan = Plan.from_json({"modality": "us", "spatial_dims": 2, "orientation": None, "target_spacing": None,
+                           "patch_size": [32, 32], "intensity": {"kind": "percentile_zscore", "low_pct": 0.5,
+                                                                 "high_pct": 99.5},
+                           "denoise": None, "labels": {"0": "background", "1": "kidney"}}, path="test")
+    trainer = StageTrainer(net, torch.nn.CrossEntropyLoss(), TrainConfig(epochs=3), "unused", plan,
+                           channel_names=["background", "kidney"])
+    x = torch.randn(1, 1, 32, 32)
+    net.eval()
+    with torch.no_grad():
+        mean = torch.stack([torch.softmax(z, 1) for z in net.member_logits(x)]).mean(0)
+        torch.testing.assert_close(torch.softmax(trainer._val_forward("members")(x), 1), mean)
+        torch.testing.assert_close(trainer._val_forward("fusion")(x), net(x))
+    assert not trainer.counts_for_best("members") and trainer.counts_for_best("fusion")
+
+
 @pytest.mark.slow
 def test_detect_vnet_pipeline(tmp_path: Path) -> None:
     from kidneyseg.data.phantoms import write_phantom_set

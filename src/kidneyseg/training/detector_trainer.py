@@ -55,7 +55,7 @@ class DetectorTrainer(StageTrainer):
         return float(loss.detach())
 
     @torch.no_grad()
-    def validate(self, samples: list[dict[str, Any]]) -> dict[str, float]:
+    def validate(self, samples: list[dict[str, Any]], phase: str | None = None) -> dict[str, float]:
         from torchvision.ops import box_iou
 
         self.module.eval()

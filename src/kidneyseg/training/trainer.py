@@ -178,6 +178,14 @@ class StageTrainer:
             return "end-to-end"
         return "members" if epoch < self.fusion_start() else "fusion"
 
+    def counts_for_best(self, phase: str) -> bool:
+        """Whether an epoch of ``phase`` may become the shipped ``best`` checkpoint.
+
+        A concat ensemble's members phase never may: its fusion convolution is still at its random
+        initialisation then, so only fusion-phase epochs compete (issue 23).
+        """
+        return not (self.is_concat and phase == "members")
+
     def _set_phase(self, phase: str) -> None:
         self.module.train()
         if phase == "fusion":
@@ -274,9 +282,27 @@ class StageTrainer:
         return float(loss.detach())
 
     # ------------------------------------------------------------------ validation
+    def _val_forward(self, phase: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The network output validation scores: a concat ensemble's members phase scores the members' mean
+        probabilities (what the members have learned; the fusion is not trained yet), else the module."""
+        if self.is_concat and phase == "members":
+            ens: Any = self.module
+
+            def members_mean(x: torch.Tensor) -> torch.Tensor:
+                probs = torch.stack([torch.softmax(z, dim=1) for z in ens.member_logits(x)]).mean(dim=0)
+                return torch.log(probs.clamp_min(1e-8))
+
+            return members_mean
+        return self.module
+
     @torch.no_grad()
-    def validate(self, samples: list[dict[str, Any]]) -> dict[str, float]:
-        """Dice per output channel over all validation voxels (global tp/fp/fn), and their mean."""
+    def validate(self, samples: list[dict[str, Any]], phase: str | None = None) -> dict[str, float]:
+        """Dice per output channel over all validation voxels (global tp/fp/fn), and their mean.
+
+        ``phase``: the epoch's training phase (:meth:`phase`); a concat ensemble's ``members`` phase is
+        scored on the members' mean probabilities, not on the untrained fusion.
+        """
+        forward = self._val_forward(phase or "train")
         n = len(self.channel_names)
         tp = np.zeros(n - 1, np.int64)
         fp = np.zeros_like(tp)
@@ -289,9 +315,9 @@ class StageTrainer:
                 from monai.inferers import sliding_window_inference
 
                 roi = [min(p, max(16, d)) for p, d in zip(self.patch_size, x.shape[2:])]
-                logits = sliding_window_inference(x, roi, 1, self.module, overlap=0.25)
+                logits = sliding_window_inference(x, roi, 1, forward, overlap=0.25)
             else:
-                logits = self.module(x)
+                logits = forward(x)
             pred = torch.as_tensor(logits).argmax(1)[0].numpy()
             if "groups" in s:  # partial labels: a predicted channel counts as the group that covers it
                 g = np.asarray(s["groups"])
@@ -357,8 +383,10 @@ class StageTrainer:
                                    "lr": lr}
             last = epoch == self.cfg.epochs - 1
             if val and ((epoch + 1) % self.cfg.val_every == 0 or last):
-                row.update(self.validate(val))
-                if row[self.score_key] > self.best:
+                row.update(self.validate(val, phase))
+                if self.is_concat and phase == "members":
+                    row["val_output"] = "members' mean"  # the fusion is untrained: never a best epoch
+                if self.counts_for_best(phase) and row[self.score_key] > self.best:
                     self.best, self.best_epoch = row[self.score_key], epoch + 1
                     _atomic_save({k: v.detach().clone() for k, v in self.module.state_dict().items()}, self.dir / BEST)
             row["seconds"] = round(time.time() - t0, 3)
@@ -372,7 +400,10 @@ class StageTrainer:
         return self.summary(time.time() - t_start)
 
     def final_state(self) -> dict[str, torch.Tensor]:
-        """Weights to ship: the best validation epoch's if there was validation, else the last."""
+        """Weights to ship: the best validation epoch's if there was validation, else the last.
+
+        Only epochs that :meth:`counts_for_best` compete: a concat ensemble ships fusion-phase weights.
+        """
         path = self.dir / BEST
         if self.best_epoch > 0 and path.is_file():
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -383,6 +414,7 @@ class StageTrainer:
         return {
             "epochs": self.cfg.epochs,
             "best_epoch": self.best_epoch if self.best_epoch > 0 else None,
+            "best_phase": next((r.get("phase") for r in self.rows if r.get("epoch") == self.best_epoch), None),
             "best_score": None if self.best_epoch <= 0 else round(self.best, 5),
             "score": self.score_key,
             "last_train_loss": last.get("train_loss"),
