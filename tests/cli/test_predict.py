@@ -106,3 +106,42 @@ def test_no_default_model_says_pass_model(tmp_path, capsys, monkeypatch):
     rc = main(["predict", str(src), "-o", str(tmp_path / "out"), "--modality", "mr"])
     assert rc == 2
     assert "--model DIR" in capsys.readouterr().err
+
+
+def test_repeated_model_is_an_ensemble(model_dir, tmp_path):
+    """``--model A --model B`` averages both models (as ``Predictor([A, B])``), not B alone (issue 23, bug 4)."""
+    import shutil
+
+    import torch
+
+    from kidneyseg.data.phantoms import ct_phantom
+    from kidneyseg.inference import Predictor
+
+    other = tmp_path / "other"  # a second, different model: the same folder with its weights perturbed
+    shutil.copytree(model_dir, other)
+    wpath = next(other.glob("*/weights.pt"))
+    gen = torch.Generator().manual_seed(0)
+    state = {k: (v + 0.5 * v.std() * torch.randn(v.shape, generator=gen) if v.is_floating_point() and v.numel() > 1
+                 else v) for k, v in torch.load(wpath, weights_only=True).items()}
+    torch.save(state, wpath)
+    ph = ct_phantom(size=(40, 40, 20), seed=1)
+    src = _write_nifti(tmp_path / "ph.nii.gz", ph.image, ph.affine)
+
+    def cli_probs(*models: Path) -> np.ndarray:
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        args = ["predict", str(src), "-o", str(out), "--save-probabilities", "--no-postprocess", "--threads", "1"]
+        for m in models:
+            args += ["--model", str(m)]
+        assert main(args) == 0
+        return np.load(out / "ph_probabilities.npz")["probabilities"].astype(np.float32)
+
+    both = cli_probs(model_dir, other)
+    a, b = cli_probs(model_dir), cli_probs(other)
+    assert np.abs(a - b).max() > 0.1  # the two models really differ
+    assert np.abs(both - b).max() > 0.05 and np.abs(both - a).max() > 0.05
+    from kidneyseg import io
+
+    ref = Predictor([model_dir, other], postprocess=False).predict_case(io.read(src), probabilities=True)
+    assert ref.probabilities is not None
+    np.testing.assert_allclose(both, ref.probabilities.astype(np.float32), atol=1e-3)
+    np.testing.assert_allclose(both, (a + b) / 2, atol=2e-3)

@@ -1,6 +1,7 @@
 """`kidneyseg predict INPUT... -o OUT`: segment kidneys (tumours, cysts) with a model folder.
 
-INPUT may be image files (NIfTI, NRRD, MHA, PNG/JPEG...), DICOM series
+``--model`` may be repeated: the models then form an ensemble (probabilities
+averaged on each input's grid).  INPUT may be image files (NIfTI, NRRD, MHA, PNG/JPEG...), DICOM series
 folders, or folders of cases (each supported file or DICOM sub-folder is one
 case).  Each case gets a label map on its own grid, ``NAME_volumes.json``
 and one line on stdout; in a batch a case that fails is reported on stderr
@@ -30,8 +31,10 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, DICOM folders or folders of cases")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
-    parser.add_argument("--model", default=None, metavar="NAME|DIR",
-                        help="model folder (or embedded default name); default: the modality's embedded model")
+    parser.add_argument("--model", action="append", default=None, metavar="NAME|DIR",
+                        help="model folder (or embedded default name); repeat it to ensemble several models "
+                             "(their probabilities averaged on the input grid; same labels needed); default: the "
+                             "modality's embedded model")
     parser.add_argument("--modality", choices=("ct", "mr", "us"), default=None,
                         help="modality of the inputs (chooses the embedded default model); default: the DICOM "
                              "Modality, else CT (with a warning) when the intensities look like HU")
@@ -161,8 +164,10 @@ def run(args: argparse.Namespace) -> int:
     chosen = args.modality
     if args.model is None and chosen is None:
         chosen = guess_modality(cases, tuple(args.spacing) if args.spacing else None, first=first)
-    model_dir = resolve_model(args.model, chosen)
-    predictor = Predictor(model_dir, tta=args.tta, threads=args.threads, postprocess=not args.no_postprocess)
+    # --model repeated: an ensemble of the folders (Predictor averages their probabilities)
+    model_dirs = [resolve_model(m, chosen) for m in args.model] if args.model else [resolve_model(None, chosen)]
+    predictor = Predictor(model_dirs if len(model_dirs) > 1 else model_dirs[0], tta=args.tta, threads=args.threads,
+                          postprocess=not args.no_postprocess)
     modality = args.modality or predictor.modality or None
     out = Path(args.output)
     failed: list[tuple[Path, str]] = []
