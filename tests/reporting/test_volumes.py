@@ -7,7 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from kidneyseg.reporting.volumes import max_diameter_mm, measure, summary_line, write_volumes_json
+from kidneyseg.reporting.volumes import (
+    MIN_LESION_ML,
+    max_diameter_mm,
+    measure,
+    summary_line,
+    write_volumes_json,
+)
 
 
 def _two_kidneys():
@@ -15,7 +21,7 @@ def _two_kidneys():
     lab[2:12, 5:15, 5:15] = 1  # low i: 1000 voxels
     lab[25:37, 5:15, 5:15] = 1  # high i: 1200 voxels
     lab[30:33, 8:11, 8:11] = 2  # tumour in the high-i kidney: 27 voxels
-    lab[5:7, 8:10, 8:10] = 3  # cyst in the low-i kidney: 8 voxels
+    lab[5:8, 8:11, 8:11] = 3  # cyst in the low-i kidney: 27 voxels (0.216 mL, above the 0.1 mL floor)
     return lab
 
 
@@ -29,7 +35,7 @@ def test_sides_follow_the_affine_not_the_array():
     assert right["parenchyma_ml"] == pytest.approx((1200 - 27) * 8 / 1000)
     assert right["tumor_ml"] == pytest.approx(27 * 8 / 1000)
     assert right["tumor_count"] == 1 and right["cyst_count"] == 0
-    assert left["cyst_count"] == 1 and left["cyst_ml"] == pytest.approx(8 * 8 / 1000)
+    assert left["cyst_count"] == 1 and left["cyst_ml"] == pytest.approx(27 * 8 / 1000)
     # the same array with the first axis pointing to patient left (LAS): sides swap
     las = np.diag([-2.0, 2.0, 2.0, 1.0])
     m2 = measure(lab, las)
@@ -98,3 +104,64 @@ def test_side_labels_are_measured_and_keep_their_side(names):
     m1 = measure(one, ras, labels={0: "background", **names})
     assert m1["kidneys"]["right"]["present"] and not m1["kidneys"]["left"]["present"]
     assert "right kidney 8.0 mL; left kidney: none" in summary_line(m1)
+
+
+def _ball(shape, centre, r):  # type: ignore[no-untyped-def]
+    g = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return sum((gg - c) ** 2 for gg, c in zip(g, centre)) <= r * r
+
+
+def test_tumour_diameter_is_per_component_not_across_fragments():
+    """Issue 23 bug 6: two tumours 40 mm apart in one kidney gave 'max 45 mm'; each is measured on its own."""
+    shape = (80, 30, 30)
+    lab = np.zeros(shape, np.uint8)
+    lab[15:75, 5:25, 5:25] = 1  # one kidney at high i (RAS x): the patient's right of the field of view
+    lab[_ball(shape, (25, 15, 15), 4)] = 2  # 8 mm across
+    lab[_ball(shape, (65, 15, 15), 3)] = 2  # 6 mm across, 40 mm away
+    m = measure(lab, np.eye(4), renal=False)
+    right = m["kidneys"]["right"]
+    assert right["tumor_count"] == 2
+    assert right["tumor_max_diameter_mm"] == pytest.approx(8.0)  # across both fragments it was 40 + 4 + 3 = 47 mm
+    assert [t["max_diameter_mm"] for t in right["tumors"]] == pytest.approx([8.0, 6.0])
+    assert right["tumors"][0]["centroid_ras_mm"] == pytest.approx([25.0, 15.0, 15.0])
+    assert right["tumors"][0]["offset_from_kidney_mm"] == pytest.approx([25.0 - 44.5, 15.0 - 14.5, 15.0 - 14.5], abs=0.1)
+    assert m["total"]["tumor_max_diameter_mm"] == pytest.approx(8.0)
+    assert "(2 tumours, largest 8.0 mm)" in summary_line(m)
+
+
+def test_cyst_speckles_below_the_floor_are_not_counted():
+    """Issue 23 bug 6: '2719 cyst(s)' from speckles; fragments under MIN_LESION_ML are not counted or listed."""
+    assert MIN_LESION_ML == pytest.approx(0.1)
+    shape = (70, 40, 40)
+    lab = np.zeros(shape, np.uint8)
+    lab[15:65, 5:35, 5:35] = 1
+    lab[_ball(shape, (40, 20, 20), 5)] = 3  # 515 voxels = 0.515 mL at 1 mm
+    speckles = [(18 + 4 * n, 8 + 2 * n, 8) for n in range(10)] + [(18 + 4 * n, 30, 30) for n in range(10)]
+    for ijk in speckles:  # 20 isolated voxels (and pairs): 0.001-0.002 mL each
+        lab[ijk] = 3
+        lab[ijk[0], ijk[1], ijk[2] + 1] = 3
+    m = measure(lab, np.eye(4), renal=False)
+    s = m["kidneys"]["right"]
+    assert s["cyst_count"] == 1 and len(s["cysts"]) == 1
+    assert s["cysts"][0]["volume_ml"] == pytest.approx(0.515)
+    assert s["cyst_fragments_below_floor"] == 20
+    assert s["cyst_ml"] == pytest.approx((515 + 40) / 1000)  # the speckles still count in the volume
+    assert "1 cyst(s)" in summary_line(m)
+    assert m["lesion_floor"] == {"value": MIN_LESION_ML, "unit": "mL", "rule": m["lesion_floor"]["rule"]}
+    # the floor is an argument: without it every fragment counts
+    assert measure(lab, np.eye(4), renal=False, min_lesion_ml=0.0)["kidneys"]["right"]["cyst_count"] == 21
+    # the floor is in mL, not voxels: at 0.4 mm voxels the big cyst (0.033 mL) is under it
+    fine = measure(lab, np.diag([0.4, 0.4, 0.4, 1.0]), renal=False)["kidneys"]["right"]
+    assert fine["cyst_count"] == 0 and fine["cyst_fragments_below_floor"] == 21
+
+
+def test_2d_lesion_floor_is_in_mm2():
+    lab = np.zeros((60, 60), np.uint8)
+    lab[5:55, 5:55] = 1
+    lab[10:20, 10:20] = 2  # 100 px = 25 mm2 at 0.5 mm: at the floor
+    lab[40, 40] = 2  # 0.25 mm2: under it
+    m = measure(lab, np.diag([0.5, 0.5, 1.0, 1.0]))
+    img = m["image"]
+    assert img["tumor_count"] == 1 and img["tumor_fragments_below_floor"] == 1
+    assert img["tumor_max_diameter_mm"] == pytest.approx(9 * 0.5 * np.sqrt(2), abs=0.01)
+    assert "renal" not in img["tumors"][0] and "offset_from_kidney_mm" not in img["tumors"][0]

@@ -11,15 +11,24 @@ the x of the centre of the field of view.  Label maps that name the sides
 keep them: a component goes to the side whose label holds most of its voxels,
 so the report never contradicts the label map.
 
-Units: volumes in mL (mm^3 / 1000), diameters in mm.  A 2D image (ultrasound
-or one CT slice) reports areas in mm^2 and does not assign sides.
+Tumours and cysts are measured one connected component (full connectivity:
+26 neighbours in 3D, 8 in 2D) at a time, never across fragments: each
+component of at least :data:`MIN_LESION_ML` (2D: :data:`MIN_LESION_MM2`) is
+listed with its volume, maximal diameter, centroid and, for tumours in
+volumes.
+Smaller fragments are not counted; their voxels stay in the tumour and cyst
+volumes.
+
+Units: volumes in mL (mm^3 / 1000), diameters in mm, positions in RAS+ mm.  A
+2D image (ultrasound or one CT slice) reports areas in mm^2 and does not
+assign sides.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +36,34 @@ import numpy as np
 
 from kidneyseg.labels import CYST, CYST_NAMES, KIDNEY, KIDNEY_NAMES, TUMOR, TUMOR_NAMES, values_named
 
+#: Smallest tumour or cyst component counted, measured and listed, in mL (volumes).  Smaller fragments
+#: (speckles of a prediction) still add to ``tumor_ml`` / ``cyst_ml`` but are neither counted nor measured;
+#: ``tumor_fragments_below_floor`` / ``cyst_fragments_below_floor`` say how many there were.
+#: 0.1 mL is a sphere of 5.8 mm diameter, below what a radiologist would call a lesion on CT.
+MIN_LESION_ML = 0.1
+#: The same floor for 2D images, in mm^2 (a disc of about 5.6 mm diameter).
+MIN_LESION_MM2 = 25.0
+
 
 def _values(labels: Mapping[Any, str] | None, names: tuple[str, ...], default: tuple[int, ...]) -> tuple[int, ...]:
     if labels is None:
         return default
     return values_named(labels, names)
+
+
+def crop_affine(affine: np.ndarray, starts: Sequence[int]) -> np.ndarray:
+    """The affine of a crop whose first voxel is ``starts`` (``[i, j, k]`` or ``[row, col]``) of the full grid."""
+    shift = np.eye(4)
+    shift[: len(starts), 3] = starts
+    return np.asarray(affine, dtype=np.float64) @ shift
+
+
+def world_points(idx: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """RAS+ mm of voxel indices ``idx`` ``(N, ndim)`` (``ndim`` 2 or 3; 2D indices lie at k = 0)."""
+    idx = np.asarray(idx, dtype=np.float64)
+    if idx.shape[1] == 2:
+        idx = np.c_[idx, np.zeros(len(idx))]
+    return idx @ affine[:3, :3].T + affine[:3, 3]
 
 
 def max_diameter_mm(mask: np.ndarray, affine: np.ndarray) -> float:
@@ -65,12 +97,76 @@ def max_diameter_mm(mask: np.ndarray, affine: np.ndarray) -> float:
     return float(pdist(pts).max())
 
 
+def _lesions(
+    mask: np.ndarray,
+    affine: np.ndarray,
+    comp: np.ndarray,
+    *,
+    unit: float,
+    scale: float,
+    floor: float,
+) -> tuple[list[dict[str, Any]], np.ndarray, list[int]]:
+    """Components of ``mask`` at or above ``floor`` (mL or mm^2): records, their labels, and the region
+    component of every fragment below the floor.
+
+    Each record holds ``volume`` (mL or mm^2), ``max_diameter_mm``, ``centroid_ras_mm``,
+    the region component it lies in (``_region``), its component value (``_value``) and box (``_box``).
+    """
+    from scipy import ndimage
+
+    from kidneyseg.preprocessing.components import component_sizes, label_components
+
+    lab, n = label_components(mask)
+    sizes = component_sizes(lab, n)
+    boxes = ndimage.find_objects(lab) if n else []
+    found: list[dict[str, Any]] = []
+    below: list[int] = []
+    for c in range(1, n + 1):
+        size = float(sizes[c - 1]) * unit / scale
+        box = boxes[c - 1]
+        if box is None:  # pragma: no cover - labels are consecutive
+            continue
+        m = lab[box] == c
+        starts = [b.start for b in box]
+        idx = np.argwhere(m)
+        first = tuple(int(v) + s for v, s in zip(idx[0], starts))
+        if size < floor:
+            below.append(int(comp[first]))
+            continue
+        aff = crop_affine(affine, starts)
+        centroid = world_points(idx.mean(axis=0, keepdims=True), aff)[0]
+        found.append({
+            "volume": size,
+            "max_diameter_mm": round(max_diameter_mm(m, aff), 2),
+            "centroid_ras_mm": [round(float(v), 2) for v in centroid],
+            "_region": int(comp[first]),
+            "_value": c,
+            "_box": box,
+        })
+    found.sort(key=lambda r: -r["volume"])
+    return found, lab, below
+
+
+def _public(rec: Mapping[str, Any], suffix: str, n: int, kidney_centroid: np.ndarray | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": n, "volume" + suffix: round(float(rec["volume"]), 3),
+                           "max_diameter_mm": rec["max_diameter_mm"], "centroid_ras_mm": rec["centroid_ras_mm"]}
+    if kidney_centroid is not None:
+        out["offset_from_kidney_mm"] = [round(float(a - b), 2) for a, b in zip(rec["centroid_ras_mm"],
+                                                                                 kidney_centroid)]
+    if "renal" in rec:
+        out["renal"] = rec["renal"]
+    return out
+
+
 def measure(
     label: np.ndarray,
     affine: np.ndarray,
     *,
     labels: Mapping[Any, str] | None = None,
     name: str = "case",
+    min_lesion_ml: float = MIN_LESION_ML,
+    min_lesion_mm2: float = MIN_LESION_MM2,
+    renal: bool = True,
 ) -> dict[str, Any]:
     """Measure kidneys, tumours and cysts of a label map.
 
@@ -84,16 +180,26 @@ def measure(
         ``{value: name}`` of the model (``kidney``, ``tumor``, ``cyst``,
         ``kidney_right``/``kidney_left``...; spelling is free: ``"right kidney"``
         is ``kidney_right``); default KiTS values 1/2/3.
+    min_lesion_ml, min_lesion_mm2:
+        Size floor of a tumour or cyst component that is counted and measured
+        (volumes in mL, 2D images in mm^2).
+    renal:
+        Add the RENAL nephrometry parts to every tumour of a volume (next commit).
 
     Returns
     -------
     dict
         JSON-ready: for volumes ``{"kidneys": {"right": {...}, "left": {...}}, "total": {...}}``
         with ``kidney_ml`` (kidney + masses), ``parenchyma_ml`` (kidney label only),
-        ``tumor_ml``, ``tumor_count``, ``tumor_max_diameter_mm``, ``cyst_count``,
-        ``cyst_ml``; for 2D images the same keys with ``_mm2`` areas under ``"image"``.
+        ``tumor_ml``, ``tumor_count`` (components of at least the floor),
+        ``tumor_max_diameter_mm`` (the largest tumour's own maximal diameter),
+        ``cyst_count``, ``cyst_ml``, the fragments below the floor, and per side the
+        lists ``tumors`` and ``cysts`` (largest first: ``volume_ml``, ``max_diameter_mm``,
+        ``centroid_ras_mm``, ``offset_from_kidney_mm``, tumours ``renal``) and the
+        kidney's ``centroid_ras_mm``; for 2D images the same keys with ``_mm2`` areas
+        under ``"image"``.
     """
-    from kidneyseg.postprocessing import component_sizes, label_components
+    from kidneyseg.preprocessing.components import component_sizes, label_components
 
     label = np.asarray(label)
     affine = np.asarray(affine, dtype=np.float64)
@@ -109,32 +215,53 @@ def measure(
     region = kidney | tumor | cyst
     scale = 1000.0 if ndim == 3 else 1.0
     suffix = "_ml" if ndim == 3 else "_mm2"
+    floor = min_lesion_ml if ndim == 3 else min_lesion_mm2
+    comp, n = label_components(region)
+    tumours, _, t_below = _lesions(tumor, affine, comp, unit=unit, scale=scale, floor=floor)
+    cysts, _, c_below = _lesions(cyst, affine, comp, unit=unit, scale=scale, floor=floor)
 
-    def stats(sel: np.ndarray) -> dict[str, Any]:
+    def stats(sel: np.ndarray, ids: Sequence[int] | None) -> dict[str, Any]:
         t = tumor & sel
         c = cyst & sel
-        tn = label_components(t)[1]
-        cn = label_components(c)[1]
-        return {
+        tum = [r for r in tumours if ids is None or r["_region"] in ids]
+        cy = [r for r in cysts if ids is None or r["_region"] in ids]
+        out = {
             "present": bool(sel.any()),
             "kidney" + suffix: round(float((region & sel).sum()) * unit / scale, 3),
             "parenchyma" + suffix: round(float((kidney & sel).sum()) * unit / scale, 3),
             "tumor" + suffix: round(float(t.sum()) * unit / scale, 3),
-            "tumor_count": int(tn),
-            "tumor_max_diameter_mm": round(max_diameter_mm(t, affine), 2),
-            "cyst_count": int(cn),
+            "tumor_count": len(tum),
+            "tumor_max_diameter_mm": max((r["max_diameter_mm"] for r in tum), default=0.0),
+            "tumor_fragments_below_floor": sum(1 for r in t_below if ids is None or r in ids),
+            "cyst_count": len(cy),
             "cyst" + suffix: round(float(c.sum()) * unit / scale, 3),
+            "cyst_fragments_below_floor": sum(1 for r in c_below if ids is None or r in ids),
         }
+        if ids is not None:
+            centre = None
+            if out["present"]:
+                centre = world_points(np.argwhere(region & sel).mean(axis=0, keepdims=True), affine)[0]
+                out["centroid_ras_mm"] = [round(float(v), 2) for v in centre]
+            out["tumors"] = [_public(r, suffix, k + 1, centre) for k, r in enumerate(tum)]
+            out["cysts"] = [_public(r, suffix, k + 1, centre) for k, r in enumerate(cy)]
+        return out
 
     out: dict[str, Any] = {
         "case": name,
-        "units": {"volume": "mL", "diameter": "mm"} if ndim == 3 else {"area": "mm2", "diameter": "mm"},
+        "units": {"volume": "mL", "diameter": "mm", "position": "RAS+ mm"} if ndim == 3
+        else {"area": "mm2", "diameter": "mm"},
         "spacing_mm": [round(float(s), 5) for s in spacing],
+        "lesion_floor": {"value": floor, "unit": "mL" if ndim == 3 else "mm2",
+                         "rule": "tumour and cyst components (26-connected) of at least this size are counted "
+                                 "and measured one by one; smaller fragments only add to the volumes"},
     }
     if ndim == 2:
-        out["image"] = stats(np.ones(label.shape, bool))
+        out["image"] = stats(np.ones(label.shape, bool), list(range(n + 1)))
+        out["image"].pop("centroid_ras_mm", None)
+        for lst in (out["image"]["tumors"], out["image"]["cysts"]):
+            for r in lst:
+                r.pop("offset_from_kidney_mm", None)
         return out
-    comp, n = label_components(region)
     sizes = component_sizes(comp, n)
     xs = []
     for c in range(1, n + 1):
@@ -156,24 +283,29 @@ def measure(
     right_ids = [c + 1 for c in range(n) if is_right[c]]
     left_ids = [c + 1 for c in range(n) if not is_right[c]]
     out["kidneys"] = {
-        "right": stats(np.isin(comp, right_ids)),
-        "left": stats(np.isin(comp, left_ids)),
+        "right": stats(np.isin(comp, right_ids), right_ids),
+        "left": stats(np.isin(comp, left_ids), left_ids),
     }
-    out["total"] = stats(np.ones(label.shape, bool))
+    out["total"] = stats(np.ones(label.shape, bool), None)
     out["side_rule"] = ("the label map's right/left kidney labels (majority of each component's voxels)"
                         if right_v or left_v else "RAS+ x of each kidney's centroid; larger x = patient right")
     return out
 
 
 def summary_line(m: Mapping[str, Any]) -> str:
-    """One human-readable line for stdout from :func:`measure`'s result."""
+    """One human-readable line for stdout from :func:`measure`'s result.
+
+    Tumours: their volume, how many components of at least the floor, and the largest one's own maximal
+    diameter; cysts: how many components of at least the floor and their volume.
+    """
 
     def part(title: str, s: Mapping[str, Any], unit: str, suffix: str) -> str:
         if not s["present"]:
             return f"{title}: none"
         txt = f"{title} {s['kidney' + suffix]:.1f} {unit}"
         if s["tumor_count"]:
-            txt += f", tumour {s['tumor' + suffix]:.1f} {unit} (max {s['tumor_max_diameter_mm']:.1f} mm)"
+            many = f"{s['tumor_count']} tumours, largest" if s["tumor_count"] > 1 else "max"
+            txt += f", tumour {s['tumor' + suffix]:.1f} {unit} ({many} {s['tumor_max_diameter_mm']:.1f} mm)"
         if s["cyst_count"]:
             txt += f", {s['cyst_count']} cyst(s) {s['cyst' + suffix]:.1f} {unit}"
         return txt
