@@ -134,7 +134,43 @@ def volumes_section(inp: ReportInputs) -> tuple[str, dict[str, Any]]:
     rows = [[title, k["right"][key], k["left"][key], m["total"][key]] for title, key in keys]
     body = _table(["measure", "right kidney", "left kidney", "total"], rows)
     note = html.escape(m.get("side_rule", ""))
-    return body + f'<p class="note">Sides in patient space: {note}.</p>', m
+    floor = m.get("lesion_floor", {})
+    body += (f'<p class="note">Sides in patient space: {note}. Tumours and cysts are counted and measured one '
+             f"connected component at a time; components under {floor.get('value', '?')} "
+             f"{html.escape(str(floor.get('unit', '')))} are not counted (their voxels stay in the volumes).</p>")
+    return body + renal_table(m), m
+
+
+def renal_table(m: dict[str, Any]) -> str:
+    """The RENAL nephrometry table (HTML), one row per tumour of :func:`~kidneyseg.reporting.volumes.measure`."""
+    rows = []
+    for side in ("right", "left"):
+        for t in m.get("kidneys", {}).get(side, {}).get("tumors", []):
+            ren = t.get("renal")
+            if not ren:
+                continue
+            e, loc = ren["E"], ren["L"]
+            share = "–" if e["exophytic_share"] is None else f"{100 * e['exophytic_share']:.0f} %"
+            rows.append([f"{side} {t['id']}", t["volume_ml"], t["max_diameter_mm"],
+                         f"{ren['R']['max_diameter_cm']:.1f} cm → {ren['R']['points']}",
+                         f"{share} outside → {e['points'] if e['points'] is not None else '–'}",
+                         "n/a", ren["A"]["descriptor"],
+                         f"{loc.get('points') if loc.get('points') is not None else '–'}",
+                         "–" if ren["score_without_n"] is None else ren["score_without_n"], ren["notation"]])
+    if not rows:
+        return ""
+    lines = sorted({str(t["renal"]["L"].get("polar_lines_from", "")) for side in ("right", "left")
+                    for t in m["kidneys"][side].get("tumors", []) if t.get("renal")})
+    return ("<h3>RENAL nephrometry per tumour</h3>"
+            + _table(["tumour", "volume (mL)", "max diameter (mm)", "R", "E", "N", "A", "L", "R+E+L",
+                      "notation"], rows)
+            + '<p class="note">Kutikov and Uzzo 2009. R: maximal diameter (≤ 4 cm 1, 4–7 cm 2, ≥ 7 cm 3). '
+              "E: share of the tumour outside the convex hull of the kidney parenchyma (≥ 50 % 1, &lt; 50 % 2, "
+              "entirely endophytic 3). N: not available (needs a collecting-system label). A: anterior (a), "
+              "posterior (p) or neither (x) of the kidney's coronal plane. L: polar lines from "
+              + html.escape("; ".join(lines))
+              + " (entirely above/below 1, crossing one 2, &gt; 50 % between or across the axial midline 3). "
+                "See docs/clinical.md.</p>")
 
 
 def metrics_section(inp: ReportInputs) -> tuple[str, list[dict[str, Any]]]:

@@ -15,7 +15,7 @@ Tumours and cysts are measured one connected component (full connectivity:
 26 neighbours in 3D, 8 in 2D) at a time, never across fragments: each
 component of at least :data:`MIN_LESION_ML` (2D: :data:`MIN_LESION_MM2`) is
 listed with its volume, maximal diameter, centroid and, for tumours in
-volumes.
+volumes, its RENAL nephrometry parts (:mod:`kidneyseg.reporting.renal`).
 Smaller fragments are not counted; their voxels stay in the tumour and cyst
 volumes.
 
@@ -114,19 +114,18 @@ def _lesions(
     """
     from scipy import ndimage
 
-    from kidneyseg.preprocessing.components import component_sizes, label_components
+    from kidneyseg.preprocessing.components import label_components
 
     lab, n = label_components(mask)
-    sizes = component_sizes(lab, n)
     boxes = ndimage.find_objects(lab) if n else []
     found: list[dict[str, Any]] = []
     below: list[int] = []
     for c in range(1, n + 1):
-        size = float(sizes[c - 1]) * unit / scale
         box = boxes[c - 1]
         if box is None:  # pragma: no cover - labels are consecutive
             continue
         m = lab[box] == c
+        size = float(m.sum()) * unit / scale
         starts = [b.start for b in box]
         idx = np.argwhere(m)
         first = tuple(int(v) + s for v, s in zip(idx[0], starts))
@@ -184,7 +183,7 @@ def measure(
         Size floor of a tumour or cyst component that is counted and measured
         (volumes in mL, 2D images in mm^2).
     renal:
-        Add the RENAL nephrometry parts to every tumour of a volume (next commit).
+        Add the RENAL nephrometry parts to every tumour of a volume.
 
     Returns
     -------
@@ -217,8 +216,10 @@ def measure(
     suffix = "_ml" if ndim == 3 else "_mm2"
     floor = min_lesion_ml if ndim == 3 else min_lesion_mm2
     comp, n = label_components(region)
-    tumours, _, t_below = _lesions(tumor, affine, comp, unit=unit, scale=scale, floor=floor)
+    tumours, tlab, t_below = _lesions(tumor, affine, comp, unit=unit, scale=scale, floor=floor)
     cysts, _, c_below = _lesions(cyst, affine, comp, unit=unit, scale=scale, floor=floor)
+    if renal and ndim == 3 and tumours:
+        _add_renal(tumours, tlab, comp, kidney, cyst, affine)
 
     def stats(sel: np.ndarray, ids: Sequence[int] | None) -> dict[str, Any]:
         t = tumor & sel
@@ -290,6 +291,29 @@ def measure(
     out["side_rule"] = ("the label map's right/left kidney labels (majority of each component's voxels)"
                         if right_v or left_v else "RAS+ x of each kidney's centroid; larger x = patient right")
     return out
+
+
+def _add_renal(tumours: list[dict[str, Any]], tlab: np.ndarray, comp: np.ndarray, kidney: np.ndarray,
+               cyst: np.ndarray, affine: np.ndarray) -> None:
+    """Put ``renal`` (:func:`kidneyseg.reporting.renal.renal_parts`) into every tumour record, on its kidney's box."""
+    from scipy import ndimage
+
+    from kidneyseg.reporting.renal import renal_parts
+
+    boxes = ndimage.find_objects(comp)
+    for rec in tumours:
+        box = boxes[rec["_region"] - 1]
+        if box is None:  # pragma: no cover - a tumour always lies in its region component
+            continue
+        box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, s)) for b, s in zip(box, comp.shape))
+        in_kidney = comp[box] == rec["_region"]
+        rec["renal"] = renal_parts(
+            tlab[box] == rec["_value"],
+            kidney[box] & in_kidney,
+            in_kidney,
+            crop_affine(affine, [b.start for b in box]),
+            max_diameter_mm=rec["max_diameter_mm"],
+        )
 
 
 def summary_line(m: Mapping[str, Any]) -> str:
