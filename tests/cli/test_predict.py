@@ -145,3 +145,22 @@ def test_repeated_model_is_an_ensemble(model_dir, tmp_path):
     assert ref.probabilities is not None
     np.testing.assert_allclose(both, ref.probabilities.astype(np.float32), atol=1e-3)
     np.testing.assert_allclose(both, (a + b) / 2, atol=2e-3)
+
+
+def test_detector_without_a_box_warns_on_stderr_and_in_volumes_json(tmp_path, caplog):
+    """``ct-detect-vnet`` keeping no box: the CLI says so (stderr log) and volumes.json carries it (issue 23, bug 5)."""
+    import torch
+
+    from kidneyseg.data.phantoms import ct_phantom
+
+    torch.manual_seed(0)
+    d = kit.detect_vnet(tmp_path / "det", size=64, score_threshold=1.0)
+    ph = ct_phantom(size=(40, 40, 20), seed=1)
+    src = _write_nifti(tmp_path / "ph.nii.gz", ph.image[:, :, ::2], ph.affine @ np.diag([1, 1, 2, 1]))
+    with caplog.at_level("WARNING"):
+        assert main(["predict", str(src), "-o", str(tmp_path / "out"), "--model", str(d), "--threads", "2"]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "kidney detector" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(f"{src}: ")
+    assert "score of at least 1" in warned[0] and "score_threshold" in warned[0]
+    vol = json.loads((tmp_path / "out" / "ph_volumes.json").read_text())
+    assert len(vol["warnings"]) == 1 and "score of at least 1" in vol["warnings"][0]

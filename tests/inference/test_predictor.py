@@ -104,6 +104,23 @@ def test_detect_vnet_end_to_end(phantom, tmp_path):
     assert set(np.unique(r.label)) <= {0, 1, 2}
     # the segmenter ran on a detected box (its timing stays 0.0 when the detector finds none)
     assert r.timings["detector"] > 0 and r.timings["segmenter"] > 0
+    assert not any("detector" in w for w in r.warnings)  # boxes were found: no word about the detector
+
+
+def test_detect_vnet_without_a_box_warns(phantom, tmp_path):
+    """No box reaches the detector's score threshold: the empty label map comes with a warning that names the
+    threshold and the fix (issue 23, bug 5)."""
+    import torch
+
+    torch.manual_seed(0)
+    d = kit.detect_vnet(tmp_path / "det", size=64, score_threshold=1.0)
+    case = Case(phantom.image.astype(np.float32)[:, :, ::2], phantom.affine @ np.diag([1, 1, 2, 1]), name="d")
+    r = Predictor(d, threads=2).predict_case(case)
+    assert not r.label.any() and r.timings["segmenter"] == 0.0
+    assert len(r.warnings) == 1
+    msg = r.warnings[0]
+    assert "no box with a score of at least 1" in msg and "on any of the 10 axial slices" in msg
+    assert "Fix: lower \"score_threshold\"" in msg and str(d / "detector" / "model.json") in msg
 
 
 def test_slicewise_2d_model_on_volume_and_us_image(phantom, tmp_path):
@@ -187,7 +204,7 @@ def test_prediction_carries_the_postprocess_warning_to_volumes_json(unet3d_dir, 
     fake = np.zeros(case.shape, np.uint8)
     for i in range(6):  # six equal kidney blobs: the two largest are kept, a third of the region
         fake[2 + 6 * i: 6 + 6 * i, 5:10, 5:10] = 1
-    monkeypatch.setattr(Predictor, "_run_model", lambda self, model, c, need, t: (fake, None))
+    monkeypatch.setattr(Predictor, "_run_model", lambda self, model, c, need, t, **kw: (fake, None))
     with caplog.at_level("WARNING"):
         res = p.predict_case(case)
     assert (res.label > 0).sum() == 2 * 4 * 5 * 5
@@ -195,7 +212,7 @@ def test_prediction_carries_the_postprocess_warning_to_volumes_json(unet3d_dir, 
     written = save_prediction(res, tmp_path)
     assert json.loads(written["volumes"].read_text())["warnings"] == res.warnings
     kidney = (phantom.label > 0).astype(np.uint8)
-    monkeypatch.setattr(Predictor, "_run_model", lambda self, model, c, need, t: (kidney, None))
+    monkeypatch.setattr(Predictor, "_run_model", lambda self, model, c, need, t, **kw: (kidney, None))
     assert Predictor(unet3d_dir).predict_case(case).warnings == []
 
 

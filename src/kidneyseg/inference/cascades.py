@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -33,7 +34,7 @@ from kidneyseg.preprocessing.geometry import Box, world_box_to_grid
 if TYPE_CHECKING:
     from kidneyseg.models.folder import LoadedModel, LoadedStage
 
-__all__ = ["Box", "StageRunner", "run_cascade", "run_detect_segment", "world_box_to_grid"]
+__all__ = ["Box", "StageRunner", "no_detection_warning", "run_cascade", "run_detect_segment", "world_box_to_grid"]
 
 
 class StageRunner(Protocol):
@@ -169,9 +170,28 @@ def run_cascade(pred: StageRunner, model: LoadedModel, case: Case, need_probs: b
     return out, acc
 
 
+def no_detection_warning(threshold: float, n_slices: int, best_score: float | None, stage_dir: Any) -> str:
+    """The warning of a ``ct-detect-vnet`` run whose detector kept no kidney box: its label map is empty.
+
+    ``threshold``: the detector stage's ``score_threshold``; ``n_slices``: axial slices searched;
+    ``best_score``: the highest box score found below it (``None``: the detector proposed no box at all);
+    ``stage_dir``: the detector stage folder, whose ``model.json`` holds the threshold.
+    """
+    best = "it proposed no box at all" if best_score is None else f"the highest score was {best_score:.2f}"
+    return (f"the kidney detector found no box with a score of at least {threshold:g} on any of the {n_slices} "
+            f"axial slices ({best}), so no kidney was segmented and the label map is empty. Fix: lower "
+            f"\"score_threshold\" under \"stage\" in {Path(stage_dir) / 'model.json'}, or check that the scan is an "
+            "abdominal CT in HU with the kidneys in the field of view")
+
+
 def run_detect_segment(pred: StageRunner, model: LoadedModel, case: Case, need_probs: bool,
-                       timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
-    """``ct-detect-vnet`` on ``case``; see the module docstring."""
+                       timings: dict[str, float], warnings: list[str] | None = None,
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``ct-detect-vnet`` on ``case``; see the module docstring.
+
+    When the detector keeps no box (none reaches its ``score_threshold``) the label map is empty and
+    :func:`no_detection_warning` is appended to ``warnings``.
+    """
     from kidneyseg.inference.engines import boxes_to_3d, detect_slices
     from kidneyseg.preprocessing.geometry import crop, reorient, undo, undo_argmax
     from kidneyseg.preprocessing.plan import apply_plan
@@ -184,10 +204,15 @@ def run_detect_segment(pred: StageRunner, model: LoadedModel, case: Case, need_p
     t = time.perf_counter()
     d_pre = apply_plan(case, det.plan)
     threshold = float(_stage_fact(det, "score_threshold", 0.5))
-    dets = detect_slices(det.module, np.asarray(d_pre.image, np.float32)[None], score_threshold=threshold,
-                         batch_size=int(_stage_fact(det, "batch_size", 4)), device=pred.device)
+    # every box the detector proposes, then those reaching the threshold: the best score below it tells the user
+    found = detect_slices(det.module, np.asarray(d_pre.image, np.float32)[None], score_threshold=0.0,
+                          batch_size=int(_stage_fact(det, "batch_size", 4)), device=pred.device)
+    dets = {k: b[b[:, 4] >= threshold] for k, b in found.items() if (b[:, 4] >= threshold).any()}
     boxes = boxes_to_3d(dets, d_pre.shape)
     timings["detector"] = time.perf_counter() - t
+    if not boxes and warnings is not None:
+        best = max((float(b[:, 4].max()) for b in found.values()), default=None)
+        warnings.append(no_detection_warning(threshold, int(d_pre.shape[-1]), best, det.dir))
 
     ras = reorient(case, seg.plan.orientation or "RAS")
     margin = float(_stage_fact(seg, "crop_margin_mm", 10.0))

@@ -62,7 +62,8 @@ class Prediction:
     warnings:
         Things a reader of the result must know (also logged), e.g. that
         post-processing removed most of what the network labelled
-        (:func:`postprocess_warning`); written to ``volumes.json``.
+        (:func:`postprocess_warning`) or that a detector found no kidney box
+        (:func:`~kidneyseg.inference.cascades.no_detection_warning`); written to ``volumes.json``.
     """
 
     label: np.ndarray
@@ -192,7 +193,11 @@ class Predictor:
         # side labels (MR right/left) rank their components by confident voxels: needs the probabilities
         side_labels = self.postprocess and has_sided_kidneys(self.labels)
         need_probs = probabilities or len(self.models) > 1 or side_labels
-        results = [self._run_model(m, case, need_probs, timings) for m in self.models]
+        warnings: list[str] = []  # the pipelines' own (a detector that found nothing), then post-processing's
+        results = [self._run_model(m, case, need_probs, timings, warnings=warnings) for m in self.models]
+        where = f"{case.source}: " if case.source is not None else f"{case.name}: "
+        for note in warnings:
+            log.warning("%s%s", where, note)
         acc: np.ndarray | None = None
         if len(results) == 1:
             label, acc = results[0]
@@ -201,7 +206,6 @@ class Predictor:
             acc = np.sum(probs, axis=0) / len(results)
             label = np.asarray(values, dtype=np.uint8)[np.argmax(acc, axis=0)]
         t1 = time.perf_counter()
-        warnings: list[str] = []
         if self.postprocess:
             from kidneyseg.postprocessing import postprocess_label
 
@@ -219,7 +223,6 @@ class Predictor:
                 msg = postprocess_warning(raw, label, case.spacing, kid, les,
                                           modality=case.modality or self.modality)
                 if msg:
-                    where = f"{case.source}: " if case.source is not None else f"{case.name}: "
                     log.warning("%s%s", where, msg)
                     warnings.append(msg)
         timings["postprocess"] = time.perf_counter() - t1
@@ -229,8 +232,10 @@ class Predictor:
                           case=case, pipeline=self.pipeline, timings=timings, warnings=warnings)
 
     # ------------------------------------------------------------------ dispatch
-    def _run_model(self, model: Any, case: Case, need_probs: bool,
-                   timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
+    def _run_model(self, model: Any, case: Case, need_probs: bool, timings: dict[str, float],
+                   warnings: list[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Label map and (if ``need_probs``) probabilities of one model on ``case``'s grid; what the reader
+        of the result must know (an empty result the pipeline explains) is appended to ``warnings``."""
         from kidneyseg.inference import cascades
 
         names = list(model.stages)
@@ -238,7 +243,7 @@ class Predictor:
         if mode == "cascade3d":
             return cascades.run_cascade(self, model, case, need_probs, timings)
         if mode == "detect-segment":
-            return cascades.run_detect_segment(self, model, case, need_probs, timings)
+            return cascades.run_detect_segment(self, model, case, need_probs, timings, warnings)
         if len(names) != 1:
             raise InputError("cannot tell how to run this model", path=model.dir, found=names,
                              expected="one stage, coarse/fine[/lesion] or detector/segmenter",
