@@ -164,3 +164,29 @@ def test_detector_without_a_box_warns_on_stderr_and_in_volumes_json(tmp_path, ca
     assert "score of at least 1" in warned[0] and "score_threshold" in warned[0]
     vol = json.loads((tmp_path / "out" / "ph_volumes.json").read_text())
     assert len(vol["warnings"]) == 1 and "score of at least 1" in vol["warnings"][0]
+
+
+def test_ct2d_ensemble_on_a_small_slices_png(tmp_path, capsys):
+    """A 40x40 PNG of the ``slices`` layout: its index.csv gives the spacing (0.5 mm), so at the plan's 0.8 mm it
+    is 25x25, under InceptionV3's smallest input; the ensemble pads and crops back (issue 23, bug 3)."""
+    from PIL import Image
+
+    from kidneyseg import io
+    from kidneyseg.inference import Predictor
+
+    d = kit.ct2d_ensemble(tmp_path / "ens", spacing=(0.8, 0.8))
+    slices = tmp_path / "slices"
+    slices.mkdir()
+    img = np.zeros((40, 40), np.uint8)
+    img[10:25, 12:30] = 180  # a bright blob, not symmetric
+    Image.fromarray(img).save(slices / "case_00001_z010_image.png")
+    (slices / "index.csv").write_text("stem,case,z,spacing_mm\ncase_00001_z010,case_00001,10,0.5x0.5\n")
+    src = slices / "case_00001_z010_image.png"
+    r = Predictor(d, threads=1).predict_path(src)
+    assert r.label.shape == (40, 40) and r.label.dtype == np.uint8
+    assert r.case.spacing == (0.5, 0.5) and r.case.meta["spacing_source"] == str(slices / "index.csv")
+    out = tmp_path / "out"
+    assert main(["predict", str(src), "-o", str(out), "--model", str(d), "--threads", "1"]) == 0
+    written = io.read(out / "case_00001_z010_image.png", is_label=True, spacing=(0.5, 0.5))
+    assert written.shape == (40, 40)
+    np.testing.assert_array_equal(written.label if written.label is not None else written.image, r.label)

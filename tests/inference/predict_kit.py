@@ -203,3 +203,18 @@ def us_model(d: Path, arch: str = "unet2d", kwargs=None, steps: int = 0, phantom
     _stage(d, "main", arch, kwargs, 1, [0, 1], plan, module=module)
     return _top(d, "us-triple-ensemble" if arch == "ensemble-concat" else "custom-us", ["main"], modality="us",
                 labels=labels)
+
+
+#: Small ``ct2d-ensemble`` members: InceptionV3 keeps the ensemble's smallest input (128 px), SqueezeNet is cheap.
+SMALL_CT2D_MEMBERS = [{"arch": "unet-squeezenet", "arch_kwargs": {"decoder_channels": [8, 8, 8, 8]}},
+                      {"arch": "unet-inceptionv3", "arch_kwargs": {"decoder_channels": [8, 8, 8, 8, 8]}}]
+
+
+def ct2d_ensemble(d: Path, spacing=(0.8, 0.8), members=None) -> Path:  # type: ignore[no-untyped-def]
+    """``ct2d-ensemble`` folder with random weights: ``ensemble-mean`` of small members, plan at ``spacing`` mm."""
+    import torch
+
+    torch.manual_seed(0)
+    kwargs = {"members": members or SMALL_CT2D_MEMBERS}
+    _stage(d, "main", "ensemble-mean", kwargs, 1, [0, 1, 2, 3], plan2d(list(spacing), [256, 256]))
+    return _top(d, "ct2d-ensemble", ["main"])

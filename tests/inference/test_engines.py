@@ -92,3 +92,30 @@ def test_detections_to_two_kidney_boxes():
     assert set(det) == {0} | set(range(2, 11))
     boxes = boxes_to_3d(det, vol.shape[1:])
     assert boxes == [((25, 35), (8, 20), (3, 11)), ((3, 10), (5, 15), (2, 9))]
+
+
+class NeedsSixteen(torch.nn.Module):
+    """Shift, refusing inputs under 16 pixels per axis (as InceptionV3 refuses small images)."""
+
+    def forward(self, x):
+        if min(x.shape[2:]) < 16:
+            raise RuntimeError("Calculated padded input size per channel: (2 x 2)")
+        return Shift()(x)
+
+
+def test_inputs_under_min_size_are_padded_and_cropped_back(rng):
+    """A 2D image or slices smaller than the network's min_size: zero-padded at the high end, output cropped back."""
+    from kidneyseg.inference.engines import min_size_forward
+
+    img = rng.normal(size=(1, 5, 7)).astype(np.float32)
+    with pytest.raises(RuntimeError):
+        predict_2d(NeedsSixteen(), img)
+    p = predict_2d(NeedsSixteen(), img, min_size=16, tta=True)
+    assert p.shape == (2, 5, 7)
+    padded = np.zeros((1, 16, 16), np.float32)
+    padded[:, :5, :7] = img
+    np.testing.assert_allclose(p, predict_2d(Shift(), padded, tta=True)[:, :5, :7], atol=1e-6)
+    vol = rng.normal(size=(1, 5, 7, 3)).astype(np.float32)
+    assert predict_slicewise(NeedsSixteen(), vol, min_size=16).shape == (2, 5, 7, 3)
+    big = torch.from_numpy(rng.normal(size=(1, 1, 16, 20)).astype(np.float32))
+    torch.testing.assert_close(min_size_forward(NeedsSixteen(), 16)(big), Shift()(big))  # large enough: unchanged

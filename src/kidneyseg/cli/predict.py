@@ -146,7 +146,7 @@ def guess_modality(cases: list[Path], spacing: tuple[float, float] | None = None
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from kidneyseg import io
+    from kidneyseg.data.slices import read_image
     from kidneyseg.errors import KidneysegError
     from kidneyseg.inference import Predictor, resolve_model
     from kidneyseg.io import IMAGE_2D_SUFFIXES, case_name
@@ -160,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
     # with no modality guess and no model loaded; it is not read again below.
     if single and args.output_format == "dicom-seg" and cases[0].is_dir():
         _check_dicom_seg_sources(cases[0])
-    first = io.read(cases[0], spacing=tuple(args.spacing) if args.spacing else None) if single else None
+    # a PNG of the `slices` layout takes the spacing of its folder's index.csv (after --spacing and a sidecar JSON)
+    first = read_image(cases[0], spacing=tuple(args.spacing) if args.spacing else None) if single else None
     chosen = args.modality
     if args.model is None and chosen is None:
         chosen = guess_modality(cases, tuple(args.spacing) if args.spacing else None, first=first)
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             if fmt == "dicom-seg" and path.is_dir() and not single:
                 _check_dicom_seg_sources(path)  # refuse before reading pixels or running the network
-            case = _take(first, modality) if single else io.read(
+            case = _take(first, modality) if single else read_image(
                 path, spacing=tuple(args.spacing) if args.spacing else None, modality=modality)
             result = predictor.predict_case(case, probabilities=args.save_probabilities)
             written = save_prediction(result, out, fmt=fmt,

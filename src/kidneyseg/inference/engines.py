@@ -46,6 +46,34 @@ def mirror_axes_combinations(spatial_dims: int, axes: Sequence[int] | None = Non
     return combos
 
 
+def min_size_forward(module: Callable[[Any], Any], min_size: int | None) -> Callable[[Any], Any]:
+    """``module`` made to accept inputs smaller than ``min_size`` along a spatial axis.
+
+    A network has a smallest input it can run on (the registry's ``min_size``: InceptionV3's
+    stride-2 convolutions leave nothing to convolve under it); a 2D image resampled to the plan
+    spacing can be smaller.  Such an input ``(N, C, *spatial)`` is zero-padded at the high end of
+    each short axis (as the registry pads to its size multiple) and the logits are cropped back, so
+    the output keeps the input's spatial shape.  Inputs at least ``min_size`` go through unchanged.
+    """
+    if not min_size or int(min_size) <= 1:
+        return module
+    torch = _torch()
+    need_min = int(min_size)
+
+    def forward(x: Any) -> Any:
+        size = [int(n) for n in x.shape[2:]]
+        need = [max(0, need_min - n) for n in size]
+        if not any(need):
+            return module(x)
+        pad: list[int] = []
+        for n in reversed(need):  # F.pad wants the last axis first
+            pad += [0, n]
+        out = module(torch.nn.functional.pad(x, pad))
+        return out[(slice(None), slice(None), *(slice(0, n) for n in size))]
+
+    return forward
+
+
 def predict_with_tta(
     forward: Callable[[Any], Any], x: Any, *, tta: bool, spatial_dims: int, mirror_axes: Sequence[int] | None = None
 ) -> Any:
@@ -120,17 +148,21 @@ def predict_2d(
     tta: bool = False,
     mirror_axes: Sequence[int] | None = None,
     device: str = "cpu",
+    min_size: int | None = None,
 ) -> np.ndarray:
     """Whole-image prediction of a 2D network: ``(C_in, rows, cols)`` -> ``(C_out, rows, cols)``.
 
     2D networks are fully convolutional (the registry pads to the encoder's
-    multiple), so the image is fed whole at the plan's spacing.  ``mirror_axes``
-    restricts TTA mirroring to these axes (0 = rows, 1 = columns).
+    multiple), so the image is fed whole at the plan's spacing; an image smaller
+    than the network's ``min_size`` is padded to it and cropped back
+    (:func:`min_size_forward`).  ``mirror_axes`` restricts TTA mirroring to these
+    axes (0 = rows, 1 = columns).
     """
     torch = _torch()
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
+    forward = min_size_forward(module, min_size)
     with torch.inference_mode():
-        p = predict_with_tta(module, x, tta=tta, spatial_dims=2, mirror_axes=mirror_axes)
+        p = predict_with_tta(forward, x, tta=tta, spatial_dims=2, mirror_axes=mirror_axes)
     return p[0].cpu().numpy().astype(np.float32, copy=False)
 
 
@@ -143,6 +175,7 @@ def predict_slicewise(
     mirror_axes: Sequence[int] | None = None,
     device: str = "cpu",
     progress: Callable[[int], None] | None = None,
+    min_size: int | None = None,
 ) -> np.ndarray:
     """Batched slice-wise prediction of a 2D network on a volume.
 
@@ -154,6 +187,9 @@ def predict_slicewise(
         Slices per forward pass.
     mirror_axes:
         In-plane axes (0 = I, 1 = J) TTA may mirror; None: both.
+    min_size:
+        The network's smallest input per axis: smaller slices are padded and cropped back
+        (:func:`min_size_forward`).
 
     Returns
     -------
@@ -163,10 +199,11 @@ def predict_slicewise(
     torch = _torch()
     vol = np.ascontiguousarray(np.moveaxis(np.asarray(volume, dtype=np.float32), -1, 0))  # (K, C, I, J)
     out: np.ndarray | None = None
+    forward = min_size_forward(module, min_size)
     with torch.inference_mode():
         for start in range(0, vol.shape[0], batch_size):
             x = torch.from_numpy(vol[start : start + batch_size]).to(device)
-            p = predict_with_tta(module, x, tta=tta, spatial_dims=2, mirror_axes=mirror_axes).cpu().numpy()
+            p = predict_with_tta(forward, x, tta=tta, spatial_dims=2, mirror_axes=mirror_axes).cpu().numpy()
             if out is None:
                 out = np.empty((p.shape[1],) + volume.shape[1:], dtype=np.float32)
             out[..., start : start + p.shape[0]] = np.moveaxis(p, 0, -1)

@@ -171,11 +171,12 @@ class Predictor:
 
     def predict_path(self, path: str | os.PathLike[str], *, spacing: Sequence[float] | None = None,
                      probabilities: bool = False) -> Prediction:
-        """Read ``path`` with :func:`kidneyseg.io.read` and predict it."""
-        from kidneyseg import io
+        """Read ``path`` with :func:`kidneyseg.io.read` and predict it (a ``slices`` layout PNG without
+        ``spacing`` or sidecar JSON: the spacing of its ``index.csv``, :func:`kidneyseg.data.slices.read_image`)."""
+        from kidneyseg.data.slices import read_image
 
         sp = (float(spacing[0]), float(spacing[1])) if spacing else None  # 2D images: (row, col) mm
-        case = io.read(path, spacing=sp, modality=self.modality or None)
+        case = read_image(path, spacing=sp, modality=self.modality or None)
         return self.predict_case(case, probabilities=probabilities)
 
     def predict_case(self, case: Case, *, probabilities: bool = False) -> Prediction:
@@ -303,10 +304,12 @@ class Predictor:
             patch = list(stage.plan.patch_size)
             return sliding_window_3d(stage.module, x, patch, overlap=self.overlap, sw_batch_size=self.sw_batch_size,
                                      tta=tta, mirror_axes=axes, device=self.device)
+        # slices and images smaller than the network's smallest input (a small PNG at the plan spacing) are padded
+        min_size = stage_min_size(stage)
         if pre.ndim == 3:
             return predict_slicewise(stage.module, x, batch_size=self.slice_batch_size, tta=tta, mirror_axes=axes,
-                                     device=self.device, progress=progress)
-        return predict_2d(stage.module, x, tta=tta, mirror_axes=axes, device=self.device)
+                                     device=self.device, progress=progress, min_size=min_size)
+        return predict_2d(stage.module, x, tta=tta, mirror_axes=axes, device=self.device, min_size=min_size)
 
     def to_label_channels(self, probs: np.ndarray, channel_to_label: Sequence[int]) -> np.ndarray:
         """Re-index stage channels ``(C_stage, ...)`` to the model's sorted label values ``(C, ...)``.
@@ -394,6 +397,27 @@ def stage_mirror_axes(model: Any, stage: Any) -> list[int]:
     cfg = ((model.spec.get("training") or {}).get("config") or {})
     return flip_axes(modality, stage.plan.spatial_dims, str(cfg.get("augmentation") or "default"), _sided(model, stage),
                      str(cfg.get("mirror") or "all"), stage.plan.orientation)
+
+
+def stage_min_size(stage: Any) -> int:
+    """Smallest spatial size per axis the stage's 2D network runs on: the registry's ``min_size`` of its
+    ``arch``, for an ensemble its largest member's (:func:`kidneyseg.models.ensemble.members_min_size`);
+    1 for an architecture the registry does not know."""
+    from kidneyseg.errors import RegistryError
+    from kidneyseg.models.ensemble import members_min_size
+    from kidneyseg.models.registry import model_info
+
+    arch = str(stage.spec.get("arch", ""))
+    members = (stage.spec.get("arch_kwargs") or {}).get("members")
+    if arch.startswith("ensemble-") and isinstance(members, list) and members:
+        try:
+            return members_min_size(members)
+        except RegistryError:
+            return 1
+    try:
+        return int(model_info(arch).min_size)
+    except RegistryError:
+        return 1
 
 
 def _inference_mode(model: Any) -> str:
