@@ -209,7 +209,7 @@ CARDS: dict[str, dict[str, Any]] = {
         "training_note": "Wall time of this run: the {networks} networks (folds and the all-cases network) trained "
                          "side by side as one-thread processes (`python scripts/train_defaults.py --modality ct --jobs "
                          "{jobs}`; `make models` uses --jobs 6) and finished together in {wall_min:.1f} min ({wall_s:.0f} "
-                         "s), {epochs} epochs of batches of {batch_size} slices",
+                         "s){reuse_note}, {epochs} epochs of batches of {batch_size} slices",
         "data": "Every labelled CT in ../shared/data, trained together with partial labels "
                 "(kidneyseg.labels.partial_label_groups, marginal Dice + cross-entropy): "
                 "(1) KiTS19 slices, kits19_slices (31) and kits19_slices_more (40): 71 real axial contrast CT slices "
@@ -275,7 +275,7 @@ CARDS: dict[str, dict[str, Any]] = {
         "title": "MR default: right and left kidney on T2, slice-wise 2D U-Net",
         "training_note": "Wall time of this run: the {networks} fold networks trained side by side as one-thread "
                          "processes (`python scripts/train_defaults.py --modality mr --jobs {jobs}`; `make models` "
-                         "uses --jobs 6) and finished together in {wall_min:.1f} min ({wall_s:.0f} s), {epochs} "
+                         "uses --jobs 6) and finished together in {wall_min:.1f} min ({wall_s:.0f} s){reuse_note}, {epochs} "
                          "epochs each",
         "data": "CHAOS T2-SPIR in ../shared/data/chaos_t2: 15 real abdominal MR volumes (256x256x31-46, "
                 "1.25x1.25x7.7 mm) with manual radiologist labels. The network learns liver (1), right kidney (2), "
@@ -340,10 +340,29 @@ def _rows_dice(rows: list[dict[str, Any]], case_prefix: str, region: str) -> flo
     return float(np.mean(ds)) if ds else float("nan")
 
 
+def reuse_note(reused: list[Path]) -> str:
+    """What the card says of networks an earlier run left in the work folder (their own recorded training time)."""
+    if not reused:
+        return ""
+    secs = []
+    for d in reused:
+        try:
+            secs.append(f"{d.name} {float(json.loads((d / 'model.json').read_text())['training']['seconds']):.0f} s")
+        except (OSError, KeyError, TypeError, ValueError):
+            secs.append(f"{d.name} (time not recorded)")
+    return (f"; {len(reused)} more network(s) were trained by an earlier run into the same work folder and reused "
+            f"({', '.join(secs)} of training each, as their model.json records)")
+
+
 def card_facts(mod: str, recipe: Recipe, cfg: dict[str, Any], ev: dict[str, Any], wall_s: float, networks: int,
-               jobs: int) -> dict[str, Any]:
-    """The figures a model card quotes, all from this run: its wall time, configuration and evaluation."""
+               jobs: int, reused: list[Path] | None = None) -> dict[str, Any]:
+    """The figures a model card quotes, all from this run: its wall time, configuration and evaluation.
+
+    ``networks``: those this run trained; ``reused``: model folders an earlier run left in the work folder
+    (trained before, so not in ``wall_s``).
+    """
     facts: dict[str, Any] = {"wall_s": wall_s, "wall_min": wall_s / 60, "networks": networks, "jobs": jobs,
+                             "reuse_note": reuse_note(reused or []),
                              "epochs": cfg.get("epochs"), "batch_size": cfg.get("batch_size"),
                              "contrast_phase_prob": cfg.get("contrast_phase_prob"),
                              "fusion_epochs": cfg.get("fusion_epochs")}
@@ -537,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     for mod in args.modality:
         r = RECIPES[mod]
         t0 = time.time()
+        reused: list[Path] = []
         if r.synth:
             shapes = args.data / "kidneyus_masks"
             data = synth(r.synth, args.work / mod / "phantoms", args.data if shapes.is_dir() else None)
@@ -552,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
             folds = args.folds if args.folds is not None else (
                 list(range(r.folds)) + ([ALL] if r.ship == "all" else []))
             extra = extra_phantoms(r, args.data, args.work / mod / "extra_phantoms")
+            reused = [args.work / mod / fold_dir_name(k) for k in folds
+                      if (args.work / mod / fold_dir_name(k) / "model.json").is_file()]
             if args.jobs > 1:
                 train_folds_in_processes(mod, folds, args)
             trained = {k: train_one(r, data, fmt, args.work / mod / fold_dir_name(k), k, r.folds, args.threads,
@@ -577,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
                                "../shared/data/totalseg_example/example_ct.nii.gz`, the shipped network, against "
                                "TotalSegmentator's own labels on the 30 slices they cover: model output, not truth)"
                                "\n\n" + accuracy.example_table(ev["example"]))
-            facts = card_facts(mod, r, cfg, ev, wall_s, len(shipped) if r.synth else len(folds), args.jobs)
+            facts = card_facts(mod, r, cfg, ev, wall_s, len(shipped) if r.synth else len(folds) - len(reused),
+                               args.jobs, reused)
             card = {**fill_card(CARDS[mod], facts), "metrics": ev["summary"], "metrics_table": table_text,
                     "metrics_note": ev.get("note", f"Case-level cross-validation: {len(members)} of the {r.folds} "
                                            f"folds ({', '.join(m.name for m in members)}; split by patient), "

@@ -182,3 +182,25 @@ def test_cards_quote_only_what_the_run_measured(td):
         "ct", RECIPES["ct"], {"epochs": 1}, ev_ct, 60.0, 6, 6))["failure_modes"])
     with pytest.raises(KeyError, match="did not measure"):
         td.fill_card({"note": "took {wall_min} min and {missing}"}, {"wall_min": 1})
+
+
+def test_cards_say_which_networks_an_earlier_run_trained(td, tmp_path):
+    """A rerun into a work folder that already holds trained folds does not claim their training time."""
+    import json
+
+    from kidneyseg.default_models import RECIPES
+
+    old = tmp_path / "fold_0"
+    old.mkdir()
+    (old / "model.json").write_text(json.dumps({"training": {"seconds": 773.2}}))
+    ev = {"summary": {}, "example": {"dice_both": 0.81, "ml_pred_right": 12.5, "ml_tumor_right": 2.5,
+                                     "ml_pred_left": 11.0, "ml_tumor_left": 1.0, "ml_ref_right": 13.0,
+                                     "ml_ref_left": 12.0, "warnings": []}}
+    card = td.fill_card(td.CARDS["ct"], td.card_facts("ct", RECIPES["ct"], {"epochs": 3, "batch_size": 2}, ev,
+                                                       60.0, 5, 4, [old]))
+    assert "the 5 networks" in card["training_note"]
+    assert "1 more network(s) were trained by an earlier run" in card["training_note"]
+    assert "fold_0 773 s" in card["training_note"]
+    fresh = td.fill_card(td.CARDS["ct"], td.card_facts("ct", RECIPES["ct"], {"epochs": 3, "batch_size": 2}, ev,
+                                                        60.0, 6, 4))
+    assert "earlier run" not in fresh["training_note"]
