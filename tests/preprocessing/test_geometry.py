@@ -232,3 +232,56 @@ def test_real_kits23_masks_round_trips(shared_data, tmp_path):
         fg, bfg = case.label > 0, back > 0
         dice = 2 * np.count_nonzero(fg & bfg) / (np.count_nonzero(fg) + np.count_nonzero(bfg))
         assert dice >= 0.97, (name, dice)
+
+
+def _voxels_overlapping(src_affine, box, dst_affine, dst_shape, margin_mm):
+    """Oracle for axis-aligned grids: the box of dst voxels that overlap the src box's world extent (grown)."""
+    lo = np.array([b[0] for b in box], float) - 0.5
+    hi = np.array([b[1] for b in box], float) - 0.5
+    w = [src_affine[:3, :3] @ c + src_affine[:3, 3] for c in (lo, hi)]
+    wlo, whi = np.minimum(*w) - margin_mm, np.maximum(*w) + margin_mm
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in dst_shape], indexing="ij"), -1).reshape(-1, 3)
+    world = idx @ dst_affine[:3, :3].T + dst_affine[:3, 3]
+    half = np.abs(np.diag(dst_affine[:3, :3])) / 2.0
+    inside = idx[np.all((world + half > wlo) & (world - half < whi), axis=1)]
+    return tuple((int(inside[:, a].min()), int(inside[:, a].max()) + 1) for a in range(3))
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("margin", [0.0, 4.0])
+def test_world_box_to_grid_matches_the_overlap_oracle(flip, margin):
+    from kidneyseg.preprocessing.geometry import world_box_to_grid
+
+    src = np.diag([4.0, 4.0, 5.0, 1.0])
+    src[:3, 3] = [0.3, -10.3, 2.7]
+    dst = np.diag([2.0, 1.5, 2.5, 1.0])
+    dst[:3, 3] = [-0.1, -11.2, 0.4]
+    shape = (40, 50, 30)
+    if flip:  # an LPS-like grid: the first two axes run the other way
+        dst = dst @ np.array([[-1, 0, 0, shape[0] - 1], [0, -1, 0, shape[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    box = ((3, 6), (2, 5), (1, 4))
+    grid = Case(np.zeros(shape, np.float32), dst)
+    got = world_box_to_grid(box, src, grid, margin)
+    assert got == _voxels_overlapping(src, box, dst, shape, margin)
+
+
+def test_world_box_to_grid_is_clipped_to_the_grid():
+    from kidneyseg.preprocessing.geometry import world_box_to_grid
+
+    grid = Case(np.zeros((10, 10, 10), np.float32), np.eye(4))
+    assert world_box_to_grid(((-3, 4), (8, 30), (0, 10)), np.eye(4), grid, 1.0) == ((0, 5), (7, 10), (0, 10))
+
+
+def test_resample_to_shape_fits_the_field_of_view_and_undoes(case3d):
+    from kidneyseg.preprocessing.geometry import resample_to_shape
+
+    out = resample_to_shape(case3d, (16, 20, 12), order=1)
+    assert out.shape == (16, 20, 12)
+    want = [n * s / p for n, s, p in zip(case3d.shape, case3d.spacing, (16, 20, 12))]
+    np.testing.assert_allclose(out.spacing, want, rtol=1e-6)
+    # the same field of view: the outer voxel edges stay where they were in world mm
+    corner = lambda c: c.affine[:3, :3] @ np.full(3, -0.5) + c.affine[:3, 3]  # noqa: E731
+    np.testing.assert_allclose(corner(out), corner(case3d), atol=1e-6)
+    assert out.label is not None and set(np.unique(out.label)) <= set(np.unique(case3d.label))
+    back = undo(out, out.label, is_label=True)
+    assert back.shape == case3d.shape
