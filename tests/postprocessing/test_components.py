@@ -169,3 +169,22 @@ def test_postprocess_side_label_keeps_the_confident_component():
 
     with pytest.raises(GeometryError, match="probability map"):
         postprocess_label(lab, (1.0, 1.0, 1.0), probabilities={3: p3[:-1]}, **kw)
+
+
+def test_touching_keeps_components_that_meet_the_anchor_by_a_face_edge_or_corner():
+    from kidneyseg.postprocessing.components import touching
+
+    anchor = np.zeros((12, 12, 12), np.uint8)
+    anchor[4:6, 4:6, 4:6] = 3  # any nonzero value is the anchor
+    mask = np.zeros_like(anchor)
+    mask[5:8, 5:8, 5:8] = 2  # overlaps the anchor (label values, not booleans)
+    mask[6, 3, 6] = 2  # meets the anchor voxel (5, 4, 5) across a corner only
+    mask[2, 4, 4] = 2  # one voxel of background (x = 3) from the anchor: not touching
+    mask[0:2, 10:12, 0:2] = 2  # far away
+    got = touching(mask, anchor)
+    want = np.zeros(mask.shape, bool)
+    want[5:8, 5:8, 5:8] = True
+    want[6, 3, 6] = True
+    np.testing.assert_array_equal(got, want)
+    empty = touching(np.zeros_like(mask), anchor)
+    assert empty.dtype == bool and not empty.any()
