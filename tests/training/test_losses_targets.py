@@ -50,3 +50,10 @@ def test_targets() -> None:
     m, c2l, _ = target_mapping("kidney", "chaos-mr")
     np.testing.assert_array_equal(to_channels(np.array([0, 1, 2, 3, 4]), m), [0, 0, 1, 1, 0])
     assert target_mapping("lesion", "kits19")[1] == [0, 2]
+
+
+def test_class_weights_known_answers() -> None:
+    # 1 / sqrt(count), an absent class counted as the rarest present one, normalised to mean 1, 4 decimals
+    assert class_weights_from_counts([10000, 100, 0]) == [0.1429, 1.4286, 1.4286]
+    assert class_weights_from_counts([1, 0.5]) == [0.8284, 1.1716]  # counts below 1 are counts too
+    assert class_weights_from_counts([0, 0]) == [1.0, 1.0]  # nothing counted: equal weights
