@@ -190,3 +190,15 @@ def test_bad_classes_are_named(bad: dict[str, str]) -> None:
 
     with pytest.raises(InputError, match="classes"):
         TrainConfig(classes=bad).check()
+
+
+def test_marginal_loss_errors_say_what_was_found_expected_and_the_fix() -> None:
+    logits, target = torch.zeros(1, 3, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.long)
+    with pytest.raises(KidneysegError) as exc:
+        DiceCE()(logits, target, torch.ones(1, 2, 4))
+    assert str(exc.value) == ("partial-label groups do not fit the logits; found (1, 2, 4); expected (N=1, G, C=3). "
+                              "Fix: give one (G, C) 0/1 matrix per sample")
+    with pytest.raises(KidneysegError) as exc:
+        DiceCE(class_weights=[1.0, 2.0, 3.0])(logits, target, torch.ones(1, 2, 3))
+    assert str(exc.value) == ("class weights with partial labels; found class_weights and groups; expected one of "
+                              "them. Fix: use dice-ce without class weights for partial labels")
