@@ -285,3 +285,20 @@ def test_resample_to_shape_fits_the_field_of_view_and_undoes(case3d):
     assert out.label is not None and set(np.unique(out.label)) <= set(np.unique(case3d.label))
     back = undo(out, out.label, is_label=True)
     assert back.shape == case3d.shape
+
+
+def test_crop_keeps_the_image_voxels_and_the_original_affine(case3d):
+    cropped = crop(case3d, [(2, 15), (5, 30), (-3, 50)])
+    np.testing.assert_array_equal(cropped.image, case3d.image[2:15, 5:30, :])
+    np.testing.assert_array_equal(original_affine(cropped), case3d.affine)  # crop as the first recorded step
+    # a box one voxel wide is a crop, not an empty box
+    assert crop(case3d, [(3, 4), (0, 40), (0, 36)]).shape == (1, 40, 36)
+
+
+def test_crop_refusals_say_what_was_found_and_expected(case3d):
+    with pytest.raises(KidneysegError) as exc:
+        crop(case3d, [(0, 4), (0, 4)])
+    assert str(exc.value) == "crop box has the wrong number of axes; found 2; expected 3"
+    with pytest.raises(KidneysegError) as exc:
+        crop(case3d, [(5, 5), (0, 4), (0, 4)])
+    assert str(exc.value) == "crop box is empty; found [(5, 5), (0, 4), (0, 4)]; expected a box inside (20, 40, 36)"
