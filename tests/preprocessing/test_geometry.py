@@ -291,6 +291,7 @@ def test_crop_keeps_the_image_voxels_and_the_original_affine(case3d):
     cropped = crop(case3d, [(2, 15), (5, 30), (-3, 50)])
     np.testing.assert_array_equal(cropped.image, case3d.image[2:15, 5:30, :])
     np.testing.assert_array_equal(original_affine(cropped), case3d.affine)  # crop as the first recorded step
+    assert undo(cropped, cropped.label).dtype == case3d.label.dtype
     # a box one voxel wide is a crop, not an empty box
     assert crop(case3d, [(3, 4), (0, 40), (0, 36)]).shape == (1, 40, 36)
 
@@ -302,3 +303,32 @@ def test_crop_refusals_say_what_was_found_and_expected(case3d):
     with pytest.raises(KidneysegError) as exc:
         crop(case3d, [(5, 5), (0, 4), (0, 4)])
     assert str(exc.value) == "crop box is empty; found [(5, 5), (0, 4), (0, 4)]; expected a box inside (20, 40, 36)"
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_undo_of_a_resample_uses_its_label_mode_and_keeps_the_dtype(case3d, mode):
+    from kidneyseg.preprocessing.geometry import resample_array
+
+    small = resample(case3d, (6.0, 2.4, 2.7), label_mode=mode)
+    back = undo(small, small.label, is_label=True)
+    assert back.dtype == small.label.dtype
+    np.testing.assert_array_equal(back, resample_array(small.label, case3d.shape, order=1, is_label=True,
+                                                       label_mode=mode))
+    other = "linear" if mode == "nearest" else "nearest"
+    assert (back != resample_array(small.label, case3d.shape, order=1, is_label=True, label_mode=other)).any()
+
+
+def test_undo_of_probabilities_is_linear(case3d):
+    """Probabilities come back by linear interpolation: a step stays within [0, 1] (a spline would overshoot)."""
+    from kidneyseg.preprocessing.geometry import resample_array
+
+    small = resample(case3d, (6.0, 2.4, 2.7))
+    step = np.zeros((2, *small.shape), np.float32)
+    step[1, :, : small.shape[1] // 2] = 1.0
+    step[0] = 1.0 - step[1]
+    back = undo(small, step, is_label=False, channel_axis=True)
+    assert back.dtype == np.float32 and back.min() >= 0.0 and back.max() <= 1.0
+    np.testing.assert_allclose(back[1], resample_array(step[1], case3d.shape, order=1, is_label=False), atol=1e-6)
+    one = undo(small, step[1], is_label=False)  # one map, no channel axis
+    assert one.min() >= 0.0 and one.max() <= 1.0
+    np.testing.assert_allclose(one, back[1], atol=1e-6)
