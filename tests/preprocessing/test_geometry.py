@@ -332,3 +332,36 @@ def test_undo_of_probabilities_is_linear(case3d):
     one = undo(small, step[1], is_label=False)  # one map, no channel axis
     assert one.min() >= 0.0 and one.max() <= 1.0
     np.testing.assert_allclose(one, back[1], atol=1e-6)
+
+
+def test_nearest_label_resampling_known_answers():
+    from kidneyseg.preprocessing.geometry import resample_array
+
+    up = resample_array(np.arange(4, dtype=np.uint8)[:, None], (8, 1), order=0, is_label=True)
+    np.testing.assert_array_equal(up[:, 0], [0, 0, 1, 1, 2, 2, 3, 3])  # each new voxel takes the old one it is in
+    down = resample_array(np.arange(8, dtype=np.uint8)[:, None], (4, 1), order=0, is_label=True)
+    np.testing.assert_array_equal(down[:, 0], [1, 3, 5, 7])
+
+
+def test_empty_label_resampled_linearly_stays_empty_with_its_dtype():
+    from kidneyseg.preprocessing.geometry import resample_array
+
+    out = resample_array(np.zeros((6, 5, 4), np.uint8), (3, 10, 4), order=1, is_label=True, label_mode="linear")
+    assert out.shape == (3, 10, 4) and out.dtype == np.uint8 and not out.any()
+
+
+def test_reorient_already_there_still_records_its_undo(case3d):
+    ras = reorient(case3d, "RAS")
+    again = reorient(ras, "RAS")
+    assert again.history[-1].name == "reorient" and again.history[-1].params["codes"] == "RAS"
+    fresh = Case(image=ras.image, label=ras.label, affine=ras.affine)
+    same = reorient(fresh, "RAS")
+    np.testing.assert_array_equal(original_affine(same), fresh.affine)
+    np.testing.assert_array_equal(undo(same, same.label), fresh.label)
+
+
+def test_undo_refuses_an_array_off_the_case_grid(case3d):
+    small = resample(case3d, (6.0, 2.4, 2.7))
+    with pytest.raises(KidneysegError) as exc:
+        undo(small, np.zeros((3, 3, 3), np.uint8))
+    assert str(exc.value) == f"array to undo does not lie on the case grid; found (3, 3, 3); expected {small.shape}"
