@@ -57,3 +57,32 @@ def test_class_weights_known_answers() -> None:
     assert class_weights_from_counts([10000, 100, 0]) == [0.1429, 1.4286, 1.4286]
     assert class_weights_from_counts([1, 0.5]) == [0.8284, 1.1716]  # counts below 1 are counts too
     assert class_weights_from_counts([0, 0]) == [1.0, 1.0]  # nothing counted: equal weights
+
+
+def _dice_by_hand(p: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """Mean over samples and foreground channels of 1 - (2 sum(p y) + 1e-5) / (sum(p) + sum(y) + 1e-5)."""
+    dims = tuple(range(2, p.ndim))
+    inter = (p * onehot).sum(dims)[:, 1:]
+    denom = (p.sum(dims) + onehot.sum(dims))[:, 1:]
+    return (1.0 - (2.0 * inter + 1e-5) / (denom + 1e-5)).mean()
+
+
+@pytest.mark.parametrize("name", ["bce-dice", "dice"])
+def test_bce_dice_and_dice_known_answers(name: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6, generator=gen, dtype=torch.float64)
+    target = torch.randint(0, 3, (2, 1, 5, 6), generator=gen)  # class 3 absent: its channel still counts
+    onehot = torch.nn.functional.one_hot(target[:, 0], 4).movedim(-1, 1).to(logits.dtype)
+    if name == "bce-dice":
+        want = (torch.nn.functional.binary_cross_entropy_with_logits(logits, onehot)
+                + _dice_by_hand(torch.sigmoid(logits), onehot))
+    else:
+        want = _dice_by_hand(torch.softmax(logits, 1), onehot)
+    got = create_loss(name)(logits, target)
+    assert float(got) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_unknown_loss_message_names_the_kind_and_the_value() -> None:
+    with pytest.raises(KidneysegError) as exc:
+        create_loss("focal")
+    assert str(exc.value).startswith("unknown loss 'focal'")
