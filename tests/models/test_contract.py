@@ -163,3 +163,30 @@ def test_a_broken_plan_in_model_json_names_the_file(tmp_path) -> None:  # type: 
     with pytest.raises(KidneysegError, match="target_spacing") as exc:
         load_stage(tmp_path / "main")
     assert "model.json" in str(exc.value)
+
+
+def test_ensemble_member_list_and_encoder_weights_refusals(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The ensemble's own input checks give their whole message (file, found, expected, fix)."""
+    from pathlib import Path
+
+    from kidneyseg.models.ensemble import _build_members
+
+    for members in ([], "unet-resnet50"):
+        with pytest.raises(KidneysegError) as exc:
+            _build_members(members, 1, 2, None)  # type: ignore[arg-type]
+        assert str(exc.value) == (f"an ensemble needs a non-empty list of members; found {members}; expected "
+                                  '[{"arch": NAME, "arch_kwargs": {...}}, ...]. '
+                                  "Fix: list the member architectures in arch_kwargs['members']")
+    for one in ("w.pth", b"w.pth", Path("w.pth")):
+        with pytest.raises(KidneysegError) as exc:
+            _build_members(SMALL_MEMBERS, 1, 2, one)
+        assert str(exc.value) == (f"an ensemble takes one encoder-weights file per member; found {one}; expected "
+                                  f"a list of {len(SMALL_MEMBERS)} paths (or None entries). Fix: give "
+                                  "--encoder-weights once per member, in member order (use 'none' to skip one)")
+    with pytest.raises(KidneysegError) as exc:
+        _build_members(SMALL_MEMBERS, 1, 2, [None])
+    assert str(exc.value) == (f"wrong number of encoder-weights files for the ensemble; found 1; expected "
+                              f"{len(SMALL_MEMBERS)}. Fix: give one path per member, in member order (use 'none' to "
+                              "skip one)")
+    mods = _build_members(SMALL_MEMBERS, 1, 2, [None] * len(SMALL_MEMBERS))  # one entry per member: built
+    assert len(mods) == len(SMALL_MEMBERS)
