@@ -190,3 +190,30 @@ def test_ensemble_member_list_and_encoder_weights_refusals(tmp_path) -> None:  #
                               "skip one)")
     mods = _build_members(SMALL_MEMBERS, 1, 2, [None] * len(SMALL_MEMBERS))  # one entry per member: built
     assert len(mods) == len(SMALL_MEMBERS)
+
+
+@pytest.mark.parametrize("arch", ["ensemble-mean", "ensemble-concat"])
+def test_ensemble_defaults_and_per_member_encoder_weights(arch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import torchvision
+
+    from kidneyseg.models.ensemble import ConcatFusionEnsemble, MeanEnsemble
+
+    cls = MeanEnsemble if arch == "ensemble-mean" else ConcatFusionEnsemble
+    net = cls(SMALL_MEMBERS)  # defaults: one input channel, two classes (and a 3x3 fusion)
+    assert net(torch.zeros(1, 1, 64, 64)).shape == (1, 2, 64, 64)
+    if arch == "ensemble-concat":
+        assert tuple(net.fusion.weight.shape) == (2, 2 * len(SMALL_MEMBERS), 3, 3)
+    torch.manual_seed(1)
+    ref = torchvision.models.resnet34(weights=None)
+    path = tmp_path / "resnet34.pth"
+    torch.save(ref.state_dict(), path)
+    loaded = cls(SMALL_MEMBERS, encoder_weights=[None, str(path)])  # the second member is the ResNet-34 U-Net
+    assert torch.equal(loaded.members[1].net.encoder.layer4[2].conv2.weight, ref.layer4[2].conv2.weight)
+
+
+def test_fusion_kernel_must_be_odd() -> None:
+    from kidneyseg.models.ensemble import ConcatFusionEnsemble
+
+    with pytest.raises(KidneysegError) as exc:
+        ConcatFusionEnsemble(SMALL_MEMBERS, fusion_kernel=2)
+    assert str(exc.value) == "fusion_kernel must be odd; found 2; expected 1 or 3. Fix: set arch_kwargs.fusion_kernel to 1 or 3"
