@@ -236,3 +236,21 @@ def test_robust_hausdorff_defaults_to_95_percent():
     sd = SurfaceDistances(np.array([0.0, 1.0, 5.0]), np.array([0.0]), np.array([0.5, 0.455, 0.045]), np.array([1.0]))
     assert robust_hausdorff(sd) == hd95(sd) == 1.0
     assert robust_hausdorff(sd, 96.0) == 5.0
+
+
+def test_refusals_give_their_whole_message():
+    a = np.zeros((4, 4, 4), bool)
+    cases = [
+        ((np.zeros(4, bool), np.zeros(4, bool), (1,)),
+         "surface distances need 2D or 3D masks; found shape (4,); expected 2 or 3 axes"),
+        ((a, np.zeros((4, 4, 5), bool), (1, 1, 1)),
+         "prediction and reference have different shapes; found prediction (4, 4, 5), reference (4, 4, 4); expected "
+         "the same shape. Fix: resample the prediction onto the reference grid (nearest neighbour)"),
+        ((a, a, (1, 1)),
+         "spacing does not fit the masks; found spacing (1.0, 1.0) for shape (4, 4, 4); expected 3 positive values "
+         "in mm. Fix: pass the reference's voxel size in mm, one value per array axis"),
+    ]
+    for args, message in cases:
+        with pytest.raises(Exception) as exc:
+            surface_distances(*args)
+        assert str(exc.value) == message

@@ -188,3 +188,16 @@ def test_touching_keeps_components_that_meet_the_anchor_by_a_face_edge_or_corner
     np.testing.assert_array_equal(got, want)
     empty = touching(np.zeros_like(mask), anchor)
     assert empty.dtype == bool and not empty.any()
+
+
+def test_voxel_volume_in_ml_and_its_refusal():
+    from kidneyseg.errors import GeometryError
+    from kidneyseg.postprocessing.components import _unit_ml
+
+    assert _unit_ml((1.0, 1.0, 1.0), 3) == 0.001  # 1 mm^3 = 0.001 mL
+    assert _unit_ml((2.0, 0.5, 3.0, 9.0), 3) == pytest.approx(0.003)  # extra axes ignored
+    for bad in ((1, 0, 1), (1, -1, 1), (1, 1)):
+        with pytest.raises(GeometryError) as exc:
+            _unit_ml(bad, 3)
+        assert str(exc.value) == (f"spacing does not match the label map; found {bad}; expected 3 positive values "
+                                  "in mm. Fix: pass case.spacing of the grid the label map lies on")

@@ -365,3 +365,15 @@ def test_undo_refuses_an_array_off_the_case_grid(case3d):
     with pytest.raises(KidneysegError) as exc:
         undo(small, np.zeros((3, 3, 3), np.uint8))
     assert str(exc.value) == f"array to undo does not lie on the case grid; found (3, 3, 3); expected {small.shape}"
+
+
+def test_resample_and_undo_argmax_refusals_give_their_whole_message():
+    c = Case(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    with pytest.raises(KidneysegError) as exc:
+        resample(c, (1, 0, 1))
+    assert str(exc.value) == ("invalid target spacing; found (1.0, 0.0, 1.0); expected 3 positive values in mm. "
+                              "Fix: give one positive spacing per image axis")
+    with pytest.raises(KidneysegError) as exc:
+        undo_argmax(c, np.zeros((2, 4, 4, 4), np.float32), np.array([1, 0]))
+    assert str(exc.value) == ("the first probability channel must be background (label 0); found [1, 0]; "
+                              "expected values sorted with 0 first")

@@ -86,3 +86,15 @@ def test_unknown_loss_message_names_the_kind_and_the_value() -> None:
     with pytest.raises(KidneysegError) as exc:
         create_loss("focal")
     assert str(exc.value).startswith("unknown loss 'focal'")
+
+
+def test_target_and_weight_refusals_give_their_whole_message() -> None:
+    with pytest.raises(KidneysegError) as exc:
+        create_loss("dice-ce")(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
+    assert str(exc.value) == ("loss target does not fit the logits; found (1, 4, 4); expected (N, 1) + (4, 4) for "
+                              "logits (1, 2, 4, 4). Fix: pass the label map with a channel axis of size 1")
+    with pytest.raises(KidneysegError) as exc:
+        create_loss("weighted-ce-dice", class_weights=[1.0])(torch.zeros(1, 2, 4, 4),
+                                                              torch.zeros(1, 1, 4, 4, dtype=torch.long))
+    assert str(exc.value) == ("class_weights has the wrong length; found 1; expected 2. Fix: give one weight per "
+                              "output channel (background first)")
