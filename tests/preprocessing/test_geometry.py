@@ -377,3 +377,28 @@ def test_resample_and_undo_argmax_refusals_give_their_whole_message():
         undo_argmax(c, np.zeros((2, 4, 4, 4), np.float32), np.array([1, 0]))
     assert str(exc.value) == ("the first probability channel must be background (label 0); found [1, 0]; "
                               "expected values sorted with 0 first")
+
+
+def test_undo_argmax_without_a_resample_moves_the_channels(case3d):
+    """Crops and reorientations only: the argmax is taken on the original grid, values mapped (0, 2, 3)."""
+    moved = crop(reorient(case3d, "RAS"), [(1, 18), (3, 33), (0, 30)])
+    rng = np.random.default_rng(1)
+    p = rng.random((3, *moved.shape)).astype(np.float32)
+    p /= p.sum(0, keepdims=True)
+    got = undo_argmax(moved, p, [0, 2, 3])
+    assert got.dtype == np.uint8 and got.shape == case3d.shape
+    back = undo(moved, p, is_label=False, channel_axis=True)
+    inside = back.sum(0) > 0.5  # outside the crop every channel comes back 0
+    want = np.array([0, 2, 3], np.uint8)[np.argmax(back, axis=0)]
+    np.testing.assert_array_equal(got[inside], want[inside])
+    assert set(np.unique(got)) == {0, 2, 3}
+    with pytest.raises(KidneysegError) as exc:
+        undo_argmax(moved, p[:, :-1], [0, 2, 3])
+    assert str(exc.value) == (f"probabilities to undo do not lie on the case grid; found {p[:, :-1].shape}; "
+                              f"expected {(3, *moved.shape)}")
+
+
+def test_unknown_label_interpolation_is_refused(case3d):
+    with pytest.raises(KidneysegError) as exc:
+        resample(case3d, 2.0, label_mode="cubic")
+    assert str(exc.value) == "unknown label interpolation; found cubic; expected 'nearest' or 'linear'"

@@ -202,3 +202,19 @@ def test_marginal_loss_errors_say_what_was_found_expected_and_the_fix() -> None:
         DiceCE(class_weights=[1.0, 2.0, 3.0])(logits, target, torch.ones(1, 2, 3))
     assert str(exc.value) == ("class weights with partial labels; found class_weights and groups; expected one of "
                               "them. Fix: use dice-ce without class weights for partial labels")
+
+
+def test_marginal_loss_target_outside_its_groups_and_a_set_with_only_background() -> None:
+    logits = torch.randn(1, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    for t, found in ((2, 2), (-1, -1)):
+        with pytest.raises(KidneysegError) as exc:
+            DiceCE()(logits, torch.full((1, 1, 2, 2), t, dtype=torch.long), torch.ones(1, 2, 3))
+        assert str(exc.value) == (f"partial-label target outside its groups; found {found}; expected 0..1. "
+                                  "Fix: map label values to group indices")
+    # one group holding every class (and a padded empty row): nothing to learn, the loss is exactly 0
+    groups = torch.tensor([[[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]])
+    logits.requires_grad_(True)
+    loss = DiceCE()(logits, torch.zeros(1, 1, 2, 2, dtype=torch.long), groups)
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-6)
+    loss.backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
