@@ -201,3 +201,21 @@ def test_voxel_volume_in_ml_and_its_refusal():
             _unit_ml(bad, 3)
         assert str(exc.value) == (f"spacing does not match the label map; found {bad}; expected 3 positive values "
                                   "in mm. Fix: pass case.spacing of the grid the label map lies on")
+
+
+def test_postprocess_defaults_known_answer():
+    """Defaults: at most two kidneys, a lesion needs a kidney beside it (else background, not kidney), and a
+    0.3 mL tumour on a kidney stays (the floor is 0.1 mL)."""
+    from kidneyseg.postprocessing import postprocess_label
+
+    lab = np.zeros((60, 30, 30), np.uint8)
+    lab[2:12, 5:25, 5:25] = 1  # 4.0 mL kidney
+    lab[20:30, 5:25, 5:25] = 1  # 4.0 mL kidney
+    lab[38:46, 5:25, 5:25] = 1  # 3.2 mL: a third kidney
+    lab[12:14, 10:20, 10:25] = 2  # 0.3 mL tumour on the first kidney
+    lab[52:57, 10:20, 10:20] = 2  # 0.5 mL tumour with no kidney next to it
+    out = postprocess_label(lab, (1.0, 1.0, 1.0), lesions_need_kidney=True)
+    assert (out[38:46] == 0).all()  # third kidney removed
+    assert (out[2:12, 5:25, 5:25] == 1).all() and (out[20:30, 5:25, 5:25] == 1).all()
+    assert (out[12:14, 10:20, 10:25] == 2).all()  # the small tumour on a kidney is kept
+    assert (out[50:] == 0).all()  # the lone tumour goes to background
