@@ -217,3 +217,12 @@ def test_fusion_kernel_must_be_odd() -> None:
     with pytest.raises(KidneysegError) as exc:
         ConcatFusionEnsemble(SMALL_MEMBERS, fusion_kernel=2)
     assert str(exc.value) == "fusion_kernel must be odd; found 2; expected 1 or 3. Fix: set arch_kwargs.fusion_kernel to 1 or 3"
+
+
+def test_members_min_size_is_the_largest_members() -> None:
+    from kidneyseg.models.ensemble import members_min_size
+
+    assert members_min_size([{"arch": "unet-squeezenet"}, {"arch": "unet-inceptionv3"}]) == max(
+        model_info("unet-squeezenet").min_size, model_info("unet-inceptionv3").min_size) == 128
+    assert members_min_size([{"arch": "unet-squeezenet"}]) == model_info("unet-squeezenet").min_size == 16
+    assert members_min_size([]) == 1 and members_min_size(["not a spec"]) == 1  # type: ignore[list-item]
