@@ -98,3 +98,16 @@ def test_target_and_weight_refusals_give_their_whole_message() -> None:
                                                               torch.zeros(1, 1, 4, 4, dtype=torch.long))
     assert str(exc.value) == ("class_weights has the wrong length; found 1; expected 2. Fix: give one weight per "
                               "output channel (background first)")
+
+
+def test_weighted_ce_dice_weights_its_cross_entropy() -> None:
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 3, 5, 6, generator=gen)
+    target = torch.randint(0, 3, (2, 1, 5, 6), generator=gen)
+    w = [0.5, 1.0, 3.0]
+    weighted = create_loss("weighted-ce-dice", class_weights=w)(logits, target)
+    plain = create_loss("dice-ce")(logits, target)
+    ce_w = torch.nn.functional.cross_entropy(logits, target[:, 0], weight=torch.tensor(w))
+    ce = torch.nn.functional.cross_entropy(logits, target[:, 0])
+    assert float(weighted - plain) == pytest.approx(float(ce_w - ce), rel=1e-4)  # same Dice part
+    assert abs(float(ce_w - ce)) > 1e-3
