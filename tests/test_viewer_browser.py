@@ -86,6 +86,8 @@ def test_viewer_upload_predict_overlay(tmp_path: Path, tmp_path_factory: pytest.
         _wait(lambda: "model:" in driver.find_element(By.ID, "model").text, 20, "the page to load its config")
         driver.find_element(By.ID, "file").send_keys(str(study))
         _wait(lambda: "voxels" in driver.find_element(By.ID, "study").text, 30, "the upload to open")
+        # the slice is fetched and drawn after the study line appears: wait for the canvas to take its size
+        _wait(lambda: _canvas(driver).shape[:2] != (1, 1), 30, "the first slice to be drawn")
         before = _canvas(driver)
         assert before.shape[:2] == (56, 64)  # axial slice of the RAS volume: rows = y, cols = x
 
