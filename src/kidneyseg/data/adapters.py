@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from kidneyseg.case import Case
+from kidneyseg.data.slices import parse_spacing_mm
 from kidneyseg.errors import InputError, unknown_name
 from kidneyseg.io import CASE_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, case_name, image_suffix, stem_of
 from kidneyseg.labels import canonical_label_name, get_task, match_regions
@@ -582,17 +583,7 @@ def load_openkidney_us(
 # ----------------------------------------------------------------------------- slices
 
 
-def _parse_spacing(text: str) -> tuple[float, float] | None:
-    parts = [p for p in re.split(r"[x, ]+", str(text).strip()) if p]
-    try:
-        vals = [float(p) for p in parts]
-    except ValueError:
-        return None
-    if len(vals) == 1:
-        vals = vals * 2
-    if len(vals) != 2 or any(v <= 0 for v in vals):
-        return None
-    return (vals[0], vals[1])
+_parse_spacing = parse_spacing_mm  # the slices layout's spacing_mm column: one reader (data.slices)
 
 
 def load_slices(root: Path, *, task: str = "kits19", modality: str = "ct", label_map: dict | None = None,
