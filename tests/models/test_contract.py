@@ -226,3 +226,14 @@ def test_members_min_size_is_the_largest_members() -> None:
         model_info("unet-squeezenet").min_size, model_info("unet-inceptionv3").min_size) == 128
     assert members_min_size([{"arch": "unet-squeezenet"}]) == model_info("unet-squeezenet").min_size == 16
     assert members_min_size([]) == 1 and members_min_size(["not a spec"]) == 1  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("arch", ["unet3d", "fasterrcnn-resnet50", "ensemble-mean"])
+def test_ensemble_members_must_be_2d_segmentation_models(arch: str) -> None:
+    from kidneyseg.models.ensemble import _build_members
+
+    with pytest.raises(KidneysegError) as exc:
+        _build_members([{"arch": arch}], 1, 2, None)
+    assert str(exc.value) == (f"ensemble members must be 2D segmentation models; found {arch}; expected a 2D "
+                              "segmentation registry name. Fix: pick members such as unet-resnet50 or "
+                              "deeplabv3plus-resnet18")
