@@ -143,12 +143,52 @@ def cascade(d: Path, steps: int = 0) -> Path:
     return _top(d, "ct3d-cascade", ["coarse", "fine", "lesion"])
 
 
-def detect_vnet(d: Path, size: int = 64, score_threshold: float = 0.0) -> Path:
-    """ct-detect-vnet folder with random weights (detector at ``size`` px, V-Net on 32^3 crops)."""
+def oracle_detections(case, size: int = 64) -> dict[int, np.ndarray]:  # type: ignore[no-untyped-def]
+    """What a perfect kidney detector returns for ``case`` (with its label) on the detector plan's slices:
+    ``detect_slices``' format, one box per kidney per axial slice, score 1."""
+    from kidneyseg.models.detection import boxes_from_slice
+    from kidneyseg.preprocessing.plan import Plan, apply_plan
+
+    pre = apply_plan(case, Plan.from_json(plan2d(None, [size, size])))
+    out = {}
+    for k in range(pre.shape[-1]):
+        b = boxes_from_slice(pre.label[..., k])
+        if len(b):
+            out[k] = np.c_[b, np.ones(len(b))].astype(np.float32)
+    return out
+
+
+def detect_vnet(d: Path, size: int = 64, score_threshold: float = 0.0, train_on=None, steps: int = 20) -> Path:  # type: ignore[no-untyped-def]
+    """ct-detect-vnet folder (detector at ``size`` px, V-Net on 32^3 crops) with random weights; ``train_on``
+    (a Case with its label): the V-Net is trained ``steps`` steps on the crops the cascade cuts around its
+    kidneys (from :func:`oracle_detections`), resized to the patch as at prediction."""
+    import torch
+
+    from kidneyseg.inference.engines import boxes_to_3d
+    from kidneyseg.models.registry import create_model
+    from kidneyseg.preprocessing.geometry import crop, reorient, world_box_to_grid
+    from kidneyseg.preprocessing.plan import Plan, apply_plan
+
     _stage(d, "detector", "fasterrcnn-resnet50", {"min_size": size, "max_size": size}, 1, [0, 1],
            plan2d(None, [size, size]), {"score_threshold": score_threshold, "batch_size": 8})
-    _stage(d, "segmenter", "vnet", {}, 1, [0, 1, 2], plan3d([4.0, 4.0, 4.0], [32, 32, 32]),
-           {"crop_margin_mm": 10.0, "resize_to_patch": True})
+    seg_plan = plan3d([4.0, 4.0, 4.0], [32, 32, 32])
+    module = None
+    if train_on is not None:
+        torch.manual_seed(0)
+        module = create_model("vnet", in_channels=1, out_channels=3)
+        det_pre = apply_plan(train_on, Plan.from_json(plan2d(None, [size, size])))
+        ras = reorient(train_on, "RAS")
+        crops = []
+        for box in boxes_to_3d(oracle_detections(train_on, size), det_pre.shape):
+            c = crop(ras, world_box_to_grid(box, det_pre.affine, ras, 10.0))
+            fit = Plan.from_json(seg_plan).updated(
+                {"target_spacing": [n * s / p for n, s, p in zip(c.shape, c.spacing, (32, 32, 32))]})
+            crops.append(apply_plan(c, fit))
+        x = np.stack([c.image[None] for c in crops])
+        y = np.stack([np.clip(c.label, 0, 2) for c in crops])  # cysts as background: the V-Net's classes
+        train_few_steps(module, x, y, steps=steps, batched=True)
+    _stage(d, "segmenter", "vnet", {}, 1, [0, 1, 2], seg_plan, {"crop_margin_mm": 10.0, "resize_to_patch": True},
+           module=module)
     return _top(d, "ct-detect-vnet", ["detector", "segmenter"])
 
 
