@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from kidneyseg.case import Case
-from kidneyseg.data.slices import parse_spacing_mm
+from kidneyseg.data.slices import SLICE_IMAGE_SUFFIX, SLICE_LABEL_SUFFIX, SLICES_INDEX, parse_spacing_mm
 from kidneyseg.errors import InputError, unknown_name
 from kidneyseg.io import CASE_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, case_name, image_suffix, stem_of
 from kidneyseg.labels import canonical_label_name, get_task, match_regions
@@ -583,7 +583,6 @@ def load_openkidney_us(
 # ----------------------------------------------------------------------------- slices
 
 
-_parse_spacing = parse_spacing_mm  # the slices layout's spacing_mm column: one reader (data.slices)
 
 
 def load_slices(root: Path, *, task: str = "kits19", modality: str = "ct", label_map: dict | None = None,
@@ -600,16 +599,16 @@ def load_slices(root: Path, *, task: str = "kits19", modality: str = "ct", label
     """
     root = _need_dir(root, "slices")
     get_task(task)
-    default_spacing = None if spacing_mm is None else _parse_spacing(str(spacing_mm))
+    default_spacing = None if spacing_mm is None else parse_spacing_mm(str(spacing_mm))
     if spacing_mm is not None and default_spacing is None:
         raise InputError("slices option spacing_mm is not a spacing", path=root, found=spacing_mm,
                          expected="a positive number of mm, or ROWxCOL", fix='e.g. "spacing_mm": 0.8')
-    images = {f.name[: -len("_image.png")]: f for f in root.glob("*_image.png")}
-    labels = {f.name[: -len("_label.png")]: f for f in root.glob("*_label.png")}
-    problems = [f"{n}_label.png: no image" for n in sorted(set(labels) - set(images))]
-    problems += [f"{n}_image.png: no label" for n in sorted(set(images) - set(labels))]
+    images = {f.name[: -len(SLICE_IMAGE_SUFFIX)]: f for f in root.glob("*" + SLICE_IMAGE_SUFFIX)}
+    labels = {f.name[: -len(SLICE_LABEL_SUFFIX)]: f for f in root.glob("*" + SLICE_LABEL_SUFFIX)}
+    problems = [f"{n}{SLICE_LABEL_SUFFIX}: no image" for n in sorted(set(labels) - set(images))]
+    problems += [f"{n}{SLICE_IMAGE_SUFFIX}: no label" for n in sorted(set(images) - set(labels))]
     index: dict[str, dict[str, str]] = {}
-    idx_path = root / "index.csv"
+    idx_path = root / SLICES_INDEX
     if idx_path.exists():
         with idx_path.open(newline="") as fh:
             for entry in csv.DictReader(fh):
@@ -626,7 +625,7 @@ def load_slices(root: Path, *, task: str = "kits19", modality: str = "ct", label
         if idx_path.exists() and row is None:
             problems.append(f"{n}: not listed in index.csv")
         patient = (row or {}).get("case") or _patient_of(n)
-        spacing = _parse_spacing(row["spacing_mm"]) if row and row.get("spacing_mm") else default_spacing
+        spacing = parse_spacing_mm(row["spacing_mm"]) if row and row.get("spacing_mm") else default_spacing
         extra: dict[str, Any] = {}
         if row and row.get("z", "").strip().lstrip("-").isdigit():
             extra["z"] = int(row["z"])
@@ -695,7 +694,7 @@ def load_folder(
             if img is None and lab is None:
                 continue
             name = row.get("name") or stem_of(img or lab)  # type: ignore[arg-type]
-            sp = _parse_spacing(row["spacing_mm"]) if row.get("spacing_mm") else None
+            sp = parse_spacing_mm(row["spacing_mm"]) if row.get("spacing_mm") else None
             cases.append(CaseRef(name, row.get("patient") or _patient_of(name), img, lab, modality, task, sp, lmap))
         if not cases:
             raise _no_cases(csv_path, "folder", "rows image,label naming existing files")

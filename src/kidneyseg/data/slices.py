@@ -28,8 +28,9 @@ import numpy as np
 from kidneyseg.case import Case
 from kidneyseg.errors import InputError
 
-#: File name ending of a ``slices`` layout image (``STEM_image.png``, its label ``STEM_label.png``).
+#: File name ending of a ``slices`` layout image (``STEM_image.png``) and of its label (``STEM_label.png``).
 SLICE_IMAGE_SUFFIX = "_image.png"
+SLICE_LABEL_SUFFIX = "_label.png"
 #: The ``slices`` layout's table of slices (columns ``stem``, ``case``, optional ``z``, ``spacing_mm``).
 SLICES_INDEX = "index.csv"
 
