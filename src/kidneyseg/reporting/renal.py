@@ -51,6 +51,9 @@ from typing import Any
 
 import numpy as np
 
+from kidneyseg.reporting.volumes import max_diameter_mm as max_diameter_mm_of
+from kidneyseg.reporting.volumes import world_points
+
 #: Share of the tumour volume outside the kidney's outline at or below which it counts as entirely endophytic
 #: (E = 3): the hull of voxel centres lies up to half a voxel inside the kidney's true surface.
 ENDOPHYTIC_MAX_SHARE = 0.01
@@ -77,10 +80,6 @@ def exophytic_points(share_outside: float) -> int:
     if share_outside >= 0.5:
         return 1
     return 3 if share_outside <= ENDOPHYTIC_MAX_SHARE else 2
-
-
-def _world(idx: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    return np.asarray(idx, dtype=np.float64) @ affine[:3, :3].T + affine[:3, 3]
 
 
 def _spacing(affine: np.ndarray) -> np.ndarray:
@@ -129,7 +128,7 @@ def exophytic_share(tumour: np.ndarray, parenchyma: np.ndarray, affine: np.ndarr
     if len(tum) > MAX_SHARE_POINTS:  # a regular sub-lattice keeps the share (a volume fraction) unbiased
         stride = int(np.ceil((len(tum) / MAX_SHARE_POINTS) ** (1 / 3)))
         tum = tum[np.all(tum % stride == 0, axis=1)]
-    inside = _inside_hull(_world(tum, affine), _world(np.argwhere(border), affine),
+    inside = _inside_hull(world_points(tum, affine), world_points(np.argwhere(border), affine),
                           0.5 * float(_spacing(affine).min()))
     if inside is None:
         return None
@@ -185,7 +184,7 @@ def _s_mm(index: float, axis: int, centre_idx: np.ndarray, affine: np.ndarray) -
     """RAS z (mm, superior positive) of slice ``index`` along ``axis``, at the kidney's centre in the other axes."""
     p = np.asarray(centre_idx, dtype=np.float64).copy()
     p[axis] = index
-    return float(_world(p[None], affine)[0, 2])
+    return float(world_points(p[None], affine)[0, 2])
 
 
 def location_part(tumour: np.ndarray, parenchyma: np.ndarray, region: np.ndarray,
@@ -228,8 +227,8 @@ def location_part(tumour: np.ndarray, parenchyma: np.ndarray, region: np.ndarray
 
 def anterior_part(tumour: np.ndarray, parenchyma: np.ndarray, affine: np.ndarray) -> dict[str, Any]:
     """A: 'a' (anterior), 'p' (posterior) or 'x' (neither) from the share anterior of the kidney's coronal plane."""
-    y_t = _world(np.argwhere(np.asarray(tumour, dtype=bool)), affine)[:, 1]
-    y_k = float(_world(np.argwhere(np.asarray(parenchyma, dtype=bool)), affine)[:, 1].mean())
+    y_t = world_points(np.argwhere(np.asarray(tumour, dtype=bool)), affine)[:, 1]
+    y_k = float(world_points(np.argwhere(np.asarray(parenchyma, dtype=bool)), affine)[:, 1].mean())
     share = float(np.mean(y_t > y_k))
     descriptor = "a" if share >= AP_SHARE else "p" if share <= 1.0 - AP_SHARE else "x"
     return {"descriptor": descriptor, "anterior_share": round(share, 3),
@@ -268,12 +267,11 @@ def renal_parts(
         ``A`` (``descriptor`` a/p/x), ``L`` (``points``, the polar lines in RAS z mm),
         ``score_without_n`` (R + E + L) and ``notation``.
     """
-    from kidneyseg.reporting.volumes import max_diameter_mm as _diameter
 
     tumour = np.asarray(tumour, dtype=bool)
     parenchyma = np.asarray(parenchyma, dtype=bool)
     affine = np.asarray(affine, dtype=np.float64)
-    d_mm = float(max_diameter_mm) if max_diameter_mm is not None else _diameter(tumour, affine)
+    d_mm = float(max_diameter_mm) if max_diameter_mm is not None else max_diameter_mm_of(tumour, affine)
     r = {"max_diameter_cm": round(d_mm / 10.0, 2), "points": radius_points(d_mm / 10.0)}
     share = exophytic_share(tumour, parenchyma, affine) if parenchyma.any() else None
     e: dict[str, Any] = {"exophytic_share": None if share is None else round(share, 3),
