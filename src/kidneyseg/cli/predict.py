@@ -95,23 +95,19 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 
 
 #: 0.5th intensity percentile below which a volume is taken for CT in HU (air is about -1000 HU).
-HU_AIR_THRESHOLD = -500.0
-
-
 def guess_modality(cases: list[Path], spacing: tuple[float, float] | None = None, first: Any = None) -> str:
     """Modality for the default model when neither ``--model`` nor ``--modality`` is given.
 
     From the first readable case: the DICOM Modality (CT/MR/US) when there is one;
     else a 2D image is taken for ultrasound and a volume whose 0.5th intensity
-    percentile is below :data:`HU_AIR_THRESHOLD` (air in HU) for CT, each with a
+    percentile is below ``default_models.HU_AIR_THRESHOLD`` (air in HU) for CT, each with a
     warning.  Other volumes (e.g. MR in NIfTI) raise :class:`InputError` asking for
     ``--modality``.  When no case can be read, CT is assumed (the cases then fail
     one by one with their own errors).  ``first``: the case of ``cases[0]`` when it
     has been read already (it is not read again).
     """
-    import numpy as np
-
     from kidneyseg import io
+    from kidneyseg.default_models import guess_default_modality
     from kidneyseg.errors import InputError, KidneysegError
 
     for n, path in enumerate(cases):
@@ -122,21 +118,20 @@ def guess_modality(cases: list[Path], spacing: tuple[float, float] | None = None
                 case = io.read(path, spacing=spacing)
             except (KidneysegError, OSError):
                 continue
-        if case.modality in ("ct", "mr", "us"):
-            log.info("modality %s from the DICOM header of %s", case.modality, path)
-            return str(case.modality)
-        if case.ndim == 2:
+        g = guess_default_modality(case)
+        if g.source == "dicom":
+            log.info("modality %s from the DICOM header of %s", g.modality, path)
+            return str(g.modality)
+        if g.source == "2d":
             log.warning("%s: 2D image without a modality: using the ultrasound default model "
                         "(pass --modality ct|mr|us to choose)", path)
             return "us"
-        img = np.asarray(case.image)
-        lo, hi = (float(v) for v in np.percentile(img[:: max(1, img.shape[0] // 64)], [0.5, 99.5]))
-        if lo < HU_AIR_THRESHOLD:
+        if g.modality == "ct":
             log.warning("%s: no modality given; intensities look like CT in HU (0.5th percentile %.0f): "
-                        "using the CT default model (pass --modality to choose)", path, lo)
+                        "using the CT default model (pass --modality to choose)", path, g.low)
             return "ct"
         raise InputError("cannot tell the modality of the input for the default model", path=path,
-                         found=f"no DICOM Modality, intensities {lo:.0f}..{hi:.0f} (no air at about -1000 HU)",
+                         found=f"no DICOM Modality, intensities {g.low:.0f}..{g.high:.0f} (no air at about -1000 HU)",
                          expected="a DICOM series, a CT in HU, or --modality",
                          fix="pass --modality ct|mr|us (or --model DIR)")
     log.warning("no input could be read to tell its modality: using the CT default model")

@@ -26,6 +26,42 @@ from kidneyseg.errors import InputError, unknown_name
 MODALITIES = ("ct", "mr", "us")
 #: Total size budget of all embedded defaults (bytes, 60 MB): they ship in the wheel.
 SIZE_BUDGET_BYTES = 60_000_000
+#: A volume without a modality whose 0.5th intensity percentile lies below this is taken for CT in HU (air).
+HU_AIR_THRESHOLD = -500.0
+
+
+@dataclass(frozen=True)
+class ModalityGuess:
+    """Which default model suits one image: ``modality`` (``None``: cannot tell) and how it was decided.
+
+    ``source``: ``"dicom"`` (the header's Modality), ``"2d"`` (a 2D image: ultrasound), ``"hu"`` (a volume
+    with air in HU: CT) or ``"unknown"``; ``low``/``high``: the 0.5th/99.5th intensity percentiles of a
+    volume (``None`` when not computed).
+    """
+
+    modality: str | None
+    source: str
+    low: float | None = None
+    high: float | None = None
+
+
+def guess_default_modality(case: Any) -> ModalityGuess:
+    """The one rule that picks the default model's modality from an image (:class:`~kidneyseg.case.Case`).
+
+    The DICOM Modality when the case has one; else a 2D image is ultrasound; else a volume whose 0.5th
+    intensity percentile (every ``shape[0] // 64``-th row) is below :data:`HU_AIR_THRESHOLD` is CT; else
+    unknown.  Used by ``kidneyseg predict`` and the viewer.
+    """
+    import numpy as np
+
+    if case.modality in MODALITIES:
+        return ModalityGuess(str(case.modality), "dicom")
+    if case.ndim == 2:
+        return ModalityGuess("us", "2d")
+    img = np.asarray(case.image)
+    lo, hi = (float(v) for v in np.percentile(img[:: max(1, img.shape[0] // 64)], [0.5, 99.5]))
+    return ModalityGuess("ct" if lo < HU_AIR_THRESHOLD else None, "hu" if lo < HU_AIR_THRESHOLD else "unknown",
+                         lo, hi)
 
 
 def default_model_dir(modality: str) -> Path:

@@ -65,6 +65,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from kidneyseg.case import Case
+from kidneyseg.default_models import MODALITIES, default_model_dir, guess_default_modality
 from kidneyseg.errors import InputError, KidneysegError
 from kidneyseg.io import IMAGE_SUFFIXES
 from kidneyseg.io.headers import check_data_files_inside
@@ -81,10 +82,6 @@ MAX_ZIP_MEMBERS = 20_000
 TOKEN_HEADER = "x-kidneyseg-token"
 #: Names that always mean this machine in ``Host`` and ``Origin``.
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
-#: Modalities with a built-in default model (:func:`kidneyseg.default_models.default_model_dir`).
-MODALITIES = ("ct", "mr", "us")
-#: Below this 0.5th intensity percentile (HU of air) a volume without a modality is taken for CT.
-HU_AIR_THRESHOLD = -500.0
 #: What an upload may be: a file :func:`kidneyseg.io.read` reads, or a zip of one DICOM series.
 ALLOWED_SUFFIXES = (*IMAGE_SUFFIXES, ".zip")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+()\- ]{0,199}$")
@@ -326,27 +323,23 @@ class Viewer:
         ``modality`` (``ct``, ``mr``, ``us``) picks the default; without it the
         study's modality is used (DICOM), else a 2D image is taken for
         ultrasound and a volume with air (0.5th percentile below
-        :data:`HU_AIR_THRESHOLD`) for CT; other volumes raise :class:`InputError`.
+        ``default_models.HU_AIR_THRESHOLD``) for CT (``default_models.guess_default_modality``, the rule
+        ``kidneyseg predict`` uses); other volumes raise :class:`InputError`.
         """
-        from kidneyseg.default_models import default_model_dir
-
         if self.model_dir is not None:
             return self.model_dir
         if modality is not None and modality not in MODALITIES:
             raise InputError("unknown modality", found=repr(modality), expected=" or ".join(MODALITIES),
                              fix="choose the modality in the page")
-        chosen = modality or study.case.modality
-        if chosen not in MODALITIES:
-            if study.case.ndim == 2:
-                chosen = "us"
-            else:
-                lo = float(np.percentile(np.asarray(study.case.image)[:: max(1, study.case.shape[0] // 64)], 0.5))
-                if lo >= HU_AIR_THRESHOLD:
-                    raise InputError("cannot tell the modality of the study for the default model",
-                                     path=study.case.name, found=f"no DICOM Modality, 0.5th percentile {lo:.0f}",
-                                     expected="a DICOM series, a CT in HU, or a modality chosen in the page",
-                                     fix="choose the modality (CT, MR, US) next to 'Run prediction'")
-                chosen = "ct"
+        chosen = modality
+        if chosen is None:
+            g = guess_default_modality(study.case)
+            if g.modality is None:
+                raise InputError("cannot tell the modality of the study for the default model",
+                                 path=study.case.name, found=f"no DICOM Modality, 0.5th percentile {g.low:.0f}",
+                                 expected="a DICOM series, a CT in HU, or a modality chosen in the page",
+                                 fix="choose the modality (CT, MR, US) next to 'Run prediction'")
+            chosen = g.modality
         return default_model_dir(str(chosen))
 
     def _load_predictor(self, model_dir: Path):
