@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kidneyseg.training.distributed import DistContext
 
 NAME = "train"
 HELP = "train a pipeline (ct2d-unet-resnet, ct3d-cascade, ...) into a model folder"
@@ -10,7 +15,10 @@ DESCRIPTION = (
     "Train every stage of a named pipeline on a data set and write one model folder "
     "(model.json + one sub-folder per stage with weights.pt, log.csv, curves.png). "
     "Options in --config FILE.json (keys of kidneyseg.training.config.TrainConfig) are "
-    "overridden by the flags given here. Interrupted runs continue with --resume."
+    "overridden by the flags given here. Interrupted runs continue with --resume. "
+    "Started by torchrun (torchrun --nproc-per-node N -m kidneyseg train ...), the N processes train one "
+    "model with DistributedDataParallel (gloo on CPU, nccl on GPUs); --batch-size is then the global batch "
+    "and only rank 0 writes the output folder."
 )
 
 
@@ -54,6 +62,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kidneyseg.training.distributed import from_environment, shutdown
+
+    dist = from_environment()  # the torchrun group, or this process alone
+    if not dist.is_main:  # rank 0 logs; the others report only warnings and errors
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        return _train(args, dist)
+    finally:
+        shutdown(dist)
+
+
+def _train(args: argparse.Namespace, dist: DistContext) -> int:
     from kidneyseg.errors import InputError
     from kidneyseg.preprocessing.plan import load_plan
     from kidneyseg.training.config import TrainConfig
@@ -92,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
         if cfg.loss not in loss_names():
             raise unknown_name("loss", cfg.loss, loss_names())
-    out = train_pipeline(args.pipeline, args.data[0], args.fmt[0], args.output, cfg, resume=args.resume)
-    print(out)
+    out = train_pipeline(args.pipeline, args.data[0], args.fmt[0], args.output, cfg, resume=args.resume, dist=dist)
+    if dist.is_main:
+        print(out)
     return 0

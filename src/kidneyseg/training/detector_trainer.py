@@ -9,6 +9,7 @@ a detection with score >= 0.5.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,10 +29,11 @@ class DetectorTrainer(StageTrainer):
     def _transform(self, extra_keys: tuple[str, ...]) -> Any:
         return None
 
-    def _step(self, batch: list[dict[str, Any]], transform: Any, keys: tuple[str, ...], phase: str, seed: int) -> float:
-        rng = np.random.default_rng(seed)
+    def _step(self, batch: list[dict[str, Any]], transform: Any, keys: tuple[str, ...], phase: str,
+              seeds: Sequence[int]) -> float:
         images, targets = [], []
-        for s in batch:
+        for s, seed in zip(batch, seeds):
+            rng = np.random.default_rng(seed)  # one generator per sample: the same flips whichever process takes it
             img = np.asarray(s["image"], dtype=np.float32)
             boxes = np.asarray(s["boxes"], dtype=np.float32).reshape(-1, 4).copy()
             h, w = img.shape[1:]
@@ -44,11 +46,11 @@ class DetectorTrainer(StageTrainer):
                     boxes[:, [1, 3]] = h - boxes[:, [3, 1]]
                 if rng.random() < 0.3:
                     img = img + np.float32(rng.uniform(-0.1, 0.1))
-            images.append(torch.from_numpy(np.ascontiguousarray(img)))
-            targets.append(detection_target(boxes))
+            images.append(torch.from_numpy(np.ascontiguousarray(img)).to(self.device))
+            targets.append({k: v.to(self.device) for k, v in detection_target(boxes).items()})
         self.module.train()
         self.optimizer.zero_grad(set_to_none=True)
-        losses = self.module(images, targets)
+        losses = self.train_module(images, targets)  # DistributedDataParallel when several processes train
         loss = sum(losses.values())
         loss.backward()
         self.optimizer.step()
@@ -64,8 +66,8 @@ class DetectorTrainer(StageTrainer):
             gt = torch.as_tensor(np.asarray(s["boxes"], dtype=np.float32).reshape(-1, 4))
             if len(gt) == 0:
                 continue
-            out = self.module([torch.as_tensor(np.asarray(s["image"], dtype=np.float32))])[0]
-            pred = out["boxes"][out["scores"] >= 0.5]
+            out = self.module([torch.as_tensor(np.asarray(s["image"], dtype=np.float32)).to(self.device)])[0]
+            pred = out["boxes"][out["scores"] >= 0.5].cpu()
             total += len(gt)
             if len(pred):
                 found += int((box_iou(gt, pred).max(dim=1).values >= 0.5).sum())

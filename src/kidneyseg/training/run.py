@@ -18,6 +18,9 @@ Layout of ``out``::
     out/checkpoints/config.json, out/checkpoints/<stage>/{last.pt, best.pt, log.csv, curves.png, done}
 
 ``checkpoints/`` is what ``--resume`` reads; the model folder works without it.
+
+Under ``torchrun`` (several processes, :mod:`kidneyseg.training.distributed`) every process lists,
+reads and preprocesses the data and trains its share of each batch; only rank 0 writes ``out``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from kidneyseg.labels import has_sided_kidneys
 from kidneyseg.models.pipelines import Pipeline, StageDef, get_pipeline
 from kidneyseg.preprocessing.plan import Plan
 from kidneyseg.training.config import TrainConfig
+from kidneyseg.training.distributed import DistContext, from_environment
 from kidneyseg.training.targets import lesion_values, target_mapping
 
 log = logging.getLogger(__name__)
@@ -217,10 +221,13 @@ def train_pipeline(
     *,
     resume: bool = False,
     callbacks: dict[str, list[Any]] | None = None,
+    dist: DistContext | None = None,
 ) -> Path:
     """Train every stage of ``pipeline`` on the data set ``data`` (layout ``fmt``); returns the model folder.
 
-    ``callbacks`` maps a stage name to functions ``f(epoch, row)`` called after each epoch.
+    ``callbacks`` maps a stage name to functions ``f(epoch, row)`` called after each epoch.  ``dist``: the
+    processes training together; default :func:`~kidneyseg.training.distributed.from_environment` (the
+    ``torchrun`` group when this process was started by ``torchrun``, else this process alone).
     """
     import torch
 
@@ -236,7 +243,11 @@ def train_pipeline(
         raise InputError(f"pipeline {pipe.name} has no pretrained encoder", found=cfg.encoder_weights,
                          expected="no --encoder-weights", fix="drop --encoder-weights (its networks are trained from scratch)")
     out = Path(out)
+    dist = dist or from_environment()
+    dist.local_batch_size(cfg.batch_size)  # a batch the processes cannot share is refused before any work
     _check_out(out, resume, cfg)
+    dist.barrier()  # every process has checked the folder before rank 0 writes into it
+    writer = dist.is_main  # rank 0: the one process that writes `out`
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     t0 = time.time()
@@ -301,9 +312,10 @@ def train_pipeline(
     if extra_names:
         log.info("%d more training and %d more validation cases from extra_train", len(extra_names), len(extra_val))
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CKPT).mkdir(exist_ok=True)
-    write_json(out / CKPT / "config.json", cfg.to_dict())
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CKPT).mkdir(exist_ok=True)
+        write_json(out / CKPT / "config.json", cfg.to_dict())
 
     cache_train: dict[str, list[Case]] = {}
     cache_val: dict[str, list[Case]] = {}
@@ -379,7 +391,7 @@ def train_pipeline(
                                 plan.orientation)
         trainer = trainer_cls(
             module, loss, cfg, ckpt_dir, plan, channel_names=[labels[str(v)] for v in channel_to_label],
-            sided_labels=sided, name=stage.name,
+            sided_labels=sided, name=stage.name, dist=dist,
         )
         trainer.on_epoch_end += (callbacks or {}).get(stage.name, [])
         log.info("stage %s: %s, %d training / %d validation samples, patch %s", stage.name, stage.arch,
@@ -387,6 +399,12 @@ def train_pipeline(
         summary = trainer.fit(train_samples, val_samples, resume=resume)
         summary.update({"train_samples": len(train_samples), "val_samples": len(val_samples), "loss": loss_name,
                         "loss_kwargs": loss_kwargs if stage.role != "detector" else {}})
+        if dist.enabled:
+            summary["distributed"] = dist.describe()
+        done_stages.append(stage.name)
+        summaries[stage.name] = summary
+        if not writer:
+            continue
         module.load_state_dict(trainer.final_state())
         spec = {
             "arch": stage.arch, "arch_kwargs": arch_kwargs, "in_channels": in_channels,
@@ -401,8 +419,6 @@ def train_pipeline(
         for f in ("log.csv", "curves.png"):
             if (ckpt_dir / f).is_file():
                 shutil.copyfile(ckpt_dir / f, out / stage.name / f)
-        done_stages.append(stage.name)
-        summaries[stage.name] = summary
     if not done_stages:
         raise KidneysegError("no stage was trained", found=skipped, fix="check the data set's labels")
     top = {
@@ -424,5 +440,7 @@ def train_pipeline(
         "card": {"description": pipe.description, "method": pipe.reference,
                  "intended_use": "research; not a medical device"},
     }
-    save_model_folder(out, top)
+    if writer:
+        save_model_folder(out, top)
+    dist.barrier()  # the model folder is whole before any process returns
     return out

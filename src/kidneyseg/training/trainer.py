@@ -15,6 +15,19 @@ best score and the log are written atomically to ``CKPT_DIR/last.pt`` after ever
 epoch.  ``resume=True`` loads it and continues with epoch ``e + 1``, so an
 interrupted run (even ``kill -9``) ends with the same weights as an uninterrupted
 run with the same seed and thread count.
+
+Each sample of an epoch is augmented from its own seed (:func:`sample_seed`: seed, epoch and its
+position in the epoch's order), so what a sample becomes does not depend on which batch or
+process takes it.
+
+Several processes (``torchrun``, :mod:`kidneyseg.training.distributed`)
+-----------------------------------------------------------------------
+With a :class:`~kidneyseg.training.distributed.DistContext` of ``W`` processes the trainer
+wraps the network in ``DistributedDataParallel``; each global batch of ``batch_size`` samples
+is shared, ``batch_size / W`` per process (positions cut by ``DistributedSampler``), so a
+``W``-process epoch takes the same optimiser steps on the same samples as the one-process
+epoch.  Validation samples are shared and their tp/fp/fn summed.  Only rank 0 writes
+checkpoints and logs; every process reads ``last.pt`` on resume.
 """
 
 from __future__ import annotations
@@ -25,7 +38,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,6 +50,7 @@ from kidneyseg.errors import InputError, KidneysegError
 from kidneyseg.io import atomic_path
 from kidneyseg.preprocessing.plan import Plan
 from kidneyseg.training.config import TrainConfig, lr_at
+from kidneyseg.training.distributed import DistContext
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +90,31 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def sample_seed(seed: int, epoch: int, position: int) -> int:
+    """Augmentation seed (``0 .. 2**32 - 1``) of the sample at ``position`` of epoch ``epoch``'s order."""
+    return int(np.random.SeedSequence([int(seed) % 2**63, int(epoch), int(position)]).generate_state(1)[0])
+
+
+class _TrainForward(nn.Module):
+    """What a training step runs (through ``DistributedDataParallel`` when several processes train):
+    the network, or an ensemble's phase (``phase="members"``: each member's logits; ``"fusion"``:
+    the members frozen, their logits combined)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args: Any, phase: str | None = None) -> Any:
+        ens: Any = self.module  # ensembles: member_logits / combine (kidneyseg.models.ensemble)
+        if phase == "members":
+            return list(ens.member_logits(args[0]))
+        if phase == "fusion":
+            with torch.no_grad():
+                logits = ens.member_logits(args[0])
+            return ens.combine(logits)
+        return self.module(*args)
 
 
 def dice_per_channel(pred: np.ndarray, target: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -128,6 +167,9 @@ class StageTrainer:
         Labels encode left/right: no flips in augmentation.
     name:
         Stage name, for the progress bar and log.
+    dist:
+        The processes training together (:func:`kidneyseg.training.distributed.from_environment`);
+        default: this process alone.  The network is moved to its device.
     """
 
     def __init__(
@@ -141,9 +183,12 @@ class StageTrainer:
         channel_names: list[str],
         sided_labels: bool = False,
         name: str = "main",
+        dist: DistContext | None = None,
     ) -> None:
-        self.module = module
-        self.loss = loss
+        self.dist = dist or DistContext()
+        self.device = torch.device(self.dist.device)
+        self.module = module.to(self.device)
+        self.loss = loss.to(self.device) if isinstance(loss, nn.Module) else loss
         self.cfg = config
         self.dir = Path(ckpt_dir)
         self.plan = plan
@@ -162,6 +207,9 @@ class StageTrainer:
         self.score_key = "dice_mean"
         self.is_ensemble = hasattr(module, "member_logits")
         self.is_concat = hasattr(module, "fusion")
+        # the step's forward, in DistributedDataParallel for several processes (wrapped per set of trained parameters)
+        self.train_module: Any = _TrainForward(self.module)
+        self._wrapped_for: tuple[bool, ...] | None = None
 
     # ------------------------------------------------------------------ phases
     def fusion_start(self) -> int:
@@ -196,18 +244,19 @@ class StageTrainer:
         else:
             for p in self.module.parameters():
                 p.requires_grad_(True)
+        trained = tuple(p.requires_grad for p in self.module.parameters())
+        if trained != self._wrapped_for:  # DDP synchronises the parameters that require gradients when wrapped
+            self.train_module = self.dist.wrap(_TrainForward(self.module), find_unused=self.is_ensemble)
+            self._wrapped_for = trained
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor, phase: str, groups: torch.Tensor | None = None) -> torch.Tensor:
         kw = {} if groups is None else {"groups": groups}  # partial labels: the marginal loss
-        ens: Any = self.module  # ensembles: member_logits / combine (kidneyseg.models.ensemble)
         if phase == "members":
-            logits = ens.member_logits(x)
+            logits = self.train_module(x, phase="members")
             return torch.stack([self.loss(z, y, **kw) for z in logits]).sum()
         if phase == "fusion":
-            with torch.no_grad():
-                logits = ens.member_logits(x)
-            return self.loss(ens.combine(logits), y, **kw)
-        return self.loss(self.module(x), y, **kw)
+            return self.loss(self.train_module(x, phase="fusion"), y, **kw)
+        return self.loss(self.train_module(x), y, **kw)
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, epoch: int) -> dict[str, Any]:
@@ -266,15 +315,21 @@ class StageTrainer:
             img = torch.cat([img, torch.as_tensor(np.asarray(d["mask"]), dtype=torch.float32)], dim=0)
         return img
 
-    def _step(self, batch: list[dict[str, Any]], transform: Any, keys: tuple[str, ...], phase: str, seed: int) -> float:
-        """One optimiser step on ``batch`` (augmented by ``transform``); returns the loss."""
+    def _step(self, batch: list[dict[str, Any]], transform: Any, keys: tuple[str, ...], phase: str,
+              seeds: Sequence[int]) -> float:
+        """One optimiser step on ``batch``, each sample augmented by ``transform`` seeded with its entry of
+        ``seeds`` (:func:`sample_seed`); returns the loss (this process's share of the batch)."""
         items = []
-        for s in batch:
+        for s, seed in zip(batch, seeds):
+            transform.set_random_state(int(seed))
             out = transform({k: s[k] for k in keys})
             items.append(out[0] if isinstance(out, list) else out)
-        x = torch.stack([self._to_input(d) for d in items]).as_subclass(torch.Tensor)
-        y = torch.stack([torch.as_tensor(np.asarray(d["label"])).round().long() for d in items]).as_subclass(torch.Tensor)
+        x = torch.stack([self._to_input(d) for d in items]).as_subclass(torch.Tensor).to(self.device)
+        y = torch.stack([torch.as_tensor(np.asarray(d["label"])).round().long() for d in items]
+                        ).as_subclass(torch.Tensor).to(self.device)
         groups = stack_groups([s.get("groups") for s in batch])
+        if groups is not None:
+            groups = groups.to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._loss(x, y, phase, groups)
         loss.backward()
@@ -300,7 +355,8 @@ class StageTrainer:
         """Dice per output channel over all validation voxels (global tp/fp/fn), and their mean.
 
         ``phase``: the epoch's training phase (:meth:`phase`); a concat ensemble's ``members`` phase is
-        scored on the members' mean probabilities, not on the untrained fusion.
+        scored on the members' mean probabilities, not on the untrained fusion.  Several processes
+        each score every ``world_size``-th sample and sum their counts: every process gets the same result.
         """
         forward = self._val_forward(phase or "train")
         n = len(self.channel_names)
@@ -308,9 +364,10 @@ class StageTrainer:
         fp = np.zeros_like(tp)
         fn = np.zeros_like(tp)
         by_group: dict[str, np.ndarray] = {}  # partial labels: tp, fp, fn per label group name
+        grouped = any("groups" in s for s in samples)
         self.module.eval()
-        for s in samples:
-            x = self._to_input(s)[None]
+        for s in samples[self.dist.rank::self.dist.world_size]:
+            x = self._to_input(s)[None].to(self.device)
             if self.spatial_dims == 3:
                 from monai.inferers import sliding_window_inference
 
@@ -318,7 +375,7 @@ class StageTrainer:
                 logits = sliding_window_inference(x, roi, 1, forward, overlap=0.25)
             else:
                 logits = forward(x)
-            pred = torch.as_tensor(logits).argmax(1)[0].numpy()
+            pred = torch.as_tensor(logits).argmax(1)[0].cpu().numpy()
             if "groups" in s:  # partial labels: a predicted channel counts as the group that covers it
                 g = np.asarray(s["groups"])
                 pred = g.argmax(0)[pred]
@@ -331,12 +388,14 @@ class StageTrainer:
             a, b, c = dice_per_channel(pred, np.asarray(s["label"])[0], n)
             tp, fp, fn = tp + a, fp + b, fn + c
         # partial labels: every sample has groups (training refuses a mix, stack_groups), so it is one or the other
-        if any("groups" in s for s in samples):
-            counts = {name: tuple(acc) for name, acc in by_group.items()}
+        if grouped:
+            counts = self.dist.sum_counts({name: list(acc) for name, acc in by_group.items()})
         else:
-            counts = {name: (tp[i], fp[i], fn[i]) for i, name in enumerate(self.channel_names[1:])}
+            counts = self.dist.sum_counts({name: [tp[i], fp[i], fn[i]]
+                                           for i, name in enumerate(self.channel_names[1:])})
         out: dict[str, float] = {}
-        for name, (t, f_p, f_n) in counts.items():
+        for name in ([c for c in self.channel_names[1:] if c in counts] if not grouped else list(counts)):
+            t, f_p, f_n = counts[name]
             denom = 2 * t + f_p + f_n
             out[f"dice_{name}"] = float(2 * t / denom) if denom else 1.0
         out["dice_mean"] = float(np.mean(list(out.values()))) if out else float("nan")
@@ -350,7 +409,10 @@ class StageTrainer:
         if not train:
             raise InputError(f"stage {self.name} has no training samples", expected=">= 1 labelled sample",
                              fix="check that the data set has label maps with the stage's labels")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        main = self.dist.is_main  # the one process that writes checkpoints, logs and the progress bar
+        local_batch = self.dist.local_batch_size(self.cfg.batch_size)  # refuses a batch W does not divide
+        if main:
+            self.dir.mkdir(parents=True, exist_ok=True)
         if not (resume and self.load_checkpoint()):
             self.start_epoch = 0
         extra = ("mask",) if "mask" in train[0] else ()
@@ -358,9 +420,12 @@ class StageTrainer:
         keys = ("image", "label", *extra) if "label" in train[0] else ("image", "boxes")
         per_epoch = len(train) * (self.cfg.samples_per_case if self.spatial_dims == 3 else 1)
         steps = math.ceil(per_epoch / self.cfg.batch_size)
+        # positions of each epoch's order this process takes: all of them alone, every W-th of W processes
+        # (DistributedSampler); local step b then holds this process's share of global step b
+        mine = self.dist.shard(per_epoch)
         t_start = time.time()
         bar = tqdm(total=steps * self.cfg.epochs, initial=steps * self.start_epoch, desc=f"train {self.name}",
-                   unit="step", disable=not self.cfg.progress, dynamic_ncols=True)
+                   unit="step", disable=not (self.cfg.progress and main), dynamic_ncols=True)
         for epoch in range(self.start_epoch, self.cfg.epochs):
             t0 = time.time()
             phase = self.phase(epoch)
@@ -369,16 +434,17 @@ class StageTrainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             seed_e = (self.cfg.seed * 1_000_003 + epoch) % (2**31)
-            if transform is not None:
-                transform.set_random_state(seed_e)
             order = np.random.default_rng(seed_e).permutation(per_epoch) % len(train)
             losses = []
             for b in range(steps):
-                idx = order[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size]
-                loss = self._step([train[int(i)] for i in idx], transform, keys, phase, seed_e * 7919 + b)
+                pos = mine[b * local_batch:(b + 1) * local_batch]
+                loss = self._step([train[int(order[p])] for p in pos], transform, keys, phase,
+                                  [sample_seed(self.cfg.seed, epoch, p) for p in pos])
                 losses.append(loss)
                 bar.update(1)
                 bar.set_postfix(epoch=f"{epoch + 1}/{self.cfg.epochs}", loss=f"{losses[-1]:.4f}", phase=phase)
+            # each step's loss over the whole global batch: the processes' shares are the same size
+            losses = self.dist.mean_over_processes(losses)
             row: dict[str, Any] = {"epoch": epoch + 1, "phase": phase, "train_loss": float(np.mean(losses)),
                                    "lr": lr}
             last = epoch == self.cfg.epochs - 1
@@ -388,15 +454,22 @@ class StageTrainer:
                     row["val_output"] = "members' mean"  # the fusion is untrained: never a best epoch
                 if self.counts_for_best(phase) and row[self.score_key] > self.best:
                     self.best, self.best_epoch = row[self.score_key], epoch + 1
-                    _atomic_save({k: v.detach().clone() for k, v in self.module.state_dict().items()}, self.dir / BEST)
+                    if main:
+                        _atomic_save({k: v.detach().clone() for k, v in self.module.state_dict().items()},
+                                     self.dir / BEST)
             row["seconds"] = round(time.time() - t0, 3)
             self.rows.append(row)
-            _atomic_save(self._checkpoint(epoch), self.dir / LAST)
-            self.write_logs()
+            if main:
+                _atomic_save(self._checkpoint(epoch), self.dir / LAST)
+                self.write_logs()
             for cb in self.on_epoch_end:
                 cb(epoch, row)
         bar.close()
-        (self.dir / DONE).write_text("done\n")
+        if main:
+            (self.dir / DONE).write_text("done\n")
+        self.train_module, self._wrapped_for = _TrainForward(self.module), None  # lets go of the DDP wrapper
+        self.module.to("cpu")  # the model folder holds CPU tensors
+        self.dist.barrier()  # every process has finished the stage before rank 0 writes it
         return self.summary(time.time() - t_start)
 
     def final_state(self) -> dict[str, torch.Tensor]:
