@@ -42,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mirroring test-time augmentation (slower, default off)")
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write NAME_probabilities.npz (float16, channel per label, input grid)")
+    parser.add_argument("--save-uncertainty", action="store_true",
+                        help="also write NAME_uncertainty.nii.gz (float32, 0..1 normalised entropy of the mean "
+                             "probabilities over ensemble members and TTA passes; one network alone: of its softmax)")
+    parser.add_argument("--no-qc", action="store_true",
+                        help="skip the per-structure QC score and pass/review flag in NAME_volumes.json (saves the "
+                             "probability undo and uncertainty of models that do not need them otherwise)")
     parser.add_argument("--output-format", choices=("nifti", "nrrd", "seg.nrrd", "dicom-seg", "png"), default=None,
                         help="label map format (dicom-seg needs a DICOM series input); default: png for 2D "
                              "image files (PNG, JPEG, BMP, TIFF), else nifti")
@@ -179,9 +185,10 @@ def run(args: argparse.Namespace) -> int:
                 _check_dicom_seg_sources(path)  # refuse before reading pixels or running the network
             case = _take(first, modality) if single else read_image(
                 path, spacing=tuple(args.spacing) if args.spacing else None, modality=modality)
-            result = predictor.predict_case(case, probabilities=args.save_probabilities)
-            written = save_prediction(result, out, fmt=fmt,
-                                      save_probabilities=args.save_probabilities, name=stem)
+            result = predictor.predict_case(case, probabilities=args.save_probabilities,
+                                            uncertainty=args.save_uncertainty or not args.no_qc)
+            written = save_prediction(result, out, fmt=fmt, save_probabilities=args.save_probabilities, name=stem,
+                                      save_uncertainty=args.save_uncertainty, qc=not args.no_qc)
             tqdm.write(written["line"], file=sys.stdout)
         except KidneysegError as exc:
             if single:  # one input: a usage error, one line and exit 2 (kidneyseg.cli.main prints it)

@@ -64,6 +64,10 @@ class Prediction:
         post-processing removed most of what the network labelled
         (:func:`postprocess_warning`) or that a detector found no kidney box
         (:func:`~kidneyseg.inference.cascades.no_detection_warning`); written to ``volumes.json``.
+    uncertainty:
+        ``None`` unless asked for (``predict_case(uncertainty=True)``); else the
+        :class:`~kidneyseg.inference.uncertainty.Uncertainty` of the result (normalised entropy, and
+        mutual information for an ensemble of model folders, inside the foreground's box).
     """
 
     label: np.ndarray
@@ -73,6 +77,7 @@ class Prediction:
     pipeline: str
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    uncertainty: Any = None
 
     @property
     def label_values(self) -> list[int]:
@@ -179,11 +184,12 @@ class Predictor:
         case = read_image(path, spacing=sp, modality=self.modality or None)
         return self.predict_case(case, probabilities=probabilities)
 
-    def predict_case(self, case: Case, *, probabilities: bool = False) -> Prediction:
+    def predict_case(self, case: Case, *, probabilities: bool = False, uncertainty: bool = False) -> Prediction:
         """Predict ``case`` (as read, any orientation); the label map lands on its grid.
 
         ``probabilities=True`` also returns float16 ``(C, *case.shape)``
-        probabilities (channel order: sorted label values).
+        probabilities (channel order: sorted label values); ``uncertainty=True`` the
+        :class:`~kidneyseg.inference.uncertainty.Uncertainty` (``Prediction.uncertainty``).
         """
         if case.image is None:
             raise InputError("case has no image", path=case.source, fix="pass an image, not a label map")
@@ -193,7 +199,7 @@ class Predictor:
         kid = values_named(self.labels, KIDNEY_NAMES)
         # side labels (MR right/left) rank their components by confident voxels: needs the probabilities
         side_labels = self.postprocess and has_sided_kidneys(self.labels)
-        need_probs = probabilities or len(self.models) > 1 or side_labels
+        need_probs = probabilities or uncertainty or len(self.models) > 1 or side_labels
         warnings: list[str] = []  # the pipelines' own (a detector that found nothing), then post-processing's
         results = [self._run_model(m, case, need_probs, timings, warnings=warnings) for m in self.models]
         where = f"{case.source}: " if case.source is not None else f"{case.name}: "
@@ -227,10 +233,20 @@ class Predictor:
                     log.warning("%s%s", where, msg)
                     warnings.append(msg)
         timings["postprocess"] = time.perf_counter() - t1
+        unc = None
+        if uncertainty and acc is not None:
+            from kidneyseg.inference.uncertainty import compute_uncertainty, describe_sources
+
+            t2 = time.perf_counter()
+            passes = max((2 ** len(a) for a in self._mirror.values()), default=1) if self.tta else 1
+            members = [r[1] for r in results if r[1] is not None] if len(results) > 1 else None
+            unc = compute_uncertainty(acc, label, values, members=members,
+                                      sources=describe_sources(self.models, passes))
+            timings["uncertainty"] = time.perf_counter() - t2
         timings["total"] = time.perf_counter() - t0
         probs16 = acc.astype(np.float16) if (probabilities and acc is not None) else None
         return Prediction(label=label.astype(np.uint8, copy=False), probabilities=probs16, labels=dict(self.labels),
-                          case=case, pipeline=self.pipeline, timings=timings, warnings=warnings)
+                          case=case, pipeline=self.pipeline, timings=timings, warnings=warnings, uncertainty=unc)
 
     # ------------------------------------------------------------------ dispatch
     def _run_model(self, model: Any, case: Case, need_probs: bool, timings: dict[str, float],
