@@ -8,7 +8,10 @@ Files written into ``out_dir`` for a case called ``NAME``:
 ``_seg.dcm`` for dicom-seg)
 ``NAME_probabilities.npz``   with ``save_probabilities``: ``probabilities`` float16
                              ``(C, *input shape)``, ``label_values`` (C,), ``affine`` 4x4
-``NAME_volumes.json``        :func:`kidneyseg.reporting.volumes.measure` (mL, mm; mm^2 in 2D)
+``NAME_volumes.json``        :func:`kidneyseg.reporting.volumes.measure` (mL, mm; mm^2 in 2D); with the
+                             prediction's uncertainty, ``qc`` per structure (:mod:`kidneyseg.reporting.qc`)
+``NAME_uncertainty.nii.gz``  with ``save_uncertainty``: float32 normalised uncertainty (0..1) on the
+                             input grid (:mod:`kidneyseg.inference.uncertainty`; 0 outside its box)
 ============================ ==========================================================
 """
 
@@ -45,11 +48,15 @@ def save_prediction(
     fmt: str = "nifti",
     save_probabilities: bool = False,
     name: str | None = None,
+    save_uncertainty: bool = False,
+    qc: bool = True,
 ) -> dict[str, Any]:
     """Write the label map, optional probabilities and ``volumes.json`` of one case.
 
     Returns ``{"label": path, "probabilities": path|None, "volumes": path,
-    "measures": dict, "line": str}``.  DICOM-SEG needs a case read from a
+    "uncertainty": path|None, "measures": dict, "line": str}``.  ``save_uncertainty`` needs a
+    prediction made with ``uncertainty=True`` (else :class:`OutputError`); the map is NIfTI whatever ``fmt``.
+    ``qc``: score every structure in ``volumes.json`` when the prediction has its uncertainty.  DICOM-SEG needs a case read from a
     DICOM series (``case.meta["dicom_files"]``); otherwise, or when the source
     headers lack a required attribute, :class:`OutputError` explains and
     suggests another format.
@@ -88,10 +95,21 @@ def save_prediction(
             np.savez_compressed(f, probabilities=prediction.probabilities.astype(np.float16),
                                 label_values=np.asarray(prediction.label_values, np.int32),
                                 affine=np.asarray(case.affine, np.float64))
-    m = measure(prediction.label, case.affine, labels=prediction.labels, name=stem)
+    unc = getattr(prediction, "uncertainty", None)
+    unc_path = None
+    if save_uncertainty:
+        if unc is None:
+            raise OutputError("no uncertainty to write", path=case.source, found="a prediction made without it",
+                              fix="predict with Predictor.predict_case(case, uncertainty=True)")
+        unc_path = out / f"{stem}_uncertainty.nii.gz"
+        # float32 whatever the source's dtype (an all-zero map would otherwise be written as the CT's int16)
+        io.write(unc.full_map(), unc_path, case.copy(meta={**case.meta, "dtype": "float32"}), is_label=False,
+                 fmt="nifti")
+    m = measure(prediction.label, case.affine, labels=prediction.labels, name=stem, uncertainty=unc if qc else None)
     m["pipeline"] = prediction.pipeline
     m["source"] = str(case.source) if case.source is not None else None
     m["warnings"] = list(getattr(prediction, "warnings", None) or [])
     vol_path = write_volumes_json(m, out / f"{stem}_volumes.json")
-    return {"label": label_path, "probabilities": prob_path, "volumes": vol_path, "measures": m,
+    return {"label": label_path, "probabilities": prob_path, "volumes": vol_path, "uncertainty": unc_path,
+            "measures": m,
             "line": summary_line(m)}

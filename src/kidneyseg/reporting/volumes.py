@@ -154,6 +154,8 @@ def _public(rec: Mapping[str, Any], suffix: str, n: int, kidney_centroid: np.nda
                                                                                  kidney_centroid)]
     if "renal" in rec:
         out["renal"] = rec["renal"]
+    if "qc" in rec:
+        out["qc"] = rec["qc"]
     return out
 
 
@@ -166,6 +168,8 @@ def measure(
     min_lesion_ml: float = MIN_LESION_ML,
     min_lesion_mm2: float = MIN_LESION_MM2,
     renal: bool = True,
+    uncertainty: Any = None,
+    structures: list[tuple[str, tuple[int, ...], np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """Measure kidneys, tumours and cysts of a label map.
 
@@ -184,6 +188,16 @@ def measure(
         (volumes in mL, 2D images in mm^2).
     renal:
         Add the RENAL nephrometry parts to every tumour of a volume.
+    uncertainty:
+        The prediction's :class:`~kidneyseg.inference.uncertainty.Uncertainty`: every kidney side (2D: the
+        image's kidney region), tumour and cyst then gets ``qc`` (:func:`kidneyseg.reporting.qc.qc_record`:
+        ``score`` 0..1, 1 = trustworthy, ``flag`` ``pass``/``review``) and the result a top-level ``qc``
+        block (:func:`kidneyseg.reporting.qc.qc_block`).
+    structures:
+        A list to which ``(key, starts, mask)`` is appended for every structure given a ``qc``
+        (``key`` e.g. ``kidneys.right``, ``kidneys.right.tumors.1``, ``image``; ``mask`` a bool crop of
+        the input grid whose first voxel is ``starts``): what ``benchmarks/qc.py`` scores against
+        the reference.
 
     Returns
     -------
@@ -217,11 +231,27 @@ def measure(
     floor = min_lesion_ml if ndim == 3 else min_lesion_mm2
     comp, n = label_components(region)
     tumours, tlab, t_below = _lesions(tumor, affine, comp, unit=unit, scale=scale, floor=floor)
-    cysts, _, c_below = _lesions(cyst, affine, comp, unit=unit, scale=scale, floor=floor)
+    cysts, clab, c_below = _lesions(cyst, affine, comp, unit=unit, scale=scale, floor=floor)
     if renal and ndim == 3 and tumours:
         _add_renal(tumours, tlab, comp, kidney, cyst, affine)
+    right_v = _values(labels, ("kidney_right",), ())
+    left_v = _values(labels, ("kidney_left",), ())
+    lesion_v = tuple(tum_v) + tuple(cyst_v)
+    qc_found: list[tuple[str, tuple[int, ...], np.ndarray]] = []
 
-    def stats(sel: np.ndarray, ids: Sequence[int] | None) -> dict[str, Any]:
+    def qc_of(mask: np.ndarray, starts: Sequence[int], values: Sequence[int], kind: str,
+              size: float | None = None) -> dict[str, Any]:
+        from kidneyseg.reporting.qc import qc_record, structure_scores
+
+        return qc_record(structure_scores(uncertainty, mask, starts, values, volume_ml=size, kind=kind))
+
+    if uncertainty is not None:
+        for recs, lab_, vals in ((tumours, tlab, tum_v), (cysts, clab, cyst_v)):
+            for rec in recs:
+                box = rec["_box"]
+                rec["qc"] = qc_of(lab_[box] == rec["_value"], [b.start for b in box], vals, "lesion")
+
+    def stats(sel: np.ndarray, ids: Sequence[int] | None, side: str | None = None) -> dict[str, Any]:
         t = tumor & sel
         c = cyst & sel
         tum = [r for r in tumours if ids is None or r["_region"] in ids]
@@ -240,11 +270,35 @@ def measure(
         }
         if ids is not None:
             centre = None
-            if out["present"]:
+            if out["present"] and bool((region & sel).any()):  # a 2D image is "present" with no kidney in it
                 centre = world_points(np.argwhere(region & sel).mean(axis=0, keepdims=True), affine)[0]
                 out["centroid_ras_mm"] = [round(float(v), 2) for v in centre]
             out["tumors"] = [_public(r, suffix, k + 1, centre) for k, r in enumerate(tum)]
             out["cysts"] = [_public(r, suffix, k + 1, centre) for k, r in enumerate(cy)]
+            # a structure to score: a side (2D: the image) whose kidney region holds voxels
+            if uncertainty is not None and side is not None and bool((region & sel).any()):
+                # a kidney is its kidney + masses; with sided labels only its own side's label counts as kidney
+                vals = (tuple(right_v if side == "right" else left_v) + lesion_v if (right_v or left_v)
+                        else tuple(kid_v) + lesion_v)
+                crop = (region & sel)[uncertainty.box]
+                out["qc"] = qc_of(crop, uncertainty.starts, vals, "kidney" if ndim == 3 else "region",
+                                  out["kidney" + suffix])
+                key = "image" if side == "image" else f"kidneys.{side}"
+                qc_found.append((key, uncertainty.starts, crop))
+                for word, recs, lab_ in (("tumors", tum, tlab), ("cysts", cy, clab)):
+                    for k, r in enumerate(recs):  # ids as in _public: 1.. in list order
+                        box = r["_box"]
+                        qc_found.append((f"{key}.{word}.{k + 1}", tuple(b.start for b in box),
+                                         lab_[box] == r["_value"]))
+        return out
+
+    def finish(out: dict[str, Any]) -> dict[str, Any]:
+        if uncertainty is not None:
+            from kidneyseg.reporting.qc import qc_block
+
+            out["qc"] = qc_block(uncertainty)
+            if structures is not None:
+                structures.extend(qc_found)
         return out
 
     out: dict[str, Any] = {
@@ -257,12 +311,12 @@ def measure(
                                  "and measured one by one; smaller fragments only add to the volumes"},
     }
     if ndim == 2:
-        out["image"] = stats(np.ones(label.shape, bool), list(range(n + 1)))
+        out["image"] = stats(np.ones(label.shape, bool), list(range(n + 1)), "image")
         out["image"].pop("centroid_ras_mm", None)
         for lst in (out["image"]["tumors"], out["image"]["cysts"]):
             for r in lst:
                 r.pop("offset_from_kidney_mm", None)
-        return out
+        return finish(out)
     sizes = component_sizes(comp, n)
     xs = []
     for c in range(1, n + 1):
@@ -274,8 +328,6 @@ def measure(
     else:
         centre = (np.asarray(label.shape, dtype=float) - 1) / 2
         midline = float(affine[0, :3] @ centre + affine[0, 3])
-    right_v = _values(labels, ("kidney_right",), ())
-    left_v = _values(labels, ("kidney_left",), ())
     is_right = [xs[c] > midline for c in range(n)]
     if right_v or left_v:  # the labelled side wins; a tie keeps the position rule
         n_right = np.bincount(comp[np.isin(label, right_v)], minlength=n + 1)[1:]
@@ -284,13 +336,13 @@ def measure(
     right_ids = [c + 1 for c in range(n) if is_right[c]]
     left_ids = [c + 1 for c in range(n) if not is_right[c]]
     out["kidneys"] = {
-        "right": stats(np.isin(comp, right_ids), right_ids),
-        "left": stats(np.isin(comp, left_ids), left_ids),
+        "right": stats(np.isin(comp, right_ids), right_ids, "right"),
+        "left": stats(np.isin(comp, left_ids), left_ids, "left"),
     }
     out["total"] = stats(np.ones(label.shape, bool), None)
     out["side_rule"] = ("the label map's right/left kidney labels (majority of each component's voxels)"
                         if right_v or left_v else "RAS+ x of each kidney's centroid; larger x = patient right")
-    return out
+    return finish(out)
 
 
 def _add_renal(tumours: list[dict[str, Any]], tlab: np.ndarray, comp: np.ndarray, kidney: np.ndarray,
@@ -320,7 +372,9 @@ def summary_line(m: Mapping[str, Any]) -> str:
     """One human-readable line for stdout from :func:`measure`'s result.
 
     Tumours: their volume, how many components of at least the floor, and the largest one's own maximal
-    diameter; cysts: how many components of at least the floor and their volume.
+    diameter; cysts: how many components of at least the floor and their volume.  With QC
+    (:mod:`kidneyseg.reporting.qc`) a kidney flagged for review reads ``[review: QC 0.62]`` and the tumours
+    and cysts flagged for review are counted, e.g. ``[1 tumour to review]``.
     """
 
     def part(title: str, s: Mapping[str, Any], unit: str, suffix: str) -> str:
@@ -332,6 +386,13 @@ def summary_line(m: Mapping[str, Any]) -> str:
             txt += f", tumour {s['tumor' + suffix]:.1f} {unit} ({many} {s['tumor_max_diameter_mm']:.1f} mm)"
         if s["cyst_count"]:
             txt += f", {s['cyst_count']} cyst(s) {s['cyst' + suffix]:.1f} {unit}"
+        q = s.get("qc") or {}
+        if q.get("flag") == "review":
+            txt += f" [review: QC {float(q['score']):.2f}]"
+        for key, word in (("tumors", "tumour"), ("cysts", "cyst")):
+            n = sum(1 for r in s.get(key) or [] if (r.get("qc") or {}).get("flag") == "review")
+            if n:
+                txt += f" [{n} {word}{'s' if n > 1 else ''} to review]"
         return txt
 
     if "image" in m:
