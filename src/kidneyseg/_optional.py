@@ -20,6 +20,7 @@ _EXTRA_OF = {
     "highdicom": "dicom",
     "fastapi": "serve",
     "uvicorn": "serve",
+    "ray": "distributed",
 }
 
 

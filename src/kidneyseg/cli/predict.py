@@ -56,6 +56,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pixel spacing in mm of 2D inputs (else a sidecar JSON, else 1 mm with a warning); "
                              "positive; ignored, with a warning, for volumes and DICOM, whose header gives it")
     parser.add_argument("--no-postprocess", action="store_true", help="skip component and hole clean-up")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: this process, case after case (default); ray: one Ray task per case on "
+                             "workers that load the model once, finished cases skipped on a rerun, "
+                             "OUT/cohort_summary.csv; inputs may also be quoted globs and CSV manifests "
+                             "(needs kidneyseg[distributed]; docs/scale.md)")
+    parser.add_argument("--address", default=None, metavar="ADDR",
+                        help="--engine ray: the Ray cluster to join (HOST:6379, ray://HOST:10001, auto); "
+                             "default: a local Ray on the cores this process is given")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="--engine ray: workers (each loads the model once and uses --threads cores); "
+                             "default: the cluster's CPUs / --threads")
 
 
 def _is_dicom_file(p: Path) -> bool:
@@ -145,6 +156,10 @@ def guess_modality(cases: list[Path], spacing: tuple[float, float] | None = None
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.engine == "ray" or args.address or args.workers:  # the cohort on Ray: its own module, Ray imported there
+        from kidneyseg.cli._predict_ray import run_ray
+
+        return run_ray(args)
     from tqdm import tqdm
 
     from kidneyseg.data.slices import read_image
