@@ -35,6 +35,11 @@ def rng() -> np.random.Generator:
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # ONNX exports made by the tests go to a cache of this run (subprocesses inherit it), not the user's
+    if "KIDNEYSEG_CACHE" not in os.environ:
+        import tempfile
+
+        os.environ["KIDNEYSEG_CACHE"] = tempfile.mkdtemp(prefix="kidneyseg-test-cache-")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

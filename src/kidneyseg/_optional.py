@@ -14,6 +14,8 @@ _EXTRA_OF = {
     "segmentation_models_pytorch": "ml",
     "timm": "ml",
     "cc3d": "ml",
+    "onnxruntime": "ml",
+    "onnx": "ml",
     "skimage": "report",
     "matplotlib": "report",
     "pydicom": "dicom",

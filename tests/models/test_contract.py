@@ -220,7 +220,7 @@ def test_fusion_kernel_must_be_odd() -> None:
 
 
 def test_members_min_size_is_the_largest_members() -> None:
-    from kidneyseg.models.ensemble import members_min_size
+    from kidneyseg.models.registry import members_min_size
 
     assert members_min_size([{"arch": "unet-squeezenet"}, {"arch": "unet-inceptionv3"}]) == max(
         model_info("unet-squeezenet").min_size, model_info("unet-inceptionv3").min_size) == 128

@@ -93,6 +93,53 @@ def predict_with_tta(
     return acc / len(combos)
 
 
+def _on_numpy(module: Any) -> bool:
+    """Whether ``module`` runs on numpy arrays (an ONNX Runtime network): no torch needed."""
+    return bool(getattr(module, "runs_on_numpy", False))
+
+
+def _min_size_numpy(module: Callable[[Any], Any], min_size: int | None) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`min_size_forward` for a network on numpy arrays (zero padding at the high end, cropped back)."""
+    if not min_size or int(min_size) <= 1:
+        return module
+    need_min = int(min_size)
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        size = [int(n) for n in x.shape[2:]]
+        need = [max(0, need_min - n) for n in size]
+        if not any(need):
+            return np.asarray(module(x))
+        out = np.asarray(module(np.pad(x, [(0, 0), (0, 0)] + [(0, n) for n in need])))
+        return out[(slice(None), slice(None), *(slice(0, n) for n in size))]
+
+    return forward
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over axis 1 of ``(N, C, ...)`` float32 logits."""
+    z = logits.astype(np.float32, copy=True)
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def predict_with_tta_numpy(forward: Callable[[np.ndarray], np.ndarray], x: np.ndarray, *, tta: bool,
+                           spatial_dims: int, mirror_axes: Sequence[int] | None = None) -> np.ndarray:
+    """:func:`predict_with_tta` on numpy arrays: ``(N, C, *spatial)`` float32 -> softmax ``(N, C_out, *spatial)``."""
+    combos = mirror_axes_combinations(spatial_dims, mirror_axes) if tta else [()]
+    acc: np.ndarray | None = None
+    for flip in combos:
+        xi = np.ascontiguousarray(np.flip(x, flip)) if flip else x
+        p = _softmax(np.asarray(forward(xi)))
+        if flip:
+            p = np.flip(p, flip)
+        acc = p if acc is None else acc + p
+    if acc is None:  # pragma: no cover - combos always holds ()
+        raise ValueError("no forward pass")
+    return np.ascontiguousarray(acc / len(combos), dtype=np.float32) if len(combos) > 1 else acc
+
+
 def sliding_window_3d(
     module: Any,
     image: np.ndarray,
@@ -158,6 +205,11 @@ def predict_2d(
     (:func:`min_size_forward`).  ``mirror_axes`` restricts TTA mirroring to these
     axes (0 = rows, 1 = columns).
     """
+    if _on_numpy(module):
+        x_np = np.ascontiguousarray(image, dtype=np.float32)[None]
+        p_np = predict_with_tta_numpy(_min_size_numpy(module, min_size), x_np, tta=tta, spatial_dims=2,
+                                      mirror_axes=mirror_axes)
+        return p_np[0]
     torch = _torch()
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
     forward = min_size_forward(module, min_size)
@@ -196,9 +248,22 @@ def predict_slicewise(
     numpy.ndarray
         ``(C_out, I, J, K)`` float32 probabilities, slices stacked back along K.
     """
-    torch = _torch()
     vol = np.ascontiguousarray(np.moveaxis(np.asarray(volume, dtype=np.float32), -1, 0))  # (K, C, I, J)
     out: np.ndarray | None = None
+    if _on_numpy(module):
+        forward_np = _min_size_numpy(module, min_size)
+        for start in range(0, vol.shape[0], batch_size):
+            p = predict_with_tta_numpy(forward_np, vol[start : start + batch_size], tta=tta, spatial_dims=2,
+                                       mirror_axes=mirror_axes)
+            if out is None:
+                out = np.empty((p.shape[1],) + volume.shape[1:], dtype=np.float32)
+            out[..., start : start + p.shape[0]] = np.moveaxis(p, 0, -1)
+            if progress is not None:
+                progress(p.shape[0])
+        if out is None:
+            raise ValueError("volume has no slices")
+        return out
+    torch = _torch()
     forward = min_size_forward(module, min_size)
     with torch.inference_mode():
         for start in range(0, vol.shape[0], batch_size):

@@ -75,14 +75,6 @@ def _build_members(
     return nn.ModuleList(mods)
 
 
-def members_min_size(members: list[dict[str, Any]]) -> int:
-    """Smallest spatial size per axis every member runs on: the largest member ``min_size`` of the registry
-    (``unet-inceptionv3``: 128), so an ensemble's input must be at least that."""
-    from kidneyseg.models.registry import model_info
-
-    return max((model_info(str(m.get("arch"))).min_size for m in members if isinstance(m, dict)), default=1)
-
-
 class MeanEnsemble(nn.Module):
     """Average of member probabilities; returns ``log`` of the mean (``(N, C, H, W)``)."""
 

@@ -169,11 +169,17 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise InputError("model.json is not valid JSON", path=path, found=str(exc), fix="re-train or restore the file") from exc
 
 
-def load_stage(stage_dir: str | os.PathLike[str], *, name: str | None = None, device: str = "cpu") -> LoadedStage:
-    """Rebuild one stage from its ``model.json`` and load ``weights.pt`` (``weights_only=True``)."""
-    import torch
+def load_stage(stage_dir: str | os.PathLike[str], *, name: str | None = None, device: str = "cpu",
+               runtime: str = "torch") -> LoadedStage:
+    """Rebuild one stage from its ``model.json`` and load ``weights.pt`` (``weights_only=True``).
 
-    from kidneyseg.models.registry import create_model
+    ``runtime``: ``"torch"`` (the module is the torch network), ``"auto"`` (a segmentation stage on the CPU
+    runs on ONNX Runtime, :class:`kidneyseg.models.onnx.OnnxNetwork`, from the stage's ``model.onnx`` or the
+    user cache, exported there on first use; torch is then not imported when the export exists; anything
+    else, or no ``onnxruntime``, stays on torch) or ``"onnx"`` (as ``auto``, but a stage that cannot run on
+    ONNX Runtime is an error).
+    """
+    from kidneyseg.models import onnx as onnx_rt
 
     d = Path(stage_dir)
     spec = _read_json(d / MODEL_JSON)
@@ -181,12 +187,48 @@ def load_stage(stage_dir: str | os.PathLike[str], *, name: str | None = None, de
     if missing:
         raise InputError("stage model.json lacks keys", path=d / MODEL_JSON, found=sorted(spec), expected=list(STAGE_KEYS),
                          fix="re-train the model with this version of kidneyseg")
-    module = create_model(
-        spec["arch"], in_channels=int(spec["in_channels"]), out_channels=int(spec["out_channels"]), **dict(spec["arch_kwargs"])
-    )
+    onnx_rt.check_runtime(runtime)
     wpath = d / WEIGHTS
     if not wpath.is_file():
         raise InputError("stage weights are missing", path=wpath, expected=WEIGHTS, fix="re-train or restore the model folder")
+    plan = Plan.from_json(spec["plan"], path=d / MODEL_JSON)
+    c2l = [int(c) for c in spec["channel_to_label"]]
+    digest: str | None = None
+    if runtime != "torch":
+        usable = str(device) == "cpu" and onnx_rt.exportable(spec) and onnx_rt.onnxruntime_available()
+        if not usable:
+            if runtime == "onnx":
+                why = ("onnxruntime is not installed" if not onnx_rt.onnxruntime_available() else
+                       f"device {device}" if str(device) != "cpu" else f"{spec['arch']} is not a segmentation network")
+                raise InputError("this stage cannot run on ONNX Runtime", path=d, found=why,
+                                 expected="a segmentation stage on the CPU with onnxruntime installed",
+                                 fix="use --runtime auto or torch (pip install onnxruntime for ONNX)")
+        else:
+            digest = onnx_rt.stage_digest(wpath, spec)
+            net = onnx_rt.find_export(d, digest)
+            if net is not None:
+                return LoadedStage(name=name or d.name, dir=d, spec=spec, module=net, plan=plan, channel_to_label=c2l)
+    stage = _load_torch_stage(d, spec, wpath, name=name, device=device, plan=plan, c2l=c2l)
+    if digest is not None:
+        net = onnx_rt.cache_export(stage.module, spec, digest)
+        if net is not None:
+            stage.module = net
+        elif runtime == "onnx":
+            raise InputError("this stage cannot run on ONNX Runtime", path=d, found="its export could not be written",
+                             fix="set KIDNEYSEG_CACHE to a writable folder or run `kidneyseg models export-onnx`")
+    return stage
+
+
+def _load_torch_stage(d: Path, spec: dict[str, Any], wpath: Path, *, name: str | None, device: str, plan: Plan,
+                      c2l: list[int]) -> LoadedStage:
+    """The stage with its torch network built from the registry and ``weights.pt`` loaded."""
+    import torch
+
+    from kidneyseg.models.registry import create_model
+
+    module = create_model(
+        spec["arch"], in_channels=int(spec["in_channels"]), out_channels=int(spec["out_channels"]), **dict(spec["arch_kwargs"])
+    )
     state = torch.load(wpath, map_location=device, weights_only=True)
     try:
         module.load_state_dict(state, strict=True)
@@ -196,14 +238,12 @@ def load_stage(stage_dir: str | os.PathLike[str], *, name: str | None = None, de
             expected=f"a state dict of {spec['arch']}", fix="keep weights.pt and model.json of the same training run together",
         ) from exc
     module.to(device).eval()
-    return LoadedStage(
-        name=name or d.name, dir=d, spec=spec, module=module, plan=Plan.from_json(spec["plan"], path=d / MODEL_JSON),
-        channel_to_label=[int(c) for c in spec["channel_to_label"]],
-    )
+    return LoadedStage(name=name or d.name, dir=d, spec=spec, module=module, plan=plan, channel_to_label=c2l)
 
 
-def load_model_folder(model_dir: str | os.PathLike[str], *, device: str = "cpu") -> LoadedModel:
-    """Load ``model_dir``: the top ``model.json`` and every stage listed in it, in order."""
+def load_model_folder(model_dir: str | os.PathLike[str], *, device: str = "cpu", runtime: str = "torch") -> LoadedModel:
+    """Load ``model_dir``: the top ``model.json`` and every stage listed in it, in order (``runtime``: see
+    :func:`load_stage`)."""
     d = Path(model_dir)
     spec = _read_json(d / MODEL_JSON)
     version = spec.get("format_version")
@@ -216,5 +256,5 @@ def load_model_folder(model_dir: str | os.PathLike[str], *, device: str = "cpu")
                          fix="re-train the model")
     model = LoadedModel(dir=d, spec=spec)
     for name in stages:
-        model.stages[name] = load_stage(d / name, name=name, device=device)
+        model.stages[name] = load_stage(d / name, name=name, device=device, runtime=runtime)
     return model

@@ -242,6 +242,12 @@ def model_names() -> list[str]:
     return list(_INFO)
 
 
+def members_min_size(members: list[dict[str, Any]]) -> int:
+    """Smallest spatial size per axis every member runs on: the largest member ``min_size`` of the registry
+    (``unet-inceptionv3``: 128), so an ensemble's input must be at least that."""
+    return max((model_info(str(m.get("arch"))).min_size for m in members if isinstance(m, dict)), default=1)
+
+
 def model_info(name: str) -> ModelInfo:
     """The :class:`ModelInfo` of ``name``; an unknown name lists the valid ones."""
     try:
