@@ -118,3 +118,55 @@ def test_sources_say_what_the_map_is_made_of():
     assert mr["members"] == 5 and "5 ensemble members" in mr["method"] and "mutual" not in mr["method"]
     two = describe_sources([Model(Stage("unet2d")), Model(Stage("unet2d"))], 2)
     assert two["separate_members"] == 2 and "2 mirroring TTA passes" in two["method"] and "mutual" in two["method"]
+
+
+def test_structure_box_gives_the_qc_of_the_whole_grid(tmp_path):
+    """uncertainty="structures" (QC, the default of predict) undoes the probabilities only around the labelled
+    structures; every structure's QC is that of the whole-grid uncertainty, and only the box is computed."""
+    import torch
+
+    from kidneyseg.case import Case
+    from kidneyseg.data.phantoms import ct_phantom
+    from kidneyseg.inference import Predictor
+    from kidneyseg.models.folder import save_model_folder, save_stage
+    from kidneyseg.models.registry import create_model
+    from kidneyseg.reporting.volumes import measure
+
+    torch.manual_seed(0)
+    labels = {"0": "background", "1": "kidney", "2": "tumor"}
+    kwargs = {"channels": [4, 8], "strides": [2], "num_res_units": 0}
+    net = create_model("unet2d", in_channels=1, out_channels=3, **kwargs)
+    plan = {"modality": "ct", "spatial_dims": 2, "orientation": "PLS", "target_spacing": [2.0, 2.0],
+            "patch_size": [32, 32], "intensity": {"kind": "window", "low": -100, "high": 300}, "denoise": None,
+            "labels": labels}
+    save_stage(tmp_path / "m" / "main", net.eval(), {"arch": "unet2d", "arch_kwargs": kwargs, "in_channels": 1,
+                                                      "out_channels": 3, "channel_to_label": [0, 1, 2], "plan": plan})
+    save_model_folder(tmp_path / "m", {"pipeline": "unet2d", "task": "kits19", "modality": "ct", "labels": labels,
+                                       "stages": ["main"]})
+    ph = ct_phantom(size=(64, 64, 12), seed=0)
+    img = np.pad(ph.image.astype(np.float32), ((30, 10), (25, 15), (0, 0)), constant_values=-1000.0)  # air around
+    case = Case(img, ph.affine, modality="ct")
+    pred = Predictor(tmp_path / "m", runtime="torch", postprocess=False)
+
+    def bright_is_kidney(stage, pre, extra=None, progress=None):  # a known network: bright tissue is kidney
+        x = np.asarray(pre.image, np.float32)
+        fg = 1.0 / (1.0 + np.exp(-(x - 0.6) * 30.0))
+        return np.stack([1.0 - fg, 0.8 * fg, 0.2 * fg]).astype(np.float32)
+
+    pred.stage_probabilities = bright_is_kidney  # type: ignore[method-assign]
+    whole = pred.predict_case(case.copy(), uncertainty=True)
+    boxed = pred.predict_case(case.copy(), uncertainty="structures")
+    assert np.array_equal(whole.label, boxed.label)
+    mw = measure(whole.label, case.affine, labels=pred.labels, uncertainty=whole.uncertainty)
+    mb = measure(boxed.label, case.affine, labels=pred.labels, uncertainty=boxed.uncertainty)
+    assert any(mw["kidneys"][side].get("qc") for side in ("right", "left"))  # something was scored
+    assert min(b.start for b in boxed.uncertainty.box[:2]) > 0  # in-plane, the box is a part of the grid
+    for side in ("right", "left"):
+        qw, qb = mw["kidneys"][side].get("qc"), mb["kidneys"][side].get("qc")
+        assert (qw is None) == (qb is None)
+        if qw is not None:
+            assert qb["flag"] == qw["flag"]
+            assert qb["score"] == pytest.approx(qw["score"], abs=1e-3)
+    assert boxed.uncertainty.shape == whole.uncertainty.shape == case.shape
+    with pytest.raises(InputError, match="uncertainty mode"):
+        pred.predict_case(case.copy(), uncertainty="everything")

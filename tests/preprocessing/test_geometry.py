@@ -402,3 +402,33 @@ def test_unknown_label_interpolation_is_refused(case3d):
     with pytest.raises(KidneysegError) as exc:
         resample(case3d, 2.0, label_mode="cubic")
     assert str(exc.value) == "unknown label interpolation; found cubic; expected 'nearest' or 'linear'"
+
+
+@pytest.mark.parametrize("orientation,spacing", [("PLS", (2.0, 2.0, None)), ("RAS", (1.3, 2.1, 4.0))])
+def test_undo_probabilities_box_equals_the_whole_grid_undo_in_the_box(orientation, spacing):
+    """Probabilities brought back only in a box of the input grid: the whole-grid undo, cut to the box."""
+    from kidneyseg.preprocessing.geometry import box_slices, undo_probabilities_box
+
+    rng = np.random.default_rng(0)
+    affine = np.array([[0, -0.8, 0, 10], [0, 0, 2.5, -3], [-0.8, 0, 0, 7], [0, 0, 0, 1.0]])  # not RAS
+    case = Case(rng.random((60, 50, 30)).astype(np.float32), affine)
+    pre = reorient(case, orientation)
+    pre = resample(pre, [s if s is not None else pre.spacing[2] for s in spacing])
+    probs = rng.random((3,) + pre.shape).astype(np.float32)
+    full = undo(pre, probs, is_label=False, channel_axis=True)
+    for box in (((5, 40), (3, 50), (0, 30)), ((0, 60), (0, 50), (29, 30)), ((59, 60), (0, 1), (10, 20))):
+        sub = undo_probabilities_box(pre, probs, box)
+        assert sub.shape == (3,) + tuple(hi - lo for lo, hi in box)
+        assert np.abs(full[(slice(None), *box_slices(box))] - sub).max() < 1e-4
+
+
+def test_undo_probabilities_box_after_a_crop_pads_like_undo():
+    from kidneyseg.preprocessing.geometry import undo_probabilities_box
+
+    rng = np.random.default_rng(1)
+    case = Case(rng.random((20, 20, 10)).astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0]))
+    pre = resample(crop(case, ((5, 15), (5, 15), (0, 10))), [2.0, 2.0, 2.0])
+    probs = rng.random((2,) + pre.shape).astype(np.float32)
+    sub = undo_probabilities_box(pre, probs, ((0, 20), (0, 20), (0, 10)))
+    assert np.allclose(sub, undo(pre, probs, is_label=False, channel_axis=True), atol=1e-6)
+    assert sub[:, :5].max() == 0.0  # outside the crop: nothing, as the undo pads

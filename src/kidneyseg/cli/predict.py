@@ -201,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
             case = _take(first, modality) if single else read_image(
                 path, spacing=tuple(args.spacing) if args.spacing else None, modality=modality)
             result = predictor.predict_case(case, probabilities=args.save_probabilities,
-                                            uncertainty=args.save_uncertainty or not args.no_qc)
+                                            uncertainty="map" if args.save_uncertainty else
+                                            ("structures" if not args.no_qc else False))
             written = save_prediction(result, out, fmt=fmt, save_probabilities=args.save_probabilities, name=stem,
                                       save_uncertainty=args.save_uncertainty, qc=not args.no_qc)
             tqdm.write(written["line"], file=sys.stdout)

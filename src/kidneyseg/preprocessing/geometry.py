@@ -467,6 +467,44 @@ def undo_argmax(case: Case, probs: np.ndarray, values: Sequence[int] | np.ndarra
     return np.ascontiguousarray(out, dtype=np.uint8)
 
 
+def undo_probabilities_box(case: Case, probs: np.ndarray, box: Sequence[tuple[int, int]]) -> np.ndarray:
+    """``undo(case, probs, is_label=False, channel_axis=True)`` computed only inside ``box`` of the original grid.
+
+    ``probs`` ``(C, *case.shape)`` on the preprocessed grid; ``box`` ``((lo, hi), ...)`` (``hi`` exclusive)
+    on the grid before any recorded operation.  Reorientations and resamplings compose into one affine map
+    of voxel indices (original -> preprocessed: ``inv(case.affine) @ original affine``), so every voxel of
+    the box is sampled linearly at its place on the preprocessed grid, clamped at the edges as the undo
+    clamps (``mode="nearest"``): equal to the whole-grid undo cut to the box, up to float rounding, at the
+    cost of the box alone.  A history with a crop (whose undo pads with zeros) takes the whole-grid undo.
+    Returns float32 ``(C, *box shape)``.
+    """
+    from scipy import ndimage
+
+    p = np.asarray(probs)
+    if tuple(p.shape[1:]) != case.shape:
+        raise KidneysegError("probabilities to undo do not lie on the case grid", found=tuple(p.shape),
+                             expected=(p.shape[0],) + tuple(case.shape))
+    sl = box_slices(box)
+    if any(op.name == "crop" for op in case.history) or not case.history:
+        return np.ascontiguousarray(undo(case, p, is_label=False, channel_axis=True)[(slice(None), *sl)],
+                                    dtype=np.float32)
+    ndim = case.ndim
+    before = np.asarray(case.history[0].params["affine_before"], dtype=np.float64)
+    to_pre = np.linalg.inv(np.asarray(case.affine, dtype=np.float64)) @ before
+    shape = tuple(int(hi - lo) for lo, hi in box)
+    idx = np.indices(shape, dtype=np.float32).reshape(ndim, -1)
+    idx += np.asarray([lo for lo, _ in box], dtype=np.float32)[:, None]
+    if ndim == 3:
+        coords = to_pre[:3, :3].astype(np.float32) @ idx + to_pre[:3, 3:4].astype(np.float32)
+    else:  # 2D grids: the affine's third axis is the image plane's normal
+        coords = to_pre[:2, :2].astype(np.float32) @ idx + to_pre[:2, 3:4].astype(np.float32)
+    out = np.empty((p.shape[0],) + shape, dtype=np.float32)
+    for c in range(p.shape[0]):
+        out[c] = ndimage.map_coordinates(np.asarray(p[c], dtype=np.float32), coords, order=1,
+                                         mode="nearest").reshape(shape)
+    return out
+
+
 def original_affine(case: Case) -> np.ndarray:
     """Affine of the grid before the first recorded operation."""
     if not case.history:
