@@ -165,3 +165,32 @@ def test_2d_lesion_floor_is_in_mm2():
     assert img["tumor_count"] == 1 and img["tumor_fragments_below_floor"] == 1
     assert img["tumor_max_diameter_mm"] == pytest.approx(9 * 0.5 * np.sqrt(2), abs=0.01)
     assert "renal" not in img["tumors"][0] and "offset_from_kidney_mm" not in img["tumors"][0]
+
+
+def _embedded(lab: np.ndarray, shape=(120, 90, 70), at=(50, 40, 30)) -> np.ndarray:
+    big = np.zeros(shape, np.uint8)
+    big[at[0]:at[0] + lab.shape[0], at[1]:at[1] + lab.shape[1], at[2]:at[2] + lab.shape[2]] = lab
+    return big
+
+
+@pytest.mark.parametrize("affine", [np.diag([2.0, 1.5, 2.5, 1.0]),
+                                    np.array([[-0.8, 0, 0, 30], [0, 0, 2.5, -12], [0, 0.8, 0, 5], [0, 0, 0, 1.0]])])
+def test_measured_on_the_label_box_as_on_the_whole_grid(affine):
+    """measure() works on the box of the labels (speed): every number equals the whole-grid computation."""
+    from kidneyseg.reporting.volumes import _measure_grid
+
+    big = _embedded(_two_kidneys())
+    m = measure(big, affine)
+    assert m == _measure_grid(big, affine)
+    assert m["kidneys"]["right"]["present"] and m["kidneys"]["left"]["present"]
+
+
+def test_single_kidney_box_keeps_the_field_of_view_midline():
+    """One kidney: its side comes from the centre of the whole field of view, not of the label box."""
+    lab = np.zeros((10, 10, 10), np.uint8)
+    lab[2:8, 2:8, 2:8] = 1
+    ras = np.diag([1.0, 1, 1, 1])
+    low = measure(_embedded(lab, at=(5, 40, 30)), ras)  # low i = smaller x than the centre: patient left
+    high = measure(_embedded(lab, at=(100, 40, 30)), ras)
+    assert low["kidneys"]["left"]["present"] and not low["kidneys"]["right"]["present"]
+    assert high["kidneys"]["right"]["present"] and not high["kidneys"]["left"]["present"]

@@ -57,15 +57,24 @@ def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.int64)
 
 
+def component_centroids(labels: np.ndarray, n: int) -> np.ndarray:
+    """Mean voxel index ``(n, ndim)`` of components ``1..n`` (row 0 = component 1; NaN for an empty one)."""
+    nz = np.nonzero(labels)
+    lab = labels[nz]
+    counts = np.bincount(lab, minlength=n + 1)[1 : n + 1].astype(np.float64)
+    out = np.empty((n, labels.ndim), dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for a, idx in enumerate(nz):
+            out[:, a] = np.bincount(lab, weights=idx, minlength=n + 1)[1 : n + 1] / counts
+    return out
+
+
 def _order(lab: np.ndarray, sizes: np.ndarray, affine: np.ndarray | None) -> np.ndarray:
     """Component indices (0-based) by decreasing size; ties broken by world (RAS) centroid
     when ``affine`` is given, so the choice does not depend on the array orientation."""
-    if affine is None or len(sizes) < 2:
-        return np.argsort(-sizes, kind="stable")
-    from scipy import ndimage
-
-    idx = np.arange(1, len(sizes) + 1)
-    cents = np.asarray(ndimage.center_of_mass(np.ones(lab.shape), lab, idx), dtype=float).reshape(len(sizes), -1)
+    if affine is None or len(sizes) < 2 or len(np.unique(sizes)) == len(sizes):
+        return np.argsort(-sizes, kind="stable")  # no equal sizes: the world position would not decide anything
+    cents = component_centroids(lab, len(sizes))
     cents = np.c_[cents, np.zeros((len(sizes), 3 - cents.shape[1]))]
     world = np.round(cents @ np.asarray(affine, float)[:3, :3].T + np.asarray(affine, float)[:3, 3], 3)
     return np.lexsort((-world[:, 2], -world[:, 1], -world[:, 0], -sizes))

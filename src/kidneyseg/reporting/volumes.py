@@ -212,7 +212,66 @@ def measure(
         kidney's ``centroid_ras_mm``; for 2D images the same keys with ``_mm2`` areas
         under ``"image"``.
     """
-    from kidneyseg.preprocessing.components import component_sizes, label_components
+    label = np.asarray(label)
+    affine = np.asarray(affine, dtype=np.float64)
+    box = _measure_box(label, uncertainty)
+    if box is None:
+        return _measure_grid(label, affine, labels=labels, name=name, min_lesion_ml=min_lesion_ml,
+                             min_lesion_mm2=min_lesion_mm2, renal=renal, uncertainty=uncertainty,
+                             structures=structures)
+    # everything is measured in world space: on the box of the labels (and of the uncertainty), with the
+    # box's affine, the numbers are those of the whole grid at a fraction of the cost
+    starts = [int(b.start) for b in box]
+    unc = uncertainty
+    if unc is not None:
+        from dataclasses import replace
+
+        unc = replace(unc, box=tuple(slice(u.start - o, u.stop - o) for u, o in zip(unc.box, starts)),
+                      shape=tuple(int(b.stop - b.start) for b in box))
+    found: list[tuple[str, tuple[int, ...], np.ndarray]] | None = [] if structures is not None else None
+    centre = (np.asarray(label.shape, dtype=float) - 1) / 2 - np.asarray(starts, dtype=float)
+    out = _measure_grid(label[box], crop_affine(affine, starts), labels=labels, name=name,
+                        min_lesion_ml=min_lesion_ml, min_lesion_mm2=min_lesion_mm2, renal=renal, uncertainty=unc,
+                        structures=found, fov_centre=centre)
+    if structures is not None and found is not None:
+        structures.extend((k, tuple(int(a) + o for a, o in zip(st, starts)), m) for k, st, m in found)
+    return out
+
+
+def _measure_box(label: np.ndarray, uncertainty: Any) -> tuple[slice, ...] | None:
+    """Bounding box (slices) of the labelled voxels of a volume, joined with the uncertainty's box, with a
+    one-voxel margin; ``None`` for 2D images, empty label maps and boxes that are most of the grid."""
+    from kidneyseg.preprocessing.geometry import nonzero_box
+
+    box = nonzero_box(label, margin=1) if label.ndim == 3 else None
+    if box is None:
+        return None
+    lo = [b[0] for b in box]
+    hi = [b[1] for b in box]
+    if uncertainty is not None and all(u.stop > u.start for u in uncertainty.box):
+        lo = [min(v, int(u.start)) for v, u in zip(lo, uncertainty.box)]
+        hi = [max(v, int(u.stop)) for v, u in zip(hi, uncertainty.box)]
+    if np.prod([h - v for v, h in zip(lo, hi)]) > 0.5 * label.size:
+        return None
+    return tuple(slice(v, h) for v, h in zip(lo, hi))
+
+
+def _measure_grid(
+    label: np.ndarray,
+    affine: np.ndarray,
+    *,
+    labels: Mapping[Any, str] | None = None,
+    name: str = "case",
+    min_lesion_ml: float = MIN_LESION_ML,
+    min_lesion_mm2: float = MIN_LESION_MM2,
+    renal: bool = True,
+    uncertainty: Any = None,
+    structures: list[tuple[str, tuple[int, ...], np.ndarray]] | None = None,
+    fov_centre: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """:func:`measure` on the grid given; ``fov_centre``: voxel index (of this grid) of the field of view's
+    centre, the midline of a single kidney (default: this grid's centre)."""
+    from kidneyseg.preprocessing.components import component_centroids, component_sizes, label_components
 
     label = np.asarray(label)
     affine = np.asarray(affine, dtype=np.float64)
@@ -318,15 +377,12 @@ def measure(
                 r.pop("offset_from_kidney_mm", None)
         return finish(out)
     sizes = component_sizes(comp, n)
-    xs = []
-    for c in range(1, n + 1):
-        centroid = np.argwhere(comp == c).mean(axis=0)
-        xs.append(float(affine[0, :3] @ centroid + affine[0, 3]))
+    xs = [float(affine[0, :3] @ centroid + affine[0, 3]) for centroid in component_centroids(comp, n)]
     if n >= 2:
         a, b = np.argsort(-sizes)[:2]
         midline = 0.5 * (xs[a] + xs[b])
     else:
-        centre = (np.asarray(label.shape, dtype=float) - 1) / 2
+        centre = (np.asarray(label.shape, dtype=float) - 1) / 2 if fov_centre is None else fov_centre
         midline = float(affine[0, :3] @ centre + affine[0, 3])
     is_right = [xs[c] > midline for c in range(n)]
     if right_v or left_v:  # the labelled side wins; a tie keeps the position rule
