@@ -190,3 +190,27 @@ def test_ct2d_ensemble_on_a_small_slices_png(tmp_path, capsys):
     written = io.read(out / "case_00001_z010_image.png", is_label=True, spacing=(0.5, 0.5))
     assert written.shape == (40, 40)
     np.testing.assert_array_equal(written.label if written.label is not None else written.image, r.label)
+
+
+def test_runtime_option_and_export_onnx(model_dir, tmp_path, monkeypatch):
+    """--runtime torch and onnx give the same label map; `models --export-onnx` writes the stage's model.onnx,
+    which prediction then uses (nothing exported into the cache)."""
+    import shutil
+
+    import nibabel as nib
+
+    from kidneyseg.data.phantoms import ct_phantom
+
+    monkeypatch.setenv("KIDNEYSEG_CACHE", str(tmp_path / "cache"))
+    ph = ct_phantom(size=(40, 40, 20), seed=3)
+    src = _write_nifti(tmp_path / "ct.nii.gz", ph.image, ph.affine)
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    assert main(["models", "--export-onnx", str(model)]) == 0
+    assert (model / "main" / "model.onnx").is_file()
+    labels = {}
+    for rt in ("torch", "onnx"):
+        assert main(["predict", str(src), "-o", str(tmp_path / rt), "--model", str(model), "--runtime", rt]) == 0
+        labels[rt] = np.asarray(nib.load(str(tmp_path / rt / "ct.nii.gz")).dataobj)
+    assert labels["onnx"].any() and np.array_equal(labels["torch"], labels["onnx"])
+    assert not (tmp_path / "cache").exists()

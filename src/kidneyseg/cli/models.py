@@ -17,6 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="*", help="registry names (default: all)")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
     parser.add_argument("--pipelines", action="store_true", help="list the pipelines and their stages instead")
+    parser.add_argument("--export-onnx", metavar="MODEL_DIR", default=None,
+                        help="write <stage>/model.onnx for every segmentation stage of a model folder (an embedded "
+                             "default's name works too: ct, mr, us), so that prediction runs on ONNX Runtime "
+                             "without exporting into the user cache first (read-only installs, clusters)")
 
 
 def default_arch_kwargs(name: str) -> dict:
@@ -31,6 +35,14 @@ def default_arch_kwargs(name: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.export_onnx:
+        from kidneyseg.inference import resolve_model
+        from kidneyseg.models.onnx import export_model_folder
+
+        folder = resolve_model(args.export_onnx, None)
+        for path in export_model_folder(folder):
+            print(f"wrote {path}")
+        return 0
     from kidneyseg.models.pipelines import PIPELINES, get_pipeline
     from kidneyseg.models.registry import model_info, model_names
 

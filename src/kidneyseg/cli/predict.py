@@ -52,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label map format (dicom-seg needs a DICOM series input); default: png for 2D "
                              "image files (PNG, JPEG, BMP, TIFF), else nifti")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for the network")
+    parser.add_argument("--runtime", choices=("auto", "onnx", "torch"), default=None,
+                        help="network runtime: auto (ONNX Runtime for segmentation networks on the CPU, exported "
+                             "once per model into the user cache, $KIDNEYSEG_CACHE; the rest on torch), onnx "
+                             "(required) or torch; default: $KIDNEYSEG_RUNTIME, else auto")
     parser.add_argument("--spacing", type=float, nargs=2, default=None, metavar=("ROW", "COL"),
                         help="pixel spacing in mm of 2D inputs (else a sidecar JSON, else 1 mm with a warning); "
                              "positive; ignored, with a warning, for volumes and DICOM, whose header gives it")
@@ -184,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
     # --model repeated: an ensemble of the folders (Predictor averages their probabilities)
     model_dirs = [resolve_model(m, chosen) for m in args.model] if args.model else [resolve_model(None, chosen)]
     predictor = Predictor(model_dirs if len(model_dirs) > 1 else model_dirs[0], tta=args.tta, threads=args.threads,
+                          runtime=args.runtime,
                           postprocess=not args.no_postprocess)
     modality = args.modality or predictor.modality or None
     out = Path(args.output)

@@ -215,7 +215,7 @@ def load_stage(stage_dir: str | os.PathLike[str], *, name: str | None = None, de
             stage.module = net
         elif runtime == "onnx":
             raise InputError("this stage cannot run on ONNX Runtime", path=d, found="its export could not be written",
-                             fix="set KIDNEYSEG_CACHE to a writable folder or run `kidneyseg models export-onnx`")
+                             fix="set KIDNEYSEG_CACHE to a writable folder or run `kidneyseg models --export-onnx MODEL_DIR`")
     return stage
 
 

@@ -11,7 +11,7 @@ has an ONNX export runs without torch being imported at all.
 Where the export comes from
 ---------------------------
 * ``<stage>/model.onnx`` in the model folder (written by
-  ``kidneyseg models export-onnx MODEL_DIR``, :func:`export_model_folder`), or
+  ``kidneyseg models --export-onnx MODEL_DIR``, :func:`export_model_folder`), or
 * the user cache (:func:`cache_dir`: ``$KIDNEYSEG_CACHE``, else
   ``$XDG_CACHE_HOME/kidneyseg``, else ``~/.cache/kidneyseg``), where the first
   prediction with a stage writes it (a few seconds, once per weights file).
@@ -308,7 +308,7 @@ def cache_export(module: Any, spec: dict[str, Any], digest: str) -> OnnxNetwork 
         net = export_module(module, spec, out, digest=digest)
     except OSError as exc:
         log.warning("cannot write the ONNX export to %s (%s): running on torch (set KIDNEYSEG_CACHE to a writable "
-                    "folder, or run `kidneyseg models export-onnx MODEL_DIR`)", out, exc)
+                    "folder, or run `kidneyseg models --export-onnx MODEL_DIR`)", out, exc)
         return None
     return _open_export(out, digest) or net
 
