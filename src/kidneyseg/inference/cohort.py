@@ -256,6 +256,26 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a ``HOST:PORT`` address nothing answers on within ``timeout_s`` (Ray itself retries for minutes).
+
+    ``auto`` and ``ray://`` (Ray Client) addresses are left to Ray.
+    """
+    import socket
+
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as exc:
+        raise KidneysegError("cannot connect to the Ray cluster", path=address, found=f"{type(exc).__name__}: {exc}",
+                             expected="the head node's GCS port (`ray start --head --port 6379`)",
+                             fix="check --address HOST:PORT and that the cluster runs, or drop --address to run "
+                                 "on this machine") from None
+
+
 def connect(address: str | None, num_cpus: int | None = None, *,
             object_store_mb: int = LOCAL_OBJECT_STORE_MB) -> bool:
     """Join the Ray cluster at ``address`` (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``), or start a
@@ -268,6 +288,7 @@ def connect(address: str | None, num_cpus: int | None = None, *,
     if ray.is_initialized():
         return False
     if address:
+        _check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as exc:
