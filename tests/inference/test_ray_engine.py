@@ -39,7 +39,8 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 def local_ray():
     """A small local Ray for the module: 2 CPUs, no dashboard, a 200 MB object store."""
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
+                 log_to_driver=False)  # "local": never a cluster some `ray start` left on the machine
     yield
     ray.shutdown()
 

@@ -297,7 +297,8 @@ def connect(address: str | None, num_cpus: int | None = None, *,
                                  fix="check --address (HOST:6379, or ray://HOST:10001 for Ray Client), or drop it "
                                      "to run on this machine") from exc
         return True
-    ray.init(num_cpus=int(num_cpus or available_cores()), include_dashboard=False,
+    # address "local": a new Ray of its own, even where `ray start` left a cluster on this machine
+    ray.init(address="local", num_cpus=int(num_cpus or available_cores()), include_dashboard=False,
              object_store_memory=int(object_store_mb) * 1024**2)
     return True
 
