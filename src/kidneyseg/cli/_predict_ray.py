@@ -30,6 +30,7 @@ class PredictJob:
     model_dirs: list[str]
     tta: bool = False
     threads: int | None = None
+    runtime: str | None = None
     postprocess: bool = True
     modality: str | None = None
     spacing: tuple[float, float] | None = None
@@ -52,7 +53,7 @@ class PredictJob:
 
         dirs = [Path(d) for d in self.model_dirs]
         self._predictor = Predictor(dirs if len(dirs) > 1 else dirs[0], tta=self.tta, threads=self.threads,
-                                    postprocess=self.postprocess)
+                                    runtime=self.runtime, postprocess=self.postprocess)
 
     def _format(self, path: Path) -> str:
         from kidneyseg.io import IMAGE_2D_SUFFIXES, image_suffix
@@ -86,7 +87,7 @@ class PredictJob:
         return files
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"models": [str(Path(d).resolve()) for d in self.model_dirs], "tta": self.tta,
+        return {"models": [str(Path(d).resolve()) for d in self.model_dirs], "tta": self.tta, "runtime": self.runtime,
                 "postprocess": self.postprocess, "modality": self.modality,
                 "spacing": list(self.spacing) if self.spacing else None, "output_format": self.output_format,
                 "predict": dict(sorted(self.predict_kwargs.items())), "save": dict(sorted(self.save_kwargs.items()))}
@@ -135,16 +136,17 @@ def run_ray(args: argparse.Namespace) -> int:
     model_dirs = [resolve_model(m, chosen) for m in args.model] if args.model else [resolve_model(None, chosen)]
     # what the one-process loop of `predict` passes to the predictor and the writer, passed alike
     predict_kwargs: dict[str, Any] = {"probabilities": args.save_probabilities,
-                                      "uncertainty": bool(args.save_uncertainty or not args.no_qc)}
+                                      "uncertainty": "map" if args.save_uncertainty else
+                                      ("structures" if not args.no_qc else False)}
     save_kwargs: dict[str, Any] = {"save_probabilities": args.save_probabilities,
                                    "save_uncertainty": bool(args.save_uncertainty), "qc": not args.no_qc}
-    job = PredictJob(model_dirs=[str(d) for d in model_dirs], tta=args.tta, threads=threads,
+    job = PredictJob(model_dirs=[str(d) for d in model_dirs], tta=args.tta, threads=threads, runtime=args.runtime,
                      postprocess=not args.no_postprocess, modality=args.modality, spacing=spacing,
                      output_format=args.output_format, predict_kwargs=predict_kwargs, save_kwargs=save_kwargs)
     if args.tta:  # a model that cannot mirror is refused here, once, not by every worker
         from kidneyseg.inference import Predictor
 
-        Predictor(model_dirs if len(model_dirs) > 1 else model_dirs[0], tta=True, threads=threads)
+        Predictor(model_dirs if len(model_dirs) > 1 else model_dirs[0], tta=True, threads=threads, runtime=args.runtime)
     out = Path(args.output)
     started = cohort.connect(args.address)
     try:
