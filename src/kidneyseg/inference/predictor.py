@@ -414,6 +414,14 @@ def postprocess_warning(raw: np.ndarray, clean: np.ndarray, spacing: Sequence[fl
     tumour, which the "a lesion must touch kidney" rule then removes.
     """
     region = tuple(int(v) for v in kidney_labels) + tuple(int(v) for v in lesion_labels)
+    from kidneyseg.preprocessing.geometry import box_slices, nonzero_box
+
+    # post-processing only removes labels and fills holes enclosed by them: all of it lies in the box of
+    # what the network labelled, so both label maps are counted there only (a small part of a CT)
+    box = nonzero_box(raw)
+    if box is None:
+        return None
+    raw, clean = raw[box_slices(box)], clean[box_slices(box)]
     raw_region = np.isin(raw, region)
     n_raw = int(raw_region.sum())
     if n_raw == 0:
