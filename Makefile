@@ -8,7 +8,12 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.kidneyseg-installed
 DEMO_OUT ?= demo_out
 
-.PHONY: venv demo test test-fast benchmarks models mutation browser-deps clean
+.PHONY: venv demo test test-fast benchmarks models mutation browser-deps clean niivue
+
+# niivue: copy NiiVue's browser bundle (npm @niivue/niivue, BSD-2-Clause) into reporting/static/niivue/ (needs npm;
+# the viewer and `report --viewer` use the copy in the package and download nothing when they run)
+niivue:
+	$(PYTHON) scripts/fetch_niivue.py
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
