@@ -1,4 +1,4 @@
-"""`kidneyseg serve`: a local web viewer (open/upload a study, predict, scroll with overlays, download).
+"""`kidneyseg serve`: a local web viewer (open/upload a study, predict, look at it in NiiVue, download).
 
 Binds to 127.0.0.1 by default; everything it writes stays under ``--workdir``
 (files put in ``WORKDIR/inbox/`` can be opened from the page).  Prints the
@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest upload accepted, and largest size a zip may unpack to (MB, default 1024)")
     parser.add_argument("--max-studies", type=int, default=8,
                         help="studies held in memory; opening one more closes the least recently used (default 8)")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="ask the model for its uncertainty map with each prediction and show it as a second "
+                             "overlay (slower)")
 
 
 def _is_loopback(host: str) -> bool:
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         log.warning("binding to %s: anyone who can reach this address and has the token in the printed address "
                     "can upload and download studies", args.host)
     viewer = Viewer(args.workdir, args.model, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), task=args.task,
-                    max_studies=args.max_studies)
+                    max_studies=args.max_studies, uncertainty=args.uncertainty)
     sock = bind(args.host, args.port)
     port = int(sock.getsockname()[1])
     token = secrets.token_urlsafe(32)

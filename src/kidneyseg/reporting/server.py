@@ -5,10 +5,15 @@ What it does
 * Open a study from the working folder's ``inbox/`` or upload one (NIfTI, NRRD,
   MHA, PNG/JPEG, or a zip of one DICOM series).
 * Run the model (``--model``) on it in a background thread, with progress.
+* Show the study in NiiVue (``static/niivue/niivue.umd.js``, BSD-2-Clause, shipped in the
+  package; ``static/kviewer.js`` drives it): three planes and a 3D render, window/level with CT
+  presets, zoom and pan, crosshair in world mm, the label map as an overlay with an opacity slider
+  and per-label toggles, and the uncertainty map (when the prediction has one) as a second overlay.
+  NiiVue loads the volumes as uncompressed NIfTI from ``/api/studies/{id}/nifti/{what}.nii``,
+  same origin, so the token cookie goes with them.
 * Serve slices in radiological display order (the same code as the report:
   :func:`kidneyseg.reporting.overlay.display_slice` on the RAS volume), with
-  the label map, so the page draws the overlay with an opacity slider and
-  per-label toggles.
+  the label map (``/slice``, for scripts).
 * Give the volumes (:func:`kidneyseg.reporting.volumes.measure`), the label map
   on the input grid and the HTML report as downloads.
 
@@ -43,7 +48,10 @@ API (JSON unless said)
 rows*cols label bytes; headers ``X-Rows``, ``X-Cols``, ``X-Row-Mm``, ``X-Col-Mm``);
 ``POST /api/studies/{id}/predict?modality=`` (``modality``: which built-in default model, when the
 server has no ``--model``; guessed from the study when absent); ``GET /api/studies/{id}/volumes``;
-``GET /api/studies/{id}/label`` (download); ``GET /api/studies/{id}/report`` (download).
+``GET /api/studies/{id}/label`` (download); ``GET /api/studies/{id}/report`` (download);
+``GET /api/studies/{id}/nifti/image.nii``, ``.../nifti/label.nii``, ``.../nifti/uncertainty.nii``
+(NIfTI-1 bytes for NiiVue: the image as int16 when its values are integers in range, else float32;
+the label map uint8; the uncertainty float32 0..1; 409 while absent); ``GET /static/niivue/niivue.umd.js``.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time
@@ -139,6 +147,10 @@ class Study:
     label_path: Path | None = None
     volumes: dict[str, Any] | None = None
     model_dir: Path | None = None  # the model that predicted ``label``
+    window: tuple[float, float] = (0.0, 1.0)  # the display window of ``grey`` (HU for CT)
+    modality: str | None = None  # the case's, else guessed from the intensities (a volume with air in HU: ct)
+    uncertainty: np.ndarray | None = None  # float32 0..1 on the input grid, when the prediction gave one
+    niftis: dict[str, Path] = field(default_factory=dict)  # what NiiVue loads, written on first request
     job: Job = field(default_factory=Job)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -163,10 +175,12 @@ class Viewer:
     (:func:`kidneyseg.default_models.default_model_dir`).  ``max_upload_bytes``
     bounds both an upload and what a zip unpacks to.  ``max_studies``: studies
     held in memory; opening one more closes the least recently used one.
+    ``uncertainty``: ask the predictor for its uncertainty map (``predict_case(uncertainty=True)``,
+    when it takes that argument), shown as a second overlay.
     """
 
     def __init__(self, workdir: Path, model_dir: Path | None = None, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-                 task: str | None = None, max_studies: int = DEFAULT_MAX_STUDIES) -> None:
+                 task: str | None = None, max_studies: int = DEFAULT_MAX_STUDIES, uncertainty: bool = False) -> None:
         if int(max_studies) < 1:
             raise InputError("max_studies must be at least 1", found=max_studies, expected=">= 1")
         if int(max_upload_bytes) < 1:
@@ -179,6 +193,7 @@ class Viewer:
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_studies = int(max_studies)
         self.task_name = task
+        self.uncertainty = bool(uncertainty)
         self.studies: OrderedDict[str, Study] = OrderedDict()  # least recently used first
         self._studies_lock = threading.Lock()
         self._predictors: dict[Path, Any] = {}
@@ -221,15 +236,18 @@ class Viewer:
         case = io.read(path)
         if case.image is None:
             raise InputError("no image in the file", path=src)
+        modality = overlay.shown_modality(case)
         if case.ndim == 3:
             image, _, spacing = overlay.ras_arrays(case)
             if image is None:  # case.image checked above; reorienting keeps it
                 raise InputError("no image in the file", path=src)
-            grey = overlay.to_grey(image, overlay.display_window(image, case.modality))
+            window = overlay.display_window(image, modality)
         else:
-            grey = overlay.to_grey(case.image, overlay.display_window(case.image, case.modality))
-            spacing = case.spacing
-        study = Study(sid, folder, case, np.ascontiguousarray(grey), tuple(spacing))
+            image, spacing = case.image, case.spacing
+            window = overlay.display_window(image, modality)
+        grey = overlay.to_grey(image, window)
+        study = Study(sid, folder, case, np.ascontiguousarray(grey), tuple(spacing), window=window,
+                      modality=modality)
         self.add(study)
         log.info("opened study %s from %s: shape %s", sid, src.name, case.shape)
         return study
@@ -367,7 +385,7 @@ class Viewer:
                     job.progress = 0.15 + 0.7 * max(0.0, min(1.0, float(fraction)))
                     job.message = message
 
-                label, warnings = _call_predict(predictor, study.case, progress)
+                label, warnings, unc = _call_predict(predictor, study.case, progress, uncertainty=self.uncertainty)
             label = np.asarray(label).astype(np.uint8)
             if label.shape != study.case.shape:
                 raise InputError("the prediction is not on the input grid", found=label.shape,
@@ -387,6 +405,9 @@ class Viewer:
                 lab_ras = label
             with study.lock:
                 study.label, study.label_ras, study.label_path, study.volumes = label, lab_ras, out, vols
+                study.uncertainty = unc
+                study.niftis.pop("label", None)
+                study.niftis.pop("uncertainty", None)
             job.state, job.progress, job.message = "done", 1.0, "done"
         except KidneysegError as exc:
             job.state, job.message = "error", str(exc)
@@ -405,19 +426,87 @@ class Viewer:
                                          seg_source=str(study.label_path)), out)
 
 
-def _call_predict(predictor, case: Case, progress) -> tuple[np.ndarray, list[str]]:
-    """The label map and warnings of ``predictor.predict_case(case)``, passing ``progress`` when it accepts one."""
+def _call_predict(predictor, case: Case, progress, *, uncertainty: bool = False
+                  ) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+    """Label map, warnings and uncertainty map (or None) of ``predictor.predict_case(case)``.
+
+    ``progress`` is passed when ``predict_case`` accepts it, ``uncertainty=True`` when asked for and
+    accepted.  The uncertainty is :func:`uncertainty_map` of the result's ``uncertainty``.
+    """
     import inspect
 
     params = inspect.signature(predictor.predict_case).parameters
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for name in ("progress", "callback", "progress_callback"):
         if name in params:
             kwargs[name] = progress
             break
+    if uncertainty and "uncertainty" in params:
+        kwargs["uncertainty"] = True
     result = predictor.predict_case(case, **kwargs)
     # Predictor.predict_case returns a Prediction (label on the input grid in ``.label``, ``.warnings``)
-    return np.asarray(getattr(result, "label", result)), [str(w) for w in getattr(result, "warnings", None) or []]
+    return (np.asarray(getattr(result, "label", result)), [str(w) for w in getattr(result, "warnings", None) or []],
+            uncertainty_map(getattr(result, "uncertainty", None), case.shape))
+
+
+def uncertainty_map(unc: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A float32 0..1 map on the grid ``shape`` from what a prediction gives as its uncertainty, else None.
+
+    Accepted: an array of ``shape``, or an object with ``full_map()`` returning one (the
+    :class:`~kidneyseg.inference.uncertainty.Uncertainty` of ``Prediction.uncertainty``).  Anything else
+    (absent, another shape) gives None: the viewer then shows no uncertainty overlay.
+    """
+    if unc is None:
+        return None
+    arr = unc.full_map() if hasattr(unc, "full_map") else unc
+    try:
+        arr = np.asarray(arr, dtype=np.float32)
+    except (TypeError, ValueError):
+        return None
+    if arr.shape != tuple(shape):
+        log.warning("uncertainty map of shape %s is not on the input grid %s: not shown", arr.shape, shape)
+        return None
+    return np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0)
+
+
+def viewer_nifti(arr: np.ndarray, affine: np.ndarray, *, kind: str) -> Any:
+    """A ``nibabel.Nifti1Image`` of ``arr`` for NiiVue (world = RAS mm of ``affine``).
+
+    ``kind``: ``image`` (int16 when every value is an integer in the int16 range, else float32),
+    ``label`` (uint8) or ``uncertainty`` (float32).  2D arrays ``[row, col]`` become one slice
+    ``[col, row, 0]`` whose affine puts row 0 at the top and column 0 at the left of NiiVue's axial view
+    (radiological: screen left is +x, screen top +y), so the image shows as stored.
+    """
+    import nibabel as nib
+
+    a = np.asarray(arr)
+    if a.ndim == 2:
+        sr = float(np.linalg.norm(np.asarray(affine)[:3, 0])) or 1.0
+        sc = float(np.linalg.norm(np.asarray(affine)[:3, 1])) or 1.0
+        a = a.T[:, :, None]
+        affine = np.diag([-sc, -sr, 1.0, 1.0])
+    if kind == "label":
+        a = a.astype(np.uint8)
+    elif kind == "uncertainty":
+        a = a.astype(np.float32)
+    else:
+        a = compact_image(a)
+    img = nib.Nifti1Image(np.asarray(a), np.asarray(affine, dtype=float))
+    img.header.set_xyzt_units("mm")
+    return img
+
+
+def compact_image(a: np.ndarray) -> np.ndarray:
+    """``a`` as int16 when that loses nothing (CT in HU), else float32."""
+    if a.dtype.kind in "iub" and a.size and -32768 <= int(a.min()) and int(a.max()) <= 32767:
+        return a.astype(np.int16)
+    f = a.astype(np.float32)
+    if f.size and np.isfinite(f).all() and -32768 <= float(f.min()) and float(f.max()) <= 32767:
+        step = max(1, f.size // 1_000_000)
+        sample = f.ravel(order="K")[::step]
+        if np.array_equal(sample, np.round(sample)) and np.array_equal(f, np.round(f)):
+            return f.astype(np.int16)
+    return f
 
 
 def _declared_size(members: list[zipfile.ZipInfo]) -> int:
@@ -586,10 +675,17 @@ def create_app(viewer: Viewer, *, port: int, host: str = "127.0.0.1", token: str
 
     @app.get("/static/{name}")
     def static(name: str) -> FileResponse:
-        if name not in ("viewer.js", "viewer.css"):
+        if name not in ("viewer.js", "viewer.css", "kviewer.js"):
             raise HTTPException(404, "not found")
         media = "text/javascript" if name.endswith(".js") else "text/css"
         return FileResponse(STATIC / name, media_type=media)
+
+    @app.get("/static/niivue/{name}")
+    def static_niivue(name: str) -> FileResponse:
+        if name not in ("niivue.umd.js", "LICENSE", "SOURCE.txt"):
+            raise HTTPException(404, "not found")
+        media = "text/javascript" if name.endswith(".js") else "text/plain"
+        return FileResponse(STATIC / "niivue" / name, media_type=media)
 
     @app.get("/api/config")
     def config() -> dict[str, Any]:
@@ -661,7 +757,29 @@ def create_app(viewer: Viewer, *, port: int, host: str = "127.0.0.1", token: str
         return {"id": s.id, "name": s.case.name, "shape": list(s.case.shape),
                 "spacing_mm": [round(x, 4) for x in s.case.spacing], "modality": s.case.modality,
                 "planes": planes, "has_label": s.label is not None, "job": s.job.as_dict(),
-                "volumes": s.volumes}
+                "volumes": s.volumes, "modality_shown": s.modality, "has_uncertainty": s.uncertainty is not None,
+                "window": {"low": round(s.window[0], 3), "high": round(s.window[1], 3), "modality": s.modality}}
+
+    @app.get("/api/studies/{sid}/nifti/{what}.nii")
+    def nifti(sid: str, what: str) -> FileResponse:
+        import nibabel as nib
+
+        s = study_or_404(sid)
+        if what not in ("image", "label", "uncertainty"):
+            raise HTTPException(404, "not found: image.nii, label.nii or uncertainty.nii")
+        with s.lock:
+            path = s.niftis.get(what)
+            if path is None or not path.is_file():
+                arr = {"image": s.case.image, "label": s.label, "uncertainty": s.uncertainty}[what]
+                if arr is None:
+                    raise HTTPException(409, f"no {what} map for this study" + (
+                        " yet: run the prediction first" if what == "label" else ""))
+                path = inside(viewer.workdir, s.folder / f"viewer_{what}.nii")
+                tmp = inside(viewer.workdir, path.with_name(path.name + ".tmp.nii"))
+                nib.save(viewer_nifti(arr, s.case.affine, kind=what), tmp)
+                tmp.replace(path)
+                s.niftis[what] = path
+        return FileResponse(path, media_type="application/octet-stream", headers={"Cache-Control": "no-store"})
 
     @app.get("/api/studies/{sid}/slice")
     def slice_(sid: str, plane: str = "axial", index: int = 0) -> Response:

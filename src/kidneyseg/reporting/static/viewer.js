@@ -1,13 +1,11 @@
-// kidneyseg viewer: plain JavaScript, no build step.  Slices come from the server in radiological
-// display order (rows top->bottom, columns left->right) as grey bytes followed by label bytes.
+// kidneyseg viewer page: plain JavaScript, no build step.  The study is drawn by NiiVue through kviewer.js
+// (three planes + 3D, window/level, overlays); volumes come as NIfTI from this same server.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const EDGES = {axial: ["R", "L", "anterior at the top"], coronal: ["R", "L", "superior at the top"],
-               sagittal: ["A", "P", "superior at the top"], image: ["", "", "image as stored"]};
-const state = {config: null, study: null, plane: "axial", slice: null, enabled: {}, poll: null};
+const state = {config: null, study: null, viewer: null, poll: null};
 
 // The server answers only requests with its token: opening the printed address (/?token=...) set it in an
-// HttpOnly cookie, which these same-origin requests (and the download links) carry.
+// HttpOnly cookie, which these same-origin requests (NiiVue's volume fetches and the download links) carry.
 async function api(path, opts) {
   const r = await fetch(path, Object.assign({credentials: "same-origin"}, opts));
   if (!r.ok) {
@@ -18,6 +16,7 @@ async function api(path, opts) {
   return r;
 }
 function setStatus(text, isError) { const s = $("status"); s.textContent = text; s.className = isError ? "error" : "muted"; }
+const niftiUrl = (what) => ({url: `/api/studies/${state.study.id}/nifti/${what}.nii`, name: `${what}.nii`});
 
 async function init() {
   state.config = await (await api("/api/config")).json();
@@ -25,22 +24,12 @@ async function init() {
     for (const m of state.config.modalities) { const o = document.createElement("option"); o.value = m; o.textContent = m.toUpperCase(); $("modality").appendChild(o); }
     $("modalityBox").hidden = false;
   }
-  const t = $("toggles");
-  for (const [v, info] of Object.entries(state.config.labels)) {
-    state.enabled[v] = true;
-    const l = document.createElement("label");
-    l.innerHTML = `<input type="checkbox" data-label="${v}" checked><i class="sw" style="background:rgb(${info.color.join(",")})"></i>${info.name} (${v})`;
-    l.querySelector("input").addEventListener("change", (e) => { state.enabled[v] = e.target.checked; draw(); });
-    t.appendChild(l);
-  }
   const inbox = await (await api("/api/inbox")).json();
   for (const f of inbox.files) { const o = document.createElement("option"); o.value = o.textContent = f; $("inbox").appendChild(o); }
   $("file").addEventListener("change", upload);
   $("open").addEventListener("click", openInbox);
   $("predict").addEventListener("click", predict);
-  $("plane").addEventListener("change", () => { state.plane = $("plane").value; resetSlider(); loadSlice(); });
-  $("slice").addEventListener("input", loadSlice);
-  $("opacity").addEventListener("input", () => { $("opacityLabel").textContent = $("opacity").value + "%"; draw(); });
+  $("slice").addEventListener("input", () => { if (state.viewer) state.viewer.setSlice(2, +$("slice").value); });
   // last: the model line appearing means the page is ready (controls wired), which the browser test waits for
   $("model").textContent = state.config.model ? "model: " + state.config.model
                                                : "model: built-in default for the study's modality";
@@ -66,55 +55,26 @@ async function openInbox() {
 
 async function showStudy(info) {
   state.study = info;
-  $("study").textContent = `${info.name}: ${info.shape.join(" × ")} voxels, ${info.spacing_mm.join(" × ")} mm` + (info.modality ? `, ${info.modality}` : "");
-  const p = $("plane"); p.innerHTML = "";
-  for (const name of Object.keys(info.planes)) { const o = document.createElement("option"); o.value = o.textContent = name; p.appendChild(o); }
-  state.plane = Object.keys(info.planes)[0];
-  p.value = state.plane;
+  const w = info.window;
+  const win = {modality: info.modality_shown, auto_low: w.low, auto_high: w.high};
+  if (!state.viewer) state.viewer = new KidneyViewer($("view"), state.config.labels, win);
+  else state.viewer.window = win;
+  const v = state.viewer;
+  await v.open(niftiUrl("image"), info.has_label ? niftiUrl("label") : null,
+               info.has_uncertainty ? niftiUrl("uncertainty") : null);
+  kidneyViewerControls($("controls"), v, info.has_uncertainty);
+  v._emitWindow();
+  const n = v.sliceCount(2), s = $("slice");
+  s.max = n - 1; s.value = v.sliceIndex(2);
+  $("sliceLabel").textContent = `${+s.value + 1} / ${n}`;
+  v.listeners.push(() => { s.value = v.sliceIndex(2); $("sliceLabel").textContent = `${+s.value + 1} / ${n}`; });
   $("predict").disabled = !(state.config.model || state.config.default_models);
-  resetSlider();
-  await loadSlice();
   showVolumes(info.volumes);
   setDownloads(info.has_label);
-}
-function resetSlider() {
-  const n = state.study.planes[state.plane];
-  const s = $("slice"); s.max = n - 1; s.value = Math.floor((n - 1) / 2);
-}
-async function loadSlice() {
-  if (!state.study) return;
-  const idx = +$("slice").value;
-  $("sliceLabel").textContent = `${idx + 1} / ${state.study.planes[state.plane]}`;
-  const r = await api(`/api/studies/${state.study.id}/slice?plane=${state.plane}&index=${idx}`);
-  const rows = +r.headers.get("X-Rows"), cols = +r.headers.get("X-Cols");
-  const rowMm = +r.headers.get("X-Row-Mm"), colMm = +r.headers.get("X-Col-Mm");
-  const buf = new Uint8Array(await r.arrayBuffer());
-  if (+$("slice").value !== idx) return;  // a newer request is on its way
-  state.slice = {rows, cols, rowMm, colMm, grey: buf.subarray(0, rows * cols), label: buf.subarray(rows * cols)};
-  draw();
-}
-function draw() {
-  const s = state.slice;
-  if (!s) return;
-  const c = $("view");
-  if (c.width !== s.cols || c.height !== s.rows) { c.width = s.cols; c.height = s.rows; }
-  // true proportions: scale so the longer side is about 560 CSS pixels
-  const wmm = s.cols * s.colMm, hmm = s.rows * s.rowMm, k = 560 / Math.max(wmm, hmm);
-  c.style.width = Math.round(wmm * k) + "px"; c.style.height = Math.round(hmm * k) + "px";
-  const ctx = c.getContext("2d");
-  const img = ctx.createImageData(s.cols, s.rows);
-  const a = +$("opacity").value / 100, colours = {};
-  for (const [v, info] of Object.entries(state.config.labels)) if (state.enabled[v]) colours[v] = info.color;
-  for (let i = 0; i < s.rows * s.cols; i++) {
-    const g = s.grey[i], col = colours[s.label[i]];
-    let r = g, gg = g, b = g;
-    if (col) { r = (1 - a) * g + a * col[0]; gg = (1 - a) * g + a * col[1]; b = (1 - a) * g + a * col[2]; }
-    img.data[4 * i] = r; img.data[4 * i + 1] = gg; img.data[4 * i + 2] = b; img.data[4 * i + 3] = 255;
-  }
-  ctx.putImageData(img, 0, 0);
-  const e = EDGES[state.plane] || ["", "", ""];
-  $("edgeL").textContent = e[0]; $("edgeR").textContent = e[1];
-  $("edgeTB").textContent = `${state.plane}: radiological convention, ${e[2]}`;
+  // the study line last: the browser test waits for it, then for NiiVue to have drawn
+  $("study").textContent = `${info.name}: ${info.shape.join(" × ")} voxels, ${info.spacing_mm.join(" × ")} mm` +
+    (info.modality_shown ? `, ${info.modality_shown}` + (info.modality ? "" : " (from the intensities)") : "");
+  $("viewbox").dataset.ready = "image";
 }
 
 async function predict() {
@@ -133,32 +93,67 @@ async function pollJob() {
     clearInterval(state.poll);
     $("predict").disabled = false;
     if (info.job.state === "done") {
-      state.study = Object.assign(state.study, {has_label: true, volumes: info.volumes});
-      await loadSlice();
+      state.study = Object.assign(state.study, {has_label: true, volumes: info.volumes, has_uncertainty: info.has_uncertainty});
+      await state.viewer.setLabel(niftiUrl("label"));
+      if (info.has_uncertainty) { await state.viewer.setUncertainty(niftiUrl("uncertainty")); $("uncBox").hidden = false; }
       showVolumes(info.volumes);
       setDownloads(true);
+      $("viewbox").dataset.ready = "label";
       setStatus("prediction done");
     }
   }
+}
+
+const f1 = (x) => (typeof x === "number" ? x.toFixed(1) : (x === null || x === undefined ? "–" : x));
+function td(text, cls) { const e = document.createElement("td"); e.textContent = text; if (cls) e.className = cls; return e; }
+function th(text) { const e = document.createElement("th"); e.textContent = text; return e; }
+
+// one row per structure (kidney per side, each tumour, each cyst): click to jump there; QC column when present
+function structuresTable(v) {
+  const rows = [];
+  for (const side of ["right", "left"]) {
+    const k = (v.kidneys || {})[side];
+    if (!k) continue;
+    if (k.centroid_ras_mm) rows.push([`${side} kidney`, k.kidney_ml, null, k.centroid_ras_mm, k.qc]);
+    for (const t of k.tumors || []) rows.push([`${side} tumour ${t.id}`, t.volume_ml, t.max_diameter_mm, t.centroid_ras_mm, t.qc]);
+    for (const c of k.cysts || []) rows.push([`${side} cyst ${c.id}`, c.volume_ml, c.max_diameter_mm, c.centroid_ras_mm, c.qc]);
+  }
+  if (!rows.length) return null;
+  const hasQc = rows.some((r) => r[4]);
+  const t = document.createElement("table"); t.id = "structuresTable";
+  const h = document.createElement("tr");
+  for (const x of ["structure (click: show)", "volume (mL)", "max diameter (mm)", "centre RAS (mm)"].concat(hasQc ? ["QC"] : [])) h.appendChild(th(x));
+  t.appendChild(h);
+  for (const [name, ml, d, mm, qc] of rows) {
+    const tr = document.createElement("tr");
+    tr.setAttribute("data-mm", mm.join(","));
+    tr.append(td(name), td(f1(ml)), td(f1(d)), td(mm.map((x) => x.toFixed(0)).join(", ")));
+    if (hasQc) tr.appendChild(qc ? td(`${qc.flag} (${(+qc.score).toFixed(2)})`, "qc-" + qc.flag) : td("–"));
+    t.appendChild(tr);
+  }
+  return t;
 }
 
 function showVolumes(v) {
   const box = $("volumes");
   if (!v) return;
   const keys = [["kidney + masses", "kidney"], ["parenchyma", "parenchyma"], ["tumour", "tumor"], ["cyst", "cyst"]];
-  const f = (x) => (typeof x === "number" ? x.toFixed(1) : x);
   let html;
   if (v.image) {
     html = "<table><tr><th>measure (mm²)</th><th>image</th></tr>" +
-      keys.map(([t, k]) => `<tr><td>${t}</td><td>${f(v.image[k + "_mm2"])}</td></tr>`).join("") + "</table>";
+      keys.map(([t, k]) => `<tr><td>${t}</td><td>${f1(v.image[k + "_mm2"])}</td></tr>`).join("") + "</table>";
   } else {
     const R = v.kidneys.right, L = v.kidneys.left, T = v.total;
     html = "<table id='volumesTable'><tr><th>measure (mL)</th><th>right kidney</th><th>left kidney</th><th>total</th></tr>" +
-      keys.map(([t, k]) => `<tr><td>${t}</td><td>${f(R[k + "_ml"])}</td><td>${f(L[k + "_ml"])}</td><td>${f(T[k + "_ml"])}</td></tr>`).join("") +
+      keys.map(([t, k]) => `<tr><td>${t}</td><td>${f1(R[k + "_ml"])}</td><td>${f1(L[k + "_ml"])}</td><td>${f1(T[k + "_ml"])}</td></tr>`).join("") +
       `<tr><td>tumours / cysts</td><td>${R.tumor_count} / ${R.cyst_count}</td><td>${L.tumor_count} / ${L.cyst_count}</td><td>${T.tumor_count} / ${T.cyst_count}</td></tr></table>` +
       "<p class='muted'>Right and left in patient space (from the image affine).</p>";
   }
   box.innerHTML = html; box.className = "";
+  if (!v.image) {
+    const st = structuresTable(v);
+    if (st) { box.appendChild(st); kidneyViewerLinkTable(st, state.viewer); }
+  }
   for (const w of (v.warnings || [])) {  // text, never HTML
     const p = document.createElement("p"); p.className = "error warning"; p.textContent = "Warning: " + w;
     box.insertBefore(p, box.firstChild);
