@@ -8,6 +8,12 @@ A folder of predictions (one report per label file, plus ``index.html``)::
 
     kidneyseg report --batch PRED_DIR --images IMAGE_DIR [--refs REF_DIR] -o REPORT_DIR
 
+``--viewer`` adds the interactive NiiVue viewer (three planes and 3D, window/level, overlays)
+with the volumes embedded (downsampled so the report stays under 20 MB).  Beside ``NAME.nii.gz``
+the files that ``kidneyseg predict`` writes are picked up when present: ``NAME_uncertainty.nii.gz``
+(a second overlay in the viewer) and ``NAME_volumes.json`` (its ``qc`` flags, a column of the
+structures table).
+
 Images and references are matched to predictions by case name (the file
 name without its format suffix; an nnU-Net channel suffix ``_0000`` on the
 image is ignored).
@@ -55,6 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
                         help="pixel spacing of 2D images when they have no sidecar (positive; ignored, with a "
                              "warning, for volumes and DICOM, whose header gives it)")
+    parser.add_argument("--viewer", action="store_true",
+                        help="embed the interactive NiiVue viewer (volumes downsampled; report up to 20 MB)")
+    parser.add_argument("--uncertainty", type=Path, metavar="FILE",
+                        help="uncertainty map (0..1, on the image grid) for the viewer (default: "
+                             "SEG_uncertainty.nii.gz beside --seg, when present)")
     parser.add_argument("-o", "--output", type=Path, required=True,
                         help="report .html (one case; HTML is the only format) or output folder (--batch)")
 
@@ -89,9 +100,23 @@ def guess_task(case, seg, model: Path | None = None, task: str | None = None) ->
     return "kits23"
 
 
+def sidecar(seg: Path, suffix: str) -> Path:
+    """``NAME{suffix}`` beside the label map ``NAME.nii.gz`` (what ``kidneyseg predict`` writes next to it)."""
+    from kidneyseg.io import stem_of
+
+    return Path(seg).with_name(stem_of(Path(seg)) + suffix)
+
+
 def report_one(image: Path, seg: Path, out: Path, *, ref: Path | None = None, model: Path | None = None,
-               task: str | None = None, modality: str | None = None, spacing=None) -> Path:
-    """Read the files and write one HTML report; returns its path."""
+               task: str | None = None, modality: str | None = None, spacing=None, viewer: bool = False,
+               uncertainty: Path | None = None) -> Path:
+    """Read the files and write one HTML report; returns its path.
+
+    ``uncertainty``: a float map on the image grid (default ``SEG_uncertainty.nii.gz`` when it exists);
+    ``SEG_volumes.json`` beside the label map, when present, gives the QC flags.
+    """
+    import numpy as np
+
     from kidneyseg import io
     from kidneyseg.labels import get_task
     from kidneyseg.reporting.html import ReportInputs, write_report
@@ -103,9 +128,27 @@ def report_one(image: Path, seg: Path, out: Path, *, ref: Path | None = None, mo
     seg_arr = seg_case.require_label()
     ref_arr = io.read_label(ref, like=case).require_label() if ref is not None else None
     t = get_task(guess_task(case, seg_arr, model, task))
+    unc_path = uncertainty if uncertainty is not None else sidecar(seg, "_uncertainty.nii.gz")
+    unc = None
+    if uncertainty is not None or unc_path.is_file():
+        unc_case = io.read(unc_path)
+        unc = np.asarray(unc_case.image if unc_case.image is not None else unc_case.label, dtype=np.float32)
+        if unc.shape != case.shape:
+            raise InputError("uncertainty map is not on the image grid", path=unc_path, found=f"shape {unc.shape}",
+                             expected=f"shape {case.shape}", fix="pass the NAME_uncertainty.nii.gz of this prediction")
+    saved = None
+    vol_json = sidecar(seg, "_volumes.json")
+    if vol_json.is_file():
+        try:
+            saved = json.loads(vol_json.read_text())
+        except ValueError as exc:
+            raise InputError("volumes.json is not valid JSON", path=vol_json, found=str(exc),
+                             fix="write it again with kidneyseg predict, or move it away") from exc
     inp = ReportInputs(case=case, seg=seg_arr, task=t, ref=ref_arr, model_dir=model,
-                       seg_source=str(seg), ref_source=str(ref) if ref else None)
-    return write_report(inp, out)
+                       seg_source=str(seg), ref_source=str(ref) if ref else None, uncertainty=unc,
+                       saved_volumes=saved)
+    return write_report(inp, out, viewer=viewer)
+
 
 
 def _files_by_case(folder: Path) -> dict[str, Path]:
@@ -133,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
                              fix="kidneyseg report --image ct.nii.gz --seg pred.nii.gz -o report.html")
         check_report_path(args.output)
         path = report_one(args.image, args.seg, args.output, ref=args.ref, model=args.model, task=args.task,
-                          modality=args.modality, spacing=args.spacing)
+                          modality=args.modality, spacing=args.spacing, viewer=args.viewer,
+                          uncertainty=args.uncertainty)
         log.info("wrote %s (%.2f MB)", path, path.stat().st_size / 1e6)
         return 0
     for what, p in (("--batch", args.batch), ("--images", args.images)):
@@ -156,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     for name, seg in preds.items():
         out = out_dir / f"{name}.html"
         report_one(images[name], seg, out, ref=refs.get(name), model=args.model, task=args.task,
-                   modality=args.modality, spacing=args.spacing)
+                   modality=args.modality, spacing=args.spacing, viewer=args.viewer)
         rows.append(f'<li><a href="{html.escape(out.name)}">{html.escape(name)}</a>'
                     f"{' (with reference)' if name in refs else ''}</li>")
         log.info("wrote %s", out)

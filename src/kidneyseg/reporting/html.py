@@ -9,6 +9,15 @@ curves and, for ultrasound tasks, the summed confusion matrix.
 
 The file is kept under :data:`MAX_REPORT_BYTES`: when the pictures make it
 larger, they are drawn again with smaller tiles.
+
+With ``viewer=True`` (``kidneyseg report --viewer``) the report also holds the interactive NiiVue
+viewer of ``kidneyseg serve`` (``static/niivue/niivue.umd.js`` and ``static/kviewer.js`` inlined),
+with the image, label map and (when given) uncertainty map embedded as base64 NIfTI, downsampled
+(:func:`downsample_for_viewer`) so the file stays under :data:`MAX_VIEWER_REPORT_BYTES`.  Tiles
+carry their slice position in mm and a scale bar; the facts name the grey window and the modality
+(the file's, else the model's, else from the intensities); with a reference the volumes table
+shows the reference's volumes beside the predicted ones; a QC column appears when the
+measurements carry ``qc`` entries (from ``NAME_volumes.json`` beside the label map).
 """
 
 from __future__ import annotations
@@ -31,6 +40,11 @@ from kidneyseg.labels import Task
 from kidneyseg.reporting import overlay
 
 MAX_REPORT_BYTES = 10 * 1024 * 1024
+#: Largest report with the embedded viewer (``--viewer``).
+MAX_VIEWER_REPORT_BYTES = 20 * 1024 * 1024
+#: Voxels of the image embedded for the viewer at first (halved while the report is too large).
+VIEWER_VOXELS = 8_000_000
+STATIC = Path(__file__).with_name("static")
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
@@ -67,6 +81,8 @@ class ReportInputs:
     ref_source: str | None = None
     title: str | None = None
     notes: list[str] = field(default_factory=list)
+    uncertainty: np.ndarray | None = None  # float32 0..1 on the case's grid (``NAME_uncertainty.nii.gz``)
+    saved_volumes: dict[str, Any] | None = None  # ``NAME_volumes.json`` of the prediction (its ``qc`` entries)
 
 
 CSS = """
@@ -85,6 +101,15 @@ th,td{border:1px solid #d9dde5;padding:3px 8px;text-align:right} th{background:#
 .note{color:#5b6474;font-size:12px}
 .facts td{text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
+.kv{display:flex;gap:14px;align-items:flex-start}.kv aside{width:260px;flex:none;font-size:13px}
+.kvbox{flex:1;min-width:0;height:560px;background:#000;border-radius:6px}.kvbox canvas{width:100%;height:100%;display:block}
+.block{display:block;margin:6px 0}.block select,.block input[type=range],#kvcontrols input[type=range]{width:100%}
+.row{display:flex;gap:6px;align-items:center;margin:4px 0}.row input[type=number]{width:64px}
+.muted{color:#5b6474;font-size:12px}.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
+#toggles label{display:block;margin:3px 0}
+button{background:#2a6fdb;color:#fff;border:0;border-radius:5px;padding:4px 10px;font-size:12px;cursor:pointer}
+tr.jump{cursor:pointer}tr.jump:hover td{background:#fff6cc}
+.qc-review{color:#c62828;font-weight:bold}.qc-pass{color:#2e7d32}
 """
 
 
@@ -131,14 +156,76 @@ def volumes_section(inp: ReportInputs) -> tuple[str, dict[str, Any]]:
             ("tumour (mL)", "tumor_ml"), ("tumour count", "tumor_count"),
             ("tumour max diameter (mm)", "tumor_max_diameter_mm"), ("cyst (mL)", "cyst_ml"),
             ("cyst count", "cyst_count")]
-    rows = [[title, k["right"][key], k["left"][key], m["total"][key]] for title, key in keys]
-    body = _table(["measure", "right kidney", "left kidney", "total"], rows)
+    if inp.ref is None:
+        rows = [[title, k["right"][key], k["left"][key], m["total"][key]] for title, key in keys]
+        body = _table(["measure", "right kidney", "left kidney", "total"], rows)
+    else:
+        r = measure(inp.ref, inp.case.affine, labels=inp.task.labels, name=inp.case.name)
+        rows = [[title, k["right"][key], r["kidneys"]["right"][key], k["left"][key], r["kidneys"]["left"][key],
+                 m["total"][key], r["total"][key]] for title, key in keys]
+        body = _table(["measure", "right: predicted", "right: reference", "left: predicted", "left: reference",
+                       "total: predicted", "total: reference"], rows)
+    body += structures_table(m, inp.saved_volumes)
     note = html.escape(m.get("side_rule", ""))
     floor = m.get("lesion_floor", {})
     body += (f'<p class="note">Sides in patient space: {note}. Tumours and cysts are counted and measured one '
              f"connected component at a time; components under {floor.get('value', '?')} "
              f"{html.escape(str(floor.get('unit', '')))} are not counted (their voxels stay in the volumes).</p>")
     return body + renal_table(m), m
+
+
+def _qc_of(saved: dict[str, Any] | None, side: str, kind: str | None, n: int | None) -> dict[str, Any] | None:
+    """The ``qc`` entry of one structure in a saved ``volumes.json`` (kind None: the kidney itself)."""
+    if not saved:
+        return None
+    k = saved.get("kidneys", {}).get(side) or {}
+    if kind is None:
+        return k.get("qc") if isinstance(k.get("qc"), dict) else None
+    for rec in k.get(kind) or []:
+        if rec.get("id") == n and isinstance(rec.get("qc"), dict):
+            return rec["qc"]
+    return None
+
+
+def structures_table(m: dict[str, Any], saved: dict[str, Any] | None = None) -> str:
+    """One row per kidney, tumour and cyst (volume, diameter, centre in RAS mm; ``data-mm`` for the viewer).
+
+    A QC column (``flag (score)``) is added when ``m`` or ``saved`` (the prediction's ``volumes.json``)
+    has ``qc`` entries; the table works without them.
+    """
+    rows: list[tuple[str, Any, Any, list[float], dict[str, Any] | None]] = []
+    for side in ("right", "left"):
+        k = m.get("kidneys", {}).get(side) or {}
+        if k.get("centroid_ras_mm"):
+            rows.append((f"{side} kidney", k.get("kidney_ml"), None, k["centroid_ras_mm"],
+                         k.get("qc") or _qc_of(saved, side, None, None)))
+        for kind, title in (("tumors", "tumour"), ("cysts", "cyst")):
+            for rec in k.get(kind) or []:
+                rows.append((f"{side} {title} {rec['id']}", rec.get("volume_ml"), rec.get("max_diameter_mm"),
+                             rec["centroid_ras_mm"], rec.get("qc") or _qc_of(saved, side, kind, rec["id"])))
+    if not rows:
+        return ""
+    has_qc = any(r[4] for r in rows)
+    head = ["structure", "volume (mL)", "max diameter (mm)", "centre RAS (mm)"] + (["QC"] if has_qc else [])
+    out = ['<h3>Structures</h3><table id="structuresTable"><tr>'
+           + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for name, ml, diam, mm, qc in rows:
+        cells = [html.escape(name), "–" if ml is None else f"{ml:.2f}", "–" if diam is None else f"{diam:.1f}",
+                 ", ".join(f"{v:.0f}" for v in mm)]
+        tds = "".join(f"<td>{c}</td>" for c in cells)
+        if has_qc:
+            if qc:
+                flag = html.escape(str(qc.get("flag", "?")))
+                tds += f'<td class="qc-{flag}">{flag} ({float(qc.get("score", float("nan"))):.2f})</td>'
+            else:
+                tds += "<td>–</td>"
+        coords = ",".join(f"{float(v):.2f}" for v in mm)
+        out.append(f'<tr data-mm="{coords}">{tds}</tr>')
+    note = ('<p class="note">Click a row to show the structure in the viewer above.</p>')
+    if has_qc:
+        note += ('<p class="note">QC: the prediction\'s own score (0..1, 1 = trustworthy) and flag; "review" '
+                 "asks for a closer look. QC cannot flag a structure the model missed.</p>")
+    return "".join(out) + "</table>" + note
 
 
 def renal_table(m: dict[str, Any]) -> str:
@@ -188,9 +275,30 @@ def metrics_section(inp: ReportInputs) -> tuple[str, list[dict[str, Any]]]:
     return body, rows
 
 
-def _facts(inp: ReportInputs) -> str:
+def report_modality(inp: ReportInputs) -> tuple[str | None, str]:
+    """(modality, where it came from): the file's, else the model's ``model.json``, else the intensities."""
+    if inp.case.modality:
+        return str(inp.case.modality), "from the file"
+    if inp.model_dir is not None and (Path(inp.model_dir) / "model.json").is_file():
+        try:
+            mod = json.loads((Path(inp.model_dir) / "model.json").read_text()).get("modality")
+        except (OSError, ValueError):
+            mod = None
+        if mod:
+            return str(mod), "from the model"
+    guessed = overlay.shown_modality(inp.case)
+    if guessed == "ct":
+        return "ct", "from the intensities: air in HU"
+    if guessed == "us":
+        return "us", "from the image: 2D"
+    return None, "unknown"
+
+
+def _facts(inp: ReportInputs, window: tuple[float, float] | None = None) -> str:
     c = inp.case
     from kidneyseg import __version__
+
+    modality, source = report_modality(inp)
 
     facts = [
         ("case", c.name),
@@ -199,13 +307,15 @@ def _facts(inp: ReportInputs) -> str:
         ("reference", inp.ref_source or "none"),
         ("model", str(inp.model_dir) if inp.model_dir else "none"),
         ("task", f"{inp.task.name}: {inp.task.description}"),
-        ("modality", c.modality or "unknown"),
+        ("modality", f"{modality} ({source})" if modality else "unknown"),
         ("grid", f"{' × '.join(str(s) for s in c.shape)} voxels, spacing "
                  f"{' × '.join(f'{s:.3g}' for s in c.spacing)} mm, orientation {''.join(c.orientation)}"
          if c.ndim == 3 else f"{c.shape[0]} × {c.shape[1]} pixels, spacing "
                               f"{c.spacing[0]:.3g} × {c.spacing[1]:.3g} mm"),
         ("written", _dt.datetime.now().strftime("%Y-%m-%d %H:%M") + f" by kidneyseg {__version__}"),
     ]
+    if window is not None:
+        facts.insert(7, ("grey window of the tiles", overlay.window_text(window, modality)))
     return '<table class="facts">' + "".join(
         f"<tr><th>{html.escape(a)}</th><td>{html.escape(str(b))}</td></tr>" for a, b in facts
     ) + "</table>"
@@ -262,8 +372,13 @@ def _check_grid(inp: ReportInputs) -> None:
             )
 
 
-def build_report(inp: ReportInputs, *, tile_px: int = 220) -> str:
-    """The report as one HTML string (pictures embedded)."""
+def build_report(inp: ReportInputs, *, tile_px: int = 220, viewer: bool = False,
+                 viewer_voxels: int = VIEWER_VOXELS) -> str:
+    """The report as one HTML string (pictures embedded).
+
+    ``viewer``: add the NiiVue viewer with the volumes embedded (3D cases), the image downsampled to
+    at most ``viewer_voxels`` voxels (:func:`downsample_for_viewer`).
+    """
     _check_grid(inp)
     case, task = inp.case, inp.task
     seg = np.asarray(inp.seg)
@@ -272,15 +387,24 @@ def build_report(inp: ReportInputs, *, tile_px: int = 220) -> str:
     names = {v: task.label_name(v) for v in colours}
     title = inp.title or f"kidneyseg report: {case.name}"
     body: list[str] = []
-    body.append(f"<section><h2>Case</h2>{_facts(inp)}</section>")
-    body.append(f"<section><h2>Segmentation</h2>{_legend(colours, names)}")
+    mos = None
     if case.ndim == 3:
         focus = seg != 0 if inp.ref is None else (seg != 0) | (np.asarray(inp.ref) != 0)
         mos = overlay.volume_mosaics(case, seg, task, focus=focus, tile_px=tile_px)
+        window = mos["axial"].window or (0.0, 1.0)  # volume_mosaics always sets it
+    else:
+        window = overlay.display_window(case.require_image(), overlay.shown_modality(case))
+    body.append(f"<section><h2>Case</h2>{_facts(inp, window)}</section>")
+    if viewer and case.ndim == 3:
+        body.append(viewer_section(inp, colours, names, window, max_voxels=viewer_voxels))
+    body.append(f"<section><h2>Segmentation</h2>{_legend(colours, names)}")
+    if mos is not None:
         body.append('<p class="note">Radiological convention: the patient\'s right (R) is on the left of axial '
                     "and coronal images; anterior (A) at the top of axial images; superior (S) at the top of "
                     "coronal and sagittal images. Slices are spread through the labelled region; tile captions "
-                    "give the index along the RAS axis.</p>")
+                    "give the index along the RAS axis and the slice position on that axis (RAS mm: x to the "
+                    "patient's right, y anterior, z superior); the white bar at the bottom left is to scale. "
+                    f"Grey window {html.escape(overlay.window_text(window, report_modality(inp)[0]))}.</p>")
         for plane in overlay.PLANES:
             body.append(f"<h3>{plane}</h3>" + _img(png_bytes(mos[plane].rgb), f"{plane} mosaic",
                                                    extra=f'data-plane="{plane}"'))
@@ -313,27 +437,165 @@ def build_report(inp: ReportInputs, *, tile_px: int = 220) -> str:
     for n in inp.notes:
         body.append(f'<p class="note">{html.escape(n)}</p>')
     return (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\">"
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>{html.escape(title)}</h1><p>Research use only; not a medical device.</p></header>"
-        "<main>" + "".join(body) + "</main></body></html>"
+        "<main>" + "".join(body) + "</main>" + (_viewer_script() if viewer and case.ndim == 3 else "")
+        + "</body></html>"
     )
 
 
-def write_report(inp: ReportInputs, out: str | Path) -> Path:
-    """Build the report and write it atomically to ``out``; smaller pictures if over 10 MB."""
+def downsample_for_viewer(image: np.ndarray, label: np.ndarray | None, affine: np.ndarray, *,
+                          max_voxels: int = VIEWER_VOXELS, others: tuple[np.ndarray | None, ...] = ()
+                          ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, tuple[int, ...], list[np.ndarray | None]]:
+    """Shrink a volume ``[i, j, k]`` by whole factors per axis until it has at most ``max_voxels`` voxels.
+
+    The axis whose voxels are finest in mm (spacing x factor) grows its factor first, so voxels get
+    closer to cubes.  The image and ``others`` (intensity-like maps, e.g. uncertainty) are block means;
+    the label map is a block majority vote (a label is never averaged; ties go to the larger
+    foreground value, before background).  Edges that do not fill a block are cut off.
+
+    Returns ``(image, label, affine, factors, others)``; the new affine maps the block centres to mm.
+    """
+    a = np.asarray(affine, dtype=float)
+    spacing = np.linalg.norm(a[:3, :3], axis=0)
+    shape = np.asarray(image.shape[:3])
+    f = np.ones(3, dtype=int)
+    while int(np.prod(shape // f)) > max_voxels and (shape // f > 1).any():
+        cand = [ax for ax in range(3) if shape[ax] // (f[ax] + 1) >= 1]
+        ax = min(cand, key=lambda i: (spacing[i] * f[i], -shape[i] // f[i]))
+        f[ax] += 1
+    n = shape // f
+    crop = tuple(slice(0, int(n[ax] * f[ax])) for ax in range(3))
+    blocks = (int(n[0]), int(f[0]), int(n[1]), int(f[1]), int(n[2]), int(f[2]))
+
+    def mean(x: np.ndarray) -> np.ndarray:
+        if (f == 1).all():
+            return np.asarray(x, dtype=np.float32)
+        return np.asarray(x[crop], dtype=np.float32).reshape(blocks).mean(axis=(1, 3, 5), dtype=np.float32)
+
+    img = mean(image)
+    lab = None
+    if label is not None:
+        lc = np.asarray(label)[crop]
+        if (f == 1).all():
+            lab = lc.astype(np.uint8)
+        else:
+            lb = lc.reshape(blocks)
+            values = [int(v) for v in overlay.labels_present(lc.astype(np.uint8)) if v != 0][::-1] + [0]
+            best = np.zeros(tuple(n), np.uint8)
+            top = np.full(tuple(n), -1, np.int32)
+            for v in values:
+                c = (lb == v).sum(axis=(1, 3, 5), dtype=np.int32)
+                better = c > top
+                best[better], top[better] = v, c[better]
+            lab = best
+    new = a.copy()
+    new[:3, :3] = a[:3, :3] * f[None, :]
+    new[:3, 3] = a[:3, :3] @ ((f - 1) / 2.0) + a[:3, 3]
+    return img, lab, new, tuple(int(x) for x in f), [None if o is None else mean(o) for o in others]
+
+
+def _nifti_b64(arr: np.ndarray, affine: np.ndarray) -> str:
+    import gzip
+
+    import nibabel as nib
+
+    img = nib.Nifti1Image(arr, affine)
+    img.header.set_xyzt_units("mm")
+    return base64.b64encode(gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)).decode("ascii")
+
+
+def viewer_section(inp: ReportInputs, colours: dict[int, tuple[int, int, int]], names: dict[int, str],
+                   window: tuple[float, float], *, max_voxels: int = VIEWER_VOXELS) -> str:
+    """The report's NiiVue viewer: controls, canvas and the embedded volumes (base64 NIfTI, gzip)."""
+    from kidneyseg.reporting.server import compact_image
+
+    case = inp.case
+    img, lab, aff, factors, (unc,) = downsample_for_viewer(case.require_image(), np.asarray(inp.seg), case.affine,
+                                                           max_voxels=max_voxels, others=(inp.uncertainty,))
+    original = np.asarray(case.image)
+    if original.dtype.kind in "iu" or np.array_equal(original.ravel()[:: max(1, original.size // 100_000)],
+                                                     np.round(original.ravel()[:: max(1, original.size // 100_000)])):
+        img = compact_image(np.round(img))  # CT in HU: int16 halves the size; a block mean keeps ±0.5 HU
+    modality, _ = report_modality(inp)
+    labels = {str(v): {"name": names.get(v, f"label {v}"), "color": [int(x) for x in colours[v]]}
+              for v in sorted(colours) if v != 0}
+    cfg = {"labels": labels, "window": {"modality": modality, "auto_low": window[0], "auto_high": window[1]},
+           "has_uncertainty": unc is not None}
+    blobs = [("kv-image", _nifti_b64(img, aff)), ("kv-label", _nifti_b64(np.asarray(lab, np.uint8), aff))]
+    if unc is not None:
+        blobs.append(("kv-uncertainty", _nifti_b64(np.clip(unc, 0, 1).astype(np.float32), aff)))
+    shrink = " × ".join(str(x) for x in factors)
+    cfg_json = json.dumps(cfg).replace("<", "\\u003c")  # no "</script>" inside the script element
+    data = "".join(f'<script type="text/plain" id="{k}">{v}</script>' for k, v in blobs)
+    return ("<section><h2>Viewer</h2>"
+            f'<p class="note">NiiVue (BSD-2-Clause, embedded): three planes and a 3D render; the image '
+            f"{' × '.join(str(s) for s in img.shape)} voxels (the input {' × '.join(str(s) for s in case.shape)} "
+            f"averaged in blocks of {shrink}; the label map by majority in the same blocks). "
+            "The tiles below show the full resolution.</p>"
+            '<div class="kv"><aside><div id="kvcontrols"></div></aside>'
+            '<div class="kvbox" id="viewbox"><canvas id="view"></canvas></div></div>'
+            f'<script type="application/json" id="kv-config">{cfg_json}</script>'
+            + data + "</section>")
+
+
+def _viewer_script() -> str:
+    """NiiVue, kviewer.js and the start-up code, inlined (the report makes no request)."""
+    niivue = (STATIC / "niivue" / "niivue.umd.js").read_text(encoding="utf-8")
+    kviewer = (STATIC / "kviewer.js").read_text(encoding="utf-8")
+    for name, text in (("niivue.umd.js", niivue), ("kviewer.js", kviewer)):
+        if "</script" in text.lower():
+            raise OutputError("a script to inline holds '</script'", path=name, expected="no '</script'",
+                              fix="refresh the bundle with scripts/fetch_niivue.py")
+    start = """
+(async function () {
+  const cfg = JSON.parse(document.getElementById("kv-config").textContent);
+  const buf = (id, name) => { const e = document.getElementById(id);
+    return e ? {url: name, name: name, buffer: kidneyViewerBuffer(e.textContent.trim())} : null; };
+  const v = new KidneyViewer(document.getElementById("view"), cfg.labels, cfg.window);
+  await v.open(buf("kv-image", "image.nii.gz"), buf("kv-label", "label.nii.gz"), buf("kv-uncertainty", "uncertainty.nii.gz"));
+  kidneyViewerControls(document.getElementById("kvcontrols"), v, cfg.has_uncertainty);
+  v._emitWindow();
+  const t = document.getElementById("structuresTable");
+  if (t) kidneyViewerLinkTable(t, v);
+  window.kidneyViewer = v;
+  document.getElementById("viewbox").dataset.ready = "label";
+})().catch((e) => { console.error("viewer: " + e); });
+"""
+    return (f"<script>{niivue}</script><script>{kviewer}</script><script>{start}</script>")
+
+
+def write_report(inp: ReportInputs, out: str | Path, *, viewer: bool = False) -> Path:
+    """Build the report and write it atomically to ``out``; smaller pictures if over 10 MB.
+
+    ``viewer``: with the embedded NiiVue viewer; the limit is then :data:`MAX_VIEWER_REPORT_BYTES`
+    and the embedded image is halved in voxels until the report fits.
+    """
     from kidneyseg.io._common import atomic_path, check_output
 
     srcs: list[str | os.PathLike[str]] = [p for p in (inp.case.source, inp.seg_source, inp.ref_source) if p]
     path = check_output(out, srcs)
     text = ""
-    for tile_px in (220, 160, 110):
-        text = build_report(inp, tile_px=tile_px)
-        if len(text.encode("utf-8")) <= MAX_REPORT_BYTES:
-            break
+    if viewer and inp.case.ndim == 3:
+        voxels = VIEWER_VOXELS
+        while True:
+            text = build_report(inp, viewer=True, viewer_voxels=voxels)
+            if len(text.encode("utf-8")) <= MAX_VIEWER_REPORT_BYTES:
+                break
+            if voxels < 100_000:
+                raise OutputError("report with the viewer is larger than 20 MB even with a small image", path=path,
+                                  found=f"{len(text.encode()) / 1e6:.1f} MB", expected="<= 20 MB",
+                                  fix="write the report without --viewer")
+            voxels //= 2
     else:
-        raise OutputError("report is larger than 10 MB even with small pictures", path=path,
-                          found=f"{len(text.encode()) / 1e6:.1f} MB", expected="<= 10 MB")
+        for tile_px in (220, 160, 110):
+            text = build_report(inp, tile_px=tile_px)
+            if len(text.encode("utf-8")) <= MAX_REPORT_BYTES:
+                break
+        else:
+            raise OutputError("report is larger than 10 MB even with small pictures", path=path,
+                              found=f"{len(text.encode()) / 1e6:.1f} MB", expected="<= 10 MB")
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path

@@ -75,6 +75,29 @@ def display_window(image: np.ndarray, modality: str | None) -> tuple[float, floa
     return float(lo), float(hi)
 
 
+def shown_modality(case: Case) -> str | None:
+    """The modality a case is shown as: its own (file header, DICOM, ``--modality``), else guessed.
+
+    The guess is :func:`kidneyseg.default_models.guess_default_modality` (the rule ``kidneyseg predict``
+    uses): a 2D image is ultrasound, a volume whose low intensities reach air in HU is CT; else None.
+    """
+    if case.modality:
+        return str(case.modality)
+    if case.image is None:
+        return None
+    from kidneyseg.default_models import guess_default_modality
+
+    return guess_default_modality(case).modality
+
+
+def window_text(window: tuple[float, float], modality: str | None) -> str:
+    """``"-160..240 HU (W400/L40)"``: a display window as the report and the viewer state it."""
+    lo, hi = window
+    unit = " HU" if modality == "ct" else ""
+    kind = "" if modality == "ct" else ", 1st..99th percentile"
+    return f"{lo:.4g}..{hi:.4g}{unit} (W{hi - lo:.4g}/L{(hi + lo) / 2:.4g}{kind})"
+
+
 def to_grey(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     """Clip ``image`` to ``window`` and scale to uint8 grey (any shape)."""
     lo, hi = window
@@ -100,6 +123,12 @@ def ras_arrays(case: Case, *others: np.ndarray | None) -> tuple[np.ndarray | Non
     image_ras, [other_ras, ...], spacing_ras
         Arrays indexed ``[x (R), y (A), z (S)]`` and the voxel size in mm per axis.
     """
+    moved, outs = _ras(case, *others)
+    return moved.image, outs, moved.spacing
+
+
+def _ras(case: Case, *others: np.ndarray | None) -> tuple[Case, list[np.ndarray | None]]:
+    """:func:`ras_arrays` with the reoriented case itself (its ``affine`` maps RAS indices to mm)."""
     from kidneyseg.preprocessing.geometry import reorient
 
     for o in others:
@@ -125,7 +154,21 @@ def ras_arrays(case: Case, *others: np.ndarray | None) -> tuple[np.ndarray | Non
 
             t = np.asarray(op.params["transform"], dtype=float)
             outs.append(np.ascontiguousarray(nib.orientations.apply_orientation(np.asarray(o), t)))
-    return moved.image, outs, moved.spacing
+    return moved, outs
+
+
+def slice_position_mm(affine_ras: np.ndarray, shape: Sequence[int], plane: str, index: int) -> float:
+    """World coordinate (RAS mm) along the plane's axis of slice ``index`` of a RAS grid (at its centre voxel)."""
+    ax = PLANE_AXIS[plane]
+    v = (np.asarray(shape[:3], dtype=float) - 1) / 2
+    v[ax] = index
+    return float(np.asarray(affine_ras)[ax, :3] @ v + np.asarray(affine_ras)[ax, 3])
+
+
+def scale_bar_mm(width_px: int, pixel_mm: float) -> float:
+    """Length (mm) of a tile's scale bar: the longest of 1, 2, 5, 10 cm that fits in a third of the tile (1 cm at least)."""
+    fits = [mm for mm in (10.0, 20.0, 50.0, 100.0) if mm / pixel_mm <= width_px / 3]
+    return fits[-1] if fits else 10.0
 
 
 def display_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
@@ -288,6 +331,8 @@ class Mosaic:
     plane: str
     rgb: np.ndarray
     tiles: list[Tile] = field(default_factory=list)
+    pixel_mm: float = 0.0  # display pixel size of the tiles
+    window: tuple[float, float] | None = None  # grey window of the image (its units: HU for CT)
 
 
 TITLE_H = 17  # pixel rows above each tile for "z = 12" style captions and edge letters
@@ -322,6 +367,7 @@ def mosaic(
     edges: tuple[str, str, str, str] | None = None,
     captions: Sequence[str] | None = None,
     origin: tuple[int, int] = (0, 0),
+    scale_bar: bool = False,
 ) -> Mosaic:
     """Lay out coloured display slices in a grid.
 
@@ -337,6 +383,8 @@ def mosaic(
         Letters (left, right, top, bottom) written at the tile edges, e.g. ("R", "L", "A", "P").
     origin:
         (row, column) of the full display slice where the given (cropped) slices start.
+    scale_bar:
+        Draw a white bar of :func:`scale_bar_mm` (1, 2, 5 or 10 cm) with its length at the bottom left of each tile.
     """
     if not grey_slices:
         raise InputError("no slices to show", expected="at least one slice")
@@ -366,8 +414,13 @@ def mosaic(
             texts.append((left + w - 11, top + h // 2 - 7, ri, (255, 255, 0)))
             texts.append((left + w // 2 - 4, top + 1, to, (255, 255, 0)))
             texts.append((left + w // 2 - 4, top + h - 15, bo, (255, 255, 0)))
+        if scale_bar:
+            mm = scale_bar_mm(w, pixel_mm)
+            n_px = max(2, int(round(mm / pixel_mm)))
+            canvas[top + h - 5 : top + h - 3, left + 4 : min(left + w - 2, left + 4 + n_px)] = 255
+            texts.append((left + 4, top + h - 19, f"{mm / 10:g} cm", (255, 255, 255)))
     canvas = _draw_text(canvas, texts)
-    return Mosaic(plane, canvas, tiles)
+    return Mosaic(plane, canvas, tiles, pixel_mm=float(pixel_mm))
 
 
 def display_crop(volume_grey: np.ndarray, keep: np.ndarray | None, plane: str, margin: int = 3) -> tuple[slice, slice]:
@@ -423,10 +476,12 @@ def volume_mosaics(
     counts = {"axial": 8, "coronal": 4, "sagittal": 4, **(n_slices or {})}
     if focus is None and label is not None:
         focus = label != 0
-    image, (lab, foc), spacing = ras_arrays(case, label, focus)
+    moved, (lab, foc) = _ras(case, label, focus)
+    image, spacing = moved.image, moved.spacing
     if image is None:  # pragma: no cover - case.image checked above
         raise InputError("case has no image", path=case.source)
-    grey = to_grey(image, display_window(image, case.modality))
+    window = display_window(image, shown_modality(case))
+    grey = to_grey(image, window)
     foc_mask = np.zeros(grey.shape, bool) if foc is None else foc.astype(bool)
     present = labels_present(lab)
     colours = colour_table(task, present)
@@ -439,9 +494,11 @@ def volume_mosaics(
         ls = [None if lab is None else display_slice(lab, plane, i)[rr, cc] for i in idx]
         sp = slice_spacing(spacing, plane)
         px = auto_pixel_mm(gs[0].shape, sp, tile_px)
+        pos = [slice_position_mm(moved.affine, grey.shape, plane, i) for i in idx]
         out[plane] = mosaic(gs, ls, sp, colours, plane=plane, indices=idx, pixel_mm=px, origin=(rr.start, cc.start),
-                            columns=4, alpha=alpha, edges=PLANE_EDGES[plane],
-                            captions=[f"{plane} {'xyz'[ax]}={i}" for i in idx])
+                            columns=4, alpha=alpha, edges=PLANE_EDGES[plane], scale_bar=True,
+                            captions=[f"{'xyz'[ax]}={i}  {p:+.1f} mm" for i, p in zip(idx, pos)])
+        out[plane].window = window
     return out
 
 
