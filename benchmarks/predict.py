@@ -159,7 +159,7 @@ def run_one(name: str, threads: int, depth: int, us_images: int) -> dict:
 
             def apply_and_keep(c, p):  # type: ignore[no-untyped-def]
                 out = orig_apply(c, p)
-                if p.get("target_spacing") == [4.0, 4.0, 4.0]:
+                if list(getattr(p, "target_spacing", None) or []) == [4.0, 4.0, 4.0]:
                     _grid["coarse"] = out
                 return out
 

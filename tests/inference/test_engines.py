@@ -119,3 +119,29 @@ def test_inputs_under_min_size_are_padded_and_cropped_back(rng):
     assert predict_slicewise(NeedsSixteen(), vol, min_size=16).shape == (2, 5, 7, 3)
     big = torch.from_numpy(rng.normal(size=(1, 1, 16, 20)).astype(np.float32))
     torch.testing.assert_close(min_size_forward(NeedsSixteen(), 16)(big), Shift()(big))  # large enough: unchanged
+
+
+def test_detection_slices_one_every_so_many_mm():
+    from kidneyseg.inference.engines import detection_slices
+
+    assert detection_slices(200, 2.5, 10.0) == (list(range(1, 200, 4)), 4)  # 50 slices, centred: 1..197
+    assert detection_slices(200, 2.5, None) == (list(range(200)), 1)
+    assert detection_slices(30, 5.0, 4.0) == (list(range(30)), 1)  # slices thicker than the step: every one
+    assert detection_slices(3, 1.0, 10.0) == ([0, 1, 2], 1)  # fewer slices than a step
+    ks, slab = detection_slices(101, 1.0, 7.0)
+    assert slab == 7 and ks[0] == 1 and ks[-1] == 99
+
+
+def test_sparse_detections_paint_one_connected_box_per_kidney():
+    """Boxes found on every 4th slice stand for their slab: the two kidneys come out as two 3D boxes covering
+    every slice between their first and last detection (plus half a slab), not as 2 x 10 thin plates."""
+    from kidneyseg.inference.engines import detection_slices
+
+    ks, slab = detection_slices(40, 2.5, 10.0)
+    det = {k: np.array([[5, 5, 15, 20, 0.9], [30, 5, 40, 20, 0.8]], np.float32) for k in ks if 8 <= k <= 30}
+    boxes = boxes_to_3d(det, (48, 48, 40), slab=slab)
+    assert len(boxes) == 2
+    k_lo, k_hi = min(det) - slab // 2, max(det) - slab // 2 + slab
+    assert all(b[2] == (k_lo, k_hi) for b in boxes)
+    assert boxes_to_3d(det, (48, 48, 40)) and len(boxes_to_3d(det, (48, 48, 40))) == 2  # slab 1: the largest plates
+    assert boxes_to_3d(det, (48, 48, 40))[0][2][1] - boxes_to_3d(det, (48, 48, 40))[0][2][0] == 1

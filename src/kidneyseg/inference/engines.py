@@ -286,8 +286,9 @@ def detect_slices(
     batch_size: int = 4,
     score_threshold: float = 0.5,
     device: str = "cpu",
+    slices: Sequence[int] | None = None,
 ) -> dict[int, np.ndarray]:
-    """Run a 2D box detector on each axial slice of ``volume``.
+    """Run a 2D box detector on each axial slice of ``volume`` (or on the slice indices ``slices`` only).
 
     Parameters
     ----------
@@ -306,27 +307,45 @@ def detect_slices(
     """
     torch = _torch()
     out: dict[int, np.ndarray] = {}
-    n = volume.shape[-1]
+    ks = list(range(volume.shape[-1])) if slices is None else [int(k) for k in slices]
     with torch.inference_mode():
-        for start in range(0, n, batch_size):
+        for start in range(0, len(ks), batch_size):
+            chunk = ks[start : start + batch_size]
             ims = [torch.from_numpy(np.ascontiguousarray(volume[..., k], dtype=np.float32)).to(device)
-                   for k in range(start, min(n, start + batch_size))]
+                   for k in chunk]
             dets = detector(ims)
-            for off, d in enumerate(dets):
+            for k, d in zip(chunk, dets):
                 scores = d["scores"].cpu().numpy()
                 keep = scores >= score_threshold
                 if keep.any():
                     boxes = d["boxes"].cpu().numpy()[keep]
-                    out[start + off] = np.c_[boxes, scores[keep]].astype(np.float32)
+                    out[k] = np.c_[boxes, scores[keep]].astype(np.float32)
     return out
 
 
+def detection_slices(n: int, spacing_mm: float, every_mm: float | None) -> tuple[list[int], int]:
+    """Axial slices the detector runs on: one every ``every_mm`` (at least every slice), centred in the volume.
+
+    Returns ``(slices, slab)``: the slice indices and the number of slices each one stands for (its boxes
+    are painted over ``slab`` slices around it by :func:`boxes_to_3d`).  ``every_mm`` ``None`` or at most
+    the slice spacing: every slice, slab 1.
+    """
+    step = 1 if not every_mm or every_mm <= spacing_mm else max(1, int(round(float(every_mm) / float(spacing_mm))))
+    if step == 1 or n <= step:
+        return list(range(n)), 1
+    first = ((n - 1) % step) // 2
+    return list(range(first, n, step)), step
+
+
 def boxes_to_3d(
-    detections: dict[int, np.ndarray], shape: Sequence[int], *, max_kidneys: int = 2, min_ratio: float = 1.0 / 3.0
+    detections: dict[int, np.ndarray], shape: Sequence[int], *, max_kidneys: int = 2, min_ratio: float = 1.0 / 3.0,
+    slab: int = 1,
 ) -> list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
     """3D box per kidney from per-slice 2D boxes.
 
-    Every slice box is painted into an ``(I, J, K)`` occupancy volume; the
+    Every slice box is painted into an ``(I, J, K)`` occupancy volume (over the ``slab`` slices
+    ``k - slab // 2 .. k - slab // 2 + slab - 1`` around its slice ``k`` when the detector ran on every
+    ``slab``-th slice, :func:`detection_slices`); the
     (at most ``max_kidneys``) largest 26-connected components, a second one
     kept only if at least ``min_ratio`` of the first, give one box each.
 
@@ -342,7 +361,8 @@ def boxes_to_3d(
         for x1, y1, x2, y2, *_ in boxes:
             i0, i1 = int(np.floor(y1)), int(np.ceil(y2))
             j0, j1 = int(np.floor(x1)), int(np.ceil(x2))
-            occ[max(0, i0) : max(0, i1), max(0, j0) : max(0, j1), k] = True
+            k0 = max(0, int(k) - int(slab) // 2)
+            occ[max(0, i0) : max(0, i1), max(0, j0) : max(0, j1), k0 : k0 + max(1, int(slab))] = True
     kept = keep_largest_components(occ, max_kidneys, min_ratio)
     lab, n = label_components(kept)
     sizes = component_sizes(lab, n)
