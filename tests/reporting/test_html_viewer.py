@@ -61,7 +61,7 @@ def test_report_with_viewer_embeds_niivue_and_volumes(tmp_path: Path) -> None:
 
     b64 = re.search(r'<script type="text/plain" id="kv-image">([^<]+)</script>', text).group(1)
     emb = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(b64)))
-    case, lab = phantom()
+    case, _ = phantom()
     assert emb.shape == case.shape and emb.get_data_dtype() == np.float32
     assert np.allclose(emb.affine, case.affine)
     assert np.array_equal(np.asarray(emb.dataobj), case.image)
