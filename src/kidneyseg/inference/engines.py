@@ -306,6 +306,11 @@ def detect_slices(
         with score >= ``score_threshold``; slices with no box are absent.
     """
     torch = _torch()
+    if str(device) == "cpu":
+        # Faster R-CNN on the CPU: channels-last convolutions are about 1.8x faster (0.78 against 1.42 s per
+        # 512x512 slice on 2 threads, docs/prediction.md); the boxes are the same up to float rounding. The
+        # conversion is in place and idempotent; a loaded stage itself keeps the memory format it was saved in.
+        detector.to(memory_format=torch.channels_last)
     out: dict[int, np.ndarray] = {}
     ks = list(range(volume.shape[-1])) if slices is None else [int(k) for k in slices]
     with torch.inference_mode():

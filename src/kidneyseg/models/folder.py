@@ -238,21 +238,7 @@ def _load_torch_stage(d: Path, spec: dict[str, Any], wpath: Path, *, name: str |
             expected=f"a state dict of {spec['arch']}", fix="keep weights.pt and model.json of the same training run together",
         ) from exc
     module.to(device).eval()
-    if str(device) == "cpu" and _is_detector(spec):
-        # Faster R-CNN on the CPU: channels-last convolutions are about 1.8x faster (0.78 against 1.42 s per
-        # 512x512 slice on 2 threads, docs/prediction.md); the results are the same up to float rounding
-        module.to(memory_format=torch.channels_last)
     return LoadedStage(name=name or d.name, dir=d, spec=spec, module=module, plan=plan, channel_to_label=c2l)
-
-
-def _is_detector(spec: dict[str, Any]) -> bool:
-    from kidneyseg.errors import KidneysegError
-    from kidneyseg.models.registry import model_info
-
-    try:
-        return model_info(str(spec["arch"])).kind == "detection"
-    except (KidneysegError, KeyError):
-        return False
 
 
 def load_model_folder(model_dir: str | os.PathLike[str], *, device: str = "cpu", runtime: str = "torch") -> LoadedModel:
