@@ -8,14 +8,19 @@ from kidneyseg.errors import RegistryError
 from kidneyseg.labels import TASKS, get_task
 
 
-def test_kits23_regions_are_the_official_ones():
+def test_kits23_regions_are_the_official_ones_plus_cyst():
     t = get_task("kits23")
     assert [(r.name, r.labels) for r in t.regions] == [
         ("kidney_and_masses", (1, 2, 3)),
         ("masses", (2, 3)),
         ("tumor", (2,)),
+        ("cyst", (3,)),
     ]
+    assert [r.name for r in t.regions if not r.optional] == ["kidney_and_masses", "masses", "tumor"]
     assert t.region("tumor").tolerance_mm == pytest.approx(1.1498198361434828)
+    # KiTS defines no cyst tolerance: the masses tolerance is used
+    assert t.region("cyst").tolerance_mm == t.region("masses").tolerance_mm == pytest.approx(1.1328796488598762)
+    assert [r.name for r in get_task("ct-abdomen").regions] == [r.name for r in t.regions]
 
 
 def test_chaos_values():
@@ -75,11 +80,19 @@ def test_values_for_names_picks_one_task() -> None:
 
 
 def test_match_regions_reads_a_value_by_the_regions_holding_it() -> None:
+    from kidneyseg.errors import KidneysegError
     from kidneyseg.labels import match_regions
 
     assert match_regions({"kidney": [1, 2, 3], "masses": [2, 3], "tumor": [2]}) == ("kits23", {1: 1, 2: 2, 3: 3})
     assert match_regions({"kidney": [1, 2, 3], "masses": [2, 3], "tumor": [3]}) == ("kits23", {1: 1, 2: 3, 3: 2})
     assert match_regions({"kidney_and_tumor": [1, 2], "tumour": [2]}) == ("kits19", {1: 1, 2: 2})
+    # the optional cyst region may be declared too, and must then agree with the other regions
+    assert match_regions({"kidney": [1, 2, 3], "masses": [2, 3], "tumor": [2], "cyst": [3]}) == (
+        "kits23", {1: 1, 2: 2, 3: 3})
+    with pytest.raises(KidneysegError, match="match no task"):
+        match_regions({"kidney": [1, 2, 3], "masses": [2, 3], "tumor": [2], "cyst": [2]})
+    with pytest.raises(KidneysegError, match="match no task"):  # a required region cannot be left out
+        match_regions({"kidney": [1, 2, 3], "tumor": [2], "cyst": [3]})
     assert match_regions({"kidney": [2, 3], "kidney_right": [2], "kidney_left": [3]})[0] == "chaos-mr"
 
 

@@ -9,7 +9,8 @@ A *task* names a label convention:
 task           labels                                                   evaluation regions
 ============== ======================================================== =====================
 kits19         0 background, 1 kidney, 2 tumour                          kidney_and_masses {1,2}, tumor {2}
-kits23         0 background, 1 kidney, 2 tumour, 3 cyst                  kidney_and_masses {1,2,3}, masses {2,3}, tumor {2}
+kits23         0 background, 1 kidney, 2 tumour, 3 cyst                  kidney_and_masses {1,2,3}, masses {2,3}, tumor {2},
+                                                                         cyst {3}
 chaos-mr       0 background, 1 liver, 2 right kidney, 3 left kidney,     kidney {2,3}, kidney_right {2}, kidney_left {3}
                4 spleen
 openkidney-us  0 background, 1 kidney (capsule)                          capsule {1}
@@ -31,7 +32,12 @@ several of them into one label, declares it with :func:`partial_label_groups`
 background is background + liver + pancreas + spleen).
 
 The KiTS surface-Dice tolerances (mm) are those of the official KiTS23
-evaluation.
+evaluation.  KiTS scores no cyst region, so it defines no cyst tolerance; the
+``cyst`` region (scored because the 3D cascade paper reports cyst Dice) uses the
+``masses`` tolerance (:data:`CYST_TOLERANCE_MM`): cysts are masses, and the masses
+tolerance lies between the kidney's and the tumour's.  The cyst region is
+*optional* (:attr:`Region.optional`): a region-based label declaration (nnU-Net
+``dataset.json``) of KiTS need not list it.
 """
 
 from __future__ import annotations
@@ -113,6 +119,10 @@ KITS_TOLERANCES_MM = {
     "tumor": 1.1498198361434828,
 }
 
+#: Surface-Dice tolerance (mm) of the cyst region.  KiTS21/23 score no cyst region and define none; cysts are
+#: masses, so the masses tolerance is used (between the kidney's 1.03 and the tumour's 1.15 mm).
+CYST_TOLERANCE_MM = KITS_TOLERANCES_MM["masses"]
+
 DEFAULT_TOLERANCE_MM = 1.0
 
 
@@ -122,11 +132,16 @@ class Region:
 
     ``labels`` is ``None`` for "every non-zero value" (the ``binary`` task).
     ``tolerance_mm`` is the surface-Dice tolerance used for this region.
+    ``optional``: a region that a region-based label declaration (nnU-Net
+    ``dataset.json``, :func:`match_regions`) may leave out, because the other
+    regions already tell its values apart (kits23's ``cyst`` = ``masses`` minus
+    ``tumor``).  It is scored like every other region.
     """
 
     name: str
     labels: tuple[int, ...] | None
     tolerance_mm: float = DEFAULT_TOLERANCE_MM
+    optional: bool = False
 
     def mask(self, label_map):
         """Boolean mask of this region for a numpy label map (any shape)."""
@@ -190,6 +205,7 @@ TASKS: dict[str, Task] = {
             Region("kidney_and_masses", (1, 2, 3), KITS_TOLERANCES_MM["kidney_and_masses"]),
             Region("masses", (2, 3), KITS_TOLERANCES_MM["masses"]),
             Region("tumor", (2,), KITS_TOLERANCES_MM["tumor"]),
+            Region("cyst", (3,), CYST_TOLERANCE_MM, optional=True),
         ),
         description="KiTS21/23: kidney, tumour and cyst in contrast CT",
         colors={1: COLOR_KIDNEY, 2: COLOR_TUMOR, 3: COLOR_CYST},
@@ -245,6 +261,7 @@ TASKS: dict[str, Task] = {
             Region("kidney_and_masses", (1, 2, 3), KITS_TOLERANCES_MM["kidney_and_masses"]),
             Region("masses", (2, 3), KITS_TOLERANCES_MM["masses"]),
             Region("tumor", (2,), KITS_TOLERANCES_MM["tumor"]),
+            Region("cyst", (3,), CYST_TOLERANCE_MM, optional=True),
         ),
         description="Model classes of CT trained on several data sets: kidney, tumour, cyst, liver, pancreas, spleen",
         colors={1: COLOR_KIDNEY, 2: COLOR_TUMOR, 3: COLOR_CYST, 4: (133, 153, 0), 5: (203, 75, 22),
@@ -393,6 +410,7 @@ REGION_NAME_ALIASES: dict[str, tuple[str, ...]] = {
     "kidney_and_tumour": ("kidney_and_masses",),
     "masses": ("masses",),
     "tumor": ("tumor",),
+    "cyst": ("cyst",),
     "foreground": ("foreground",),
 }
 
@@ -417,7 +435,9 @@ def match_regions(regions: Mapping[str, Iterable[int]], *, candidates: Iterable[
         The first candidate task whose regions are the declared ones (names through
         :data:`REGION_NAME_ALIASES`) and in which every source value has a task value lying in
         exactly the same regions: a value's meaning is the set of regions holding it (KiTS: in
-        kidney only = kidney, in all three = tumour, in kidney and masses only = cyst).
+        kidney only = kidney, in all three = tumour, in kidney and masses only = cyst).  A task's
+        optional regions (:attr:`Region.optional`, kits23's ``cyst``) may be left out of the
+        declaration; meanings are then read from the declared regions only.
 
     Raises
     ------
@@ -435,14 +455,16 @@ def match_regions(regions: Mapping[str, Iterable[int]], *, candidates: Iterable[
         if not task.regions or any(r.labels is None for r in task.regions):
             continue
         tregions = {r.name: frozenset(r.labels or ()) for r in task.regions}
+        required = {r.name for r in task.regions if not r.optional}
         rename: dict[str, str] = {}
         for n in src:
             options = [a for a in REGION_NAME_ALIASES.get(n, (n,)) if a in tregions and a not in rename.values()]
             if not options:
                 break
             rename[n] = options[0]
-        if len(rename) != len(src) or set(rename.values()) != set(tregions):
+        if len(rename) != len(src) or not required <= set(rename.values()):
             continue
+        tregions = {r: v for r, v in tregions.items() if r in rename.values()}
         meaning: dict[frozenset[str], int] = {}
         for v in sorted(set().union(*tregions.values())):
             meaning.setdefault(frozenset(r for r, vals in tregions.items() if v in vals), v)

@@ -48,24 +48,30 @@ def test_end_to_end(folders, tmp_path, capsys):
     lines = out.read_text().splitlines()
     assert lines[0] == COLUMNS
     rows = list(csv.DictReader(lines))
-    assert len(rows) == 3 * 3
-    assert [r["region"] for r in rows[:3]] == ["kidney_and_masses", "masses", "tumor"]
+    assert len(rows) == 3 * 4
+    assert [r["region"] for r in rows[:4]] == ["kidney_and_masses", "masses", "tumor", "cyst"]
     assert rows[0]["case"] == "case_00000" and float(rows[0]["dice"]) == 1.0
-    shifted = rows[3]
+    shifted = rows[4]
     assert float(shifted["dice"]) == pytest.approx((12 - 1) / 12)
     assert float(shifted["hd95_mm"]) == pytest.approx(0.8)
-    no_tumour = rows[8]
-    assert no_tumour["case"] == "case_00002" and float(no_tumour["dice"]) == 0.0
+    shifted_cyst = rows[7]  # 3 voxels along axis 2 shifted by one: Dice 2/3, every distance 0 or 0.8 mm
+    assert shifted_cyst["region"] == "cyst" and float(shifted_cyst["dice"]) == pytest.approx(2 / 3)
+    assert float(shifted_cyst["hd95_mm"]) == pytest.approx(0.8)
+    assert 0 < float(shifted_cyst["assd_mm"]) < 0.8 and 0 < float(shifted_cyst["sdd_mm"]) < 0.8
+    no_tumour = rows[10]
+    assert no_tumour["case"] == "case_00002" and no_tumour["region"] == "tumor" and float(no_tumour["dice"]) == 0.0
     s = json.loads(summary.read_text())
     assert s["task"] == "kits23" and s["n_cases"] == 3
     assert s["regions"]["tumor"]["metrics"]["dice"]["mean"] == pytest.approx((1 + 3 / 4 + 0) / 3)  # 4-voxel tumour shifted by 1
     assert s["regions"]["tumor"]["nan_distances"] == 1
+    assert s["regions"]["cyst"]["metrics"]["dice"]["mean"] == pytest.approx((1 + 2 / 3 + 1) / 3)
+    assert s["regions"]["cyst"]["ref_empty"] == 0
     assert s["confusion_matrix"]["labels"] == [0, 1, 2, 3]
     assert np.asarray(s["confusion_matrix"]["matrix"]).sum() == 3 * 12 * 24 * 24
     assert (plots / "dice.png").is_file() and (plots / "confusion_matrix.png").is_file()
     assert (plots / "hd95_mm.png").is_file()
     stdout = capsys.readouterr().out
-    assert stdout.startswith("| region | dice |") and "| tumor |" in stdout
+    assert stdout.startswith("| region | dice |") and "| tumor |" in stdout and "| cyst |" in stdout
 
 
 def test_missing_prediction_is_an_error_listing_names(folders, capsys, tmp_path):
@@ -82,7 +88,7 @@ def test_missing_prediction_is_an_error_listing_names(folders, capsys, tmp_path)
     assert code == 0
     rows = list(csv.DictReader(out.read_text().splitlines()))
     missing = [r for r in rows if r["case"] == "case_00001"]
-    assert [float(r["dice"]) for r in missing] == [0.0, 0.0, 0.0]
+    assert [float(r["dice"]) for r in missing] == [0.0, 0.0, 0.0, 0.0]
     assert all(r["hd95_mm"] == "nan" for r in missing)
 
 

@@ -39,17 +39,74 @@ def test_kits_regions_and_tolerances():
     _cube(None, (6, 6, 6), 4, 2, ref)  # tumour
     _cube(None, (12, 12, 12), 3, 3, ref)  # cyst
     rows = evaluate_case(ref.copy(), ref, (1.0, 1.0, 1.0), "kits23", case="c1")
-    assert [r["region"] for r in rows] == ["kidney_and_masses", "masses", "tumor"]
+    assert [r["region"] for r in rows] == ["kidney_and_masses", "masses", "tumor", "cyst"]
     for r in rows:
         assert r["case"] == "c1"
         assert r["dice"] == 1.0 and r["surface_dice"] == 1.0 and r["hd95_mm"] == 0.0 and r["assd_mm"] == 0.0
-    assert rows[1]["tp"] == 4**3 + 3**3 and rows[2]["tp"] == 4**3
-    # swapping tumour and cyst keeps kidney_and_masses and masses perfect, tumour wrong
+        assert r["sdd_mm"] == 0.0
+    assert rows[1]["tp"] == 4**3 + 3**3 and rows[2]["tp"] == 4**3 and rows[3]["tp"] == 3**3
+    # swapping tumour and cyst keeps kidney_and_masses and masses perfect, tumour and cyst wrong
     swapped = ref.copy()
     swapped[ref == 2], swapped[ref == 3] = 3, 2
     rows = evaluate_case(swapped, ref, (1.0, 1.0, 1.0), "kits23")
     assert rows[0]["dice"] == rows[1]["dice"] == 1.0
     assert rows[2]["dice"] == 0.0 and rows[2]["tp"] == 0
+    assert rows[3]["dice"] == 0.0 and rows[3]["tp"] == 0 and rows[3]["fp"] == 4**3 and rows[3]["fn"] == 3**3
+
+
+def test_cyst_region_shifted_cube_dice_assd_sdd():
+    """A cyst cube of n voxels shifted by one voxel along the finest axis (s0): Dice (n - 1) / n, HD95 s0,
+    and ASSD / SDD from the surfel-area fraction f at distance s0 (every other surfel is at 0):
+    ASSD = s0 f, SDD = s0 sqrt(f (1 - f)); the tumour and the kidney stay perfect."""
+    from kidneyseg.evaluation import surface_distances
+
+    spacing, n = (0.5, 1.25, 2.0), 6
+    ref = _cube((20, 20, 20), (2, 2, 2), 16, 1)
+    _cube(None, (4, 4, 4), 3, 2, ref)
+    _cube(None, (9, 9, 9), n, 3, ref)
+    pred = ref.copy()
+    pred[9 : 9 + n, 9 : 9 + n, 9 : 9 + n] = 1
+    pred[10 : 10 + n, 9 : 9 + n, 9 : 9 + n] = 3
+    rows = {r["region"]: r for r in evaluate_case(pred, ref, spacing, "kits23")}
+    cyst = rows["cyst"]
+    assert cyst["dice"] == pytest.approx((n - 1) / n)
+    assert cyst["tp"] == n * n * (n - 1) and cyst["fp"] == cyst["fn"] == n * n
+    assert cyst["hd95_mm"] == pytest.approx(spacing[0])
+    sd = surface_distances(ref == 3, pred == 3, spacing)
+    d = np.concatenate([sd.ref_to_pred, sd.pred_to_ref])
+    a = np.concatenate([sd.ref_areas, sd.pred_areas])
+    assert set(np.round(d, 12)) == {0.0, spacing[0]}
+    f = a[d > 0].sum() / a.sum()
+    assert 0 < f < 1
+    assert cyst["assd_mm"] == pytest.approx(spacing[0] * f, rel=1e-12)
+    assert cyst["sdd_mm"] == pytest.approx(spacing[0] * np.sqrt(f * (1 - f)), rel=1e-12)
+    assert rows["tumor"]["dice"] == 1.0 and rows["kidney_and_masses"]["dice"] == 1.0
+    assert rows["masses"]["dice"] == pytest.approx((27 + n * n * (n - 1)) / (27 + n**3))
+
+
+def test_cyst_absent_follows_the_tumour_policy_and_summary_counts_it():
+    """No cyst in the reference: an empty prediction scores 1 with NaN distances, a spurious cyst 0 (as the
+    tumour); the summary counts the cases without a reference cyst and averages the others apart."""
+    ref = _cube((12, 12, 12), (2, 2, 2), 6, 1)
+    with_cyst = ref.copy()
+    with_cyst[3:5, 3:5, 3:5] = 3
+    none = evaluate_case(ref.copy(), ref, (1, 1, 1), "kits23", case="a")
+    assert none[3]["region"] == "cyst" and none[3]["dice"] == 1.0 and none[3]["surface_dice"] == 1.0
+    assert all(math.isnan(none[3][m]) for m in ("assd_mm", "sdd_mm", "hd95_mm"))
+    spurious = evaluate_case(with_cyst, ref, (1, 1, 1), "kits23", case="b")
+    assert spurious[3]["dice"] == 0.0 and spurious[3]["surface_dice"] == 0.0 and math.isnan(spurious[3]["assd_mm"])
+    missed = evaluate_case(ref.copy(), with_cyst, (1, 1, 1), "kits23", case="c")
+    assert missed[3]["dice"] == 0.0 and missed[3]["fn"] == 8
+    found = evaluate_case(with_cyst, with_cyst, (1, 1, 1), "kits23", case="d")
+    s = aggregate(none + spurious + missed + found, task="kits23")
+    cyst = s["regions"]["cyst"]
+    assert cyst["n_cases"] == 4 and cyst["ref_empty"] == 2
+    assert cyst["metrics"]["dice"]["mean"] == pytest.approx(0.5)  # 1, 0, 0, 1
+    assert cyst["metrics_ref_present"]["dice"]["mean"] == pytest.approx(0.5)  # 0 (missed), 1 (found)
+    assert cyst["metrics_ref_present"]["dice"]["n"] == 2
+    assert cyst["metrics_ref_present"]["assd_mm"]["n"] == 1 and cyst["metrics_ref_present"]["assd_mm"]["mean"] == 0.0
+    assert s["regions"]["kidney_and_masses"]["ref_empty"] == 0
+    assert "| cyst |" in markdown_table(s) and markdown_table(s).splitlines()[0].endswith("| nan_distances | ref_empty |")
 
 
 def test_empty_policy_in_rows():

@@ -1,6 +1,7 @@
 """Real KiTS23 masks (shared data), perturbed in known ways: Dice and surface Dice as KiTS23 defines them.
 
-KiTS23's definitions: per region (kidney+masses {1,2,3}, masses {2,3}, tumour {2}), Dice from
+KiTS23's definitions: per region (kidney+masses {1,2,3}, masses {2,3}, tumour {2}; and the cyst {3}
+that KiTS does not score, at the masses tolerance), Dice from
 voxel counts and surface Dice from DeepMind's ``compute_surface_distances`` +
 ``compute_surface_dice_at_tolerance`` at the region tolerances; both empty -> 1, exactly one
 empty -> 0.  The references here are the ``surface-distance`` package itself and a brute-force
@@ -106,10 +107,14 @@ def test_surface_dice_equals_brute_force_reference(scored):
 def test_known_outcomes_of_the_perturbations(scored):
     _ref, spacing, results = scored
     rows = {n: r for n, (_, r) in results.items()}
-    assert [r["dice"] for r in rows["empty"]] == [0.0, 0.0, 0.0]
-    assert [r["surface_dice"] for r in rows["empty"]] == [0.0, 0.0, 0.0]
+    assert [r["region"] for r in rows["empty"]] == ["kidney_and_masses", "masses", "tumor", "cyst"]
+    assert [r["dice"] for r in rows["empty"]] == [0.0, 0.0, 0.0, 0.0]  # both crops hold a cyst
+    assert [r["surface_dice"] for r in rows["empty"]] == [0.0, 0.0, 0.0, 0.0]
     assert rows["dropped_tumour"][0]["dice"] == 1.0 and rows["dropped_tumour"][2]["dice"] == 0.0
+    assert rows["dropped_tumour"][3]["dice"] == 1.0 and rows["dropped_tumour"][3]["assd_mm"] == 0.0
     assert rows["swapped_labels"][1]["dice"] == 1.0 and rows["swapped_labels"][2]["dice"] == 0.0
+    assert rows["swapped_labels"][3]["dice"] == 0.0
+    assert rows["shift0"][3]["hd95_mm"] <= spacing[0] + 1e-9 and rows["shift0"][3]["sdd_mm"] > 0
     # a one-voxel shift along the 5 mm axis moves no surface point further than one slice
     assert rows["shift0"][0]["hd95_mm"] <= spacing[0] + 1e-9
     assert rows["erosion"][0]["recall"] < 1.0 and rows["erosion"][0]["precision"] == 1.0

@@ -56,11 +56,17 @@ def aggregate(
              "regions": {REGION: {"n_cases": N,
                                   "metrics": {METRIC: {"mean", "std", "median", "n", "n_nan"}},
                                   "nan_distances": K,       # cases whose distances are NaN
+                                  "ref_empty": E,           # cases whose reference region is empty
+                                  "metrics_ref_present": {METRIC: {...}},  # the N - E other cases
                                   "confusion": {"tp", "fp", "fn", "tn"}}},   # summed
              "confusion_matrix": {"labels": [...], "matrix": [[...]]} | None}
 
         ``std`` is the population standard deviation (ddof 0); NaN values are
-        left out of mean/std/median and counted in ``n_nan``.
+        left out of mean/std/median and counted in ``n_nan``.  ``metrics``
+        averages every case, with the empty-mask policy (a case without a cyst
+        whose prediction has none either scores Dice 1); ``metrics_ref_present``
+        averages only the cases whose reference holds the region, as papers
+        report lesion Dice (their statistics are ``null`` when no case does).
     """
     rows = list(rows)
     regions: dict[str, list[dict]] = {}
@@ -70,10 +76,13 @@ def aggregate(
     for name, rrows in regions.items():
         metrics = {m: _stats([float(r[m]) for r in rrows]) for m in METRICS}
         nan_dist = sum(1 for r in rrows if any(not math.isfinite(float(r[m])) for m in DISTANCE_METRICS))
+        present = [r for r in rrows if int(r["tp"]) + int(r["fn"]) > 0]
         out_regions[name] = {
             "n_cases": len(rrows),
             "metrics": metrics,
             "nan_distances": nan_dist,
+            "ref_empty": len(rrows) - len(present),
+            "metrics_ref_present": {m: _stats([float(r[m]) for r in present]) for m in METRICS},
             "confusion": {c: int(sum(int(r[c]) for r in rrows)) for c in COUNTS},
         }
     cm = None
@@ -98,11 +107,13 @@ def _fmt(stats: dict) -> str:
 def markdown_table(summary: dict, metrics: Sequence[str] = METRICS) -> str:
     """Markdown table of ``mean ± std`` per region (rows) and metric (columns).
 
-    A final column counts the cases whose distances are NaN (a side empty).
+    The last columns count the cases whose distances are NaN (a side empty) and
+    the cases whose reference region is empty (many KiTS cases have no cyst).
     """
-    head = ["region", *metrics, "nan_distances"]
+    head = ["region", *metrics, "nan_distances", "ref_empty"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for name, reg in summary["regions"].items():
-        cells = [name, *(_fmt(reg["metrics"][m]) for m in metrics), str(reg["nan_distances"])]
+        cells = [name, *(_fmt(reg["metrics"][m]) for m in metrics), str(reg["nan_distances"]),
+                 str(reg.get("ref_empty", "n/a"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

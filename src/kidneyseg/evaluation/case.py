@@ -187,7 +187,7 @@ def evaluate_case(
         Voxel size in mm per array axis (from the reference header).
     task:
         Task name or :class:`kidneyseg.labels.Task`; its regions are scored in
-        their declared order (kits23: kidney_and_masses, masses, tumor).
+        their declared order (kits23: kidney_and_masses, masses, tumor, cyst).
     case:
         Value of the ``case`` column.
     tolerances:
