@@ -12,10 +12,23 @@ Public API (stable; see ``docs/evaluation.md``)::
   :func:`hd95`, :func:`assd`, :func:`sdd` from it.
 * :func:`aggregate`, :func:`markdown_table` -- summaries over cases.
 * :func:`evaluate_paths` -- files or folders matched by case name.
+* :func:`evaluate_detections` -- a kidney detector's boxes (``ct-detect-vnet``) against a
+  reference label map: recall and precision per axial slice and per kidney
+  (:mod:`kidneyseg.evaluation.detection`).
 """
 
 from kidneyseg.evaluation.aggregate import aggregate, markdown_table
 from kidneyseg.evaluation.case import COLUMNS, METRICS, confusion_matrix, evaluate_case, evaluate_case_full
+from kidneyseg.evaluation.detection import (
+    CaseDetections,
+    DetectionCounts,
+    box_iou,
+    box_iou_3d,
+    evaluate_detections,
+    match_boxes,
+    read_detections,
+    write_detections,
+)
 from kidneyseg.evaluation.files import EvaluationResult, evaluate_paths, match_cases, write_csv, write_summary
 from kidneyseg.evaluation.overlap import (
     Confusion,
@@ -42,31 +55,39 @@ from kidneyseg.evaluation.surface import (
 __all__ = [
     "COLUMNS",
     "METRICS",
+    "CaseDetections",
     "Confusion",
+    "DetectionCounts",
     "EvaluationResult",
     "SurfaceDistances",
     "accuracy",
     "aggregate",
     "assd",
+    "box_iou",
+    "box_iou_3d",
     "confusion",
     "confusion_matrix",
     "dice",
     "evaluate_case",
     "evaluate_case_full",
+    "evaluate_detections",
     "evaluate_paths",
     "f1",
     "hd95",
     "jaccard",
     "markdown_table",
+    "match_boxes",
     "match_cases",
     "neighbour_code_table",
     "overlap_metrics",
     "precision",
+    "read_detections",
     "recall",
     "robust_hausdorff",
     "sdd",
     "surface_dice",
     "surface_distances",
     "write_csv",
+    "write_detections",
     "write_summary",
 ]
