@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         rows, cm = evaluate_case_full(pred, ref, ref_case.spacing, "kits23", case=path.name)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    print("scoring (3 regions, all metrics, confusion matrix), wall: " + ", ".join(f"{t:.2f} s" for t in times)
+    from kidneyseg.labels import get_task
+
+    n_regions = len(get_task("kits23").regions)
+    print(f"scoring ({n_regions} regions, all metrics, confusion matrix), wall: " + ", ".join(f"{t:.2f} s" for t in times)
           + f"; best {min(times):.2f} s; CPU time: " + ", ".join(f"{t:.2f} s" for t in cpu))
 
     tracemalloc.start()
