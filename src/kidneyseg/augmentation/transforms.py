@@ -19,6 +19,11 @@ all            pad to the patch, crop a patch (``fg_ratio`` of patches centred o
 us             + speckle (multiplicative) noise, no 90-degree rotations and
                left-right flips only (columns; the probe is always at the top)
 ============== ===================================================================
+
+``strength="rot90-elastic"`` (the CT ensemble paper's augmentation, ``train --recipe paper``):
+pad and crop the patch as above, then only a rotation by 90, 180 or 270 degrees in-plane
+(probability 0.5, square in-plane patches) and an elastic deformation (probability 0.5; 3D
+patches too): no flips, no other spatial or intensity change.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 from kidneyseg.errors import KidneysegError, unknown_name
 
 KEYS = ("image", "label")
-STRENGTHS = ("none", "light", "default")
+STRENGTHS = ("none", "light", "default", "rot90-elastic")
 #: ``mirror`` values: ``all`` (flips along every axis, plus 90-degree rotations where allowed),
 #: ``left-right`` (flips along the patient's left-right axis only: the anatomy keeps its front and back,
 #: the kidneys stay behind, beside the spine), ``none``.
@@ -72,7 +77,7 @@ def flip_axes(modality: str, spatial_dims: int, strength: str, sided_labels: boo
     """
     if mirror not in MIRRORS:
         raise unknown_name("mirror", mirror, MIRRORS)
-    if sided_labels or strength == "none" or mirror == "none":
+    if sided_labels or strength in ("none", "rot90-elastic") or mirror == "none":
         return []
     if modality == "us":
         return [US_FLIP_AXIS]
@@ -115,7 +120,8 @@ def build_train_transform(
         the rest are centred on background (nnU-Net's oversampling is 1/3).
     strength:
         ``none`` (patch sampling only), ``light`` (flips, small rotations,
-        brightness) or ``default`` (the table above).
+        brightness), ``default`` (the table above) or ``rot90-elastic`` (90/180/270-degree
+        rotations and elastic deformation only; not for ultrasound or left/right labels).
     sided_labels:
         Labels distinguish left and right (CHAOS): no flips or 90-degree
         rotations, which would swap sides.
@@ -156,6 +162,8 @@ def build_train_transform(
     ]
     if strength == "none":
         return T.Compose(ts)
+    if strength == "rot90-elastic":
+        return T.Compose(ts + _rot90_elastic(keys, modes, patch, modality, sided_labels))
     plane = (0, 1)
     axes = flip_axes(modality, spatial_dims, strength, sided_labels, mirror, orientation)
     if not sided_labels and mirror == "all":
@@ -194,3 +202,27 @@ def build_train_transform(
         if modality == "us":
             ts.append(RandSpeckleNoised("image", prob=0.3, std_range=(0.05, 0.2)))
     return T.Compose(ts)
+
+
+def _rot90_elastic(keys: Sequence[str], modes: Sequence[str], patch: list[int], modality: str,
+                   sided_labels: bool) -> list[Any]:
+    """The ``rot90-elastic`` transforms: rotation by 90, 180 or 270 degrees in-plane, elastic deformation."""
+    from monai import transforms as T
+
+    if modality == "us" or sided_labels:
+        why = "ultrasound images (the probe stays at the top)" if modality == "us" else "left/right labels"
+        raise KidneysegError(f"augmentation 'rot90-elastic' rotates by 90 degrees, which {why} must not be",
+                             found=f"modality {modality}, sided labels {sided_labels}",
+                             expected="CT or MR with unsided labels", fix="use --augmentation default")
+    if patch[0] != patch[1]:
+        raise KidneysegError("augmentation 'rot90-elastic' needs a square in-plane patch (a 90-degree rotation "
+                             "swaps the axes)", found=patch[:2], expected="equal first two patch sizes",
+                             fix="give a square --patch-size, or use --augmentation default")
+    ts: list[Any] = [T.RandRotate90d(list(keys), prob=0.5, max_k=3, spatial_axes=(0, 1))]  # k in 1..3
+    if len(patch) == 2:
+        ts.append(T.Rand2DElasticd(list(keys), spacing=(32, 32), magnitude_range=(1, 3), prob=0.5, mode=list(modes),
+                                   padding_mode="zeros"))
+    else:
+        ts.append(T.Rand3DElasticd(list(keys), sigma_range=(5, 8), magnitude_range=(50, 150), prob=0.5,
+                                   mode=list(modes), padding_mode="zeros"))
+    return ts

@@ -14,7 +14,8 @@ HELP = "train a pipeline (ct2d-unet-resnet, ct3d-cascade, ...) into a model fold
 DESCRIPTION = (
     "Train every stage of a named pipeline on a data set and write one model folder "
     "(model.json + one sub-folder per stage with weights.pt, log.csv, curves.png). "
-    "Options in --config FILE.json (keys of kidneyseg.training.config.TrainConfig) are "
+    "Options of --recipe NAME (e.g. paper: the pipeline as its publication describes it), then of "
+    "--config FILE.json (keys of kidneyseg.training.config.TrainConfig), are "
     "overridden by the flags given here. Interrupted runs continue with --resume. "
     "Started by torchrun (torchrun --nproc-per-node N -m kidneyseg train ...), the N processes train one "
     "model with DistributedDataParallel (gloo on CPU, nccl on GPUs); --batch-size is then the global batch "
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data set layout (kits19, kits23, chaos-mr, slices, ...), once per --data")
     parser.add_argument("-o", "--output", required=True, help="model folder to write")
     parser.add_argument("--config", help="JSON file with training options")
+    parser.add_argument("--recipe", metavar="NAME", help=_recipe_help())
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
@@ -44,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch threads")
     parser.add_argument("--loss", help="loss name: dice-ce, bce-dice, weighted-ce-dice, dice")
     parser.add_argument("--init", choices=["default", "kaiming"])
-    parser.add_argument("--augmentation", choices=["none", "light", "default"])
+    parser.add_argument("--augmentation", choices=["none", "light", "default", "rot90-elastic"])
     parser.add_argument("--patch-size", type=int, nargs="+", help="patch size for every stage (voxels)")
     parser.add_argument("--plan", metavar="FILE",
                         help="preprocessing plan to train with (what `kidneyseg data check --plan FILE` writes, "
@@ -59,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "validated on; repeat for more")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in the same -o folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _recipe_help() -> str:
+    from kidneyseg.training.recipes import RECIPES
+
+    names = "; ".join(f"{n} ({', '.join(sorted(by_pipe))})" for n, by_pipe in RECIPES.items())
+    return ("training options of a named recipe, under --config and the flags given here (they win): "
+            f"{names}. 'paper' follows each pipeline's publication (docs/CONTRACTS.md, 'Paper recipes')")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, dist: DistContext) -> int:
     from kidneyseg.errors import InputError
     from kidneyseg.preprocessing.plan import load_plan
-    from kidneyseg.training.config import TrainConfig
+    from kidneyseg.training.recipes import recipe_config
     from kidneyseg.training.run import train_pipeline
 
     if len(args.data) != len(args.fmt):
@@ -92,8 +102,8 @@ def _train(args: argparse.Namespace, dist: DistContext) -> int:
         for w in weights:
             if w is not None:
                 _check_path(w)
-    cfg = TrainConfig.from_json(
-        args.config,
+    cfg = recipe_config(
+        args.recipe, args.pipeline, args.config,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, fold=args.fold, folds=args.folds,
         val_every=args.val_every, threads=args.threads, loss=args.loss, init=args.init, augmentation=args.augmentation,
         patch_size=args.patch_size, max_cases=args.max_cases, ensemble_training=args.ensemble_training,

@@ -3,7 +3,8 @@
 ``ct3d-cascade``
     coarse 3D U-Net (kidney vs background, low resolution) -> at most two
     kidney components -> per-kidney crop of the full-resolution RAS volume
-    (``crop_margin_mm``) -> fine 3D U-Net on the crop at its plan spacing ->
+    (``crop_margin_mm``) -> fine 3D U-Net on the crop at its plan spacing (or resampled to its patch size:
+    stage fact ``resize_to_patch``) ->
     largest kidney component -> lesion 3D U-Net (input: crop image + fine
     kidney mask; output background/tumour/cyst), lesions kept inside the
     kidney -> each crop's labels undone onto the input grid and merged.
@@ -82,6 +83,17 @@ def _stage_fact(stage: LoadedStage, key: str, default: Any) -> Any:
     return (stage.spec.get("stage") or {}).get(key, default)
 
 
+def _crop_plan(stage: LoadedStage, crop_case: Case) -> Any:
+    """The plan a crop stage runs with: its own, or, when the stage was trained on crops resampled to its patch
+    (``resize_to_patch``, the ``paper`` recipe of ``ct3d-cascade``), one whose spacing brings ``crop_case`` to
+    exactly ``patch_size`` (as :func:`kidneyseg.preprocessing.geometry.resample_to_shape` in training)."""
+    plan = stage.plan
+    if not _stage_fact(stage, "resize_to_patch", False):
+        return plan
+    return plan.updated({"target_spacing": [n * s / p for n, s, p in zip(crop_case.shape, crop_case.spacing,
+                                                                         plan.patch_size)]})
+
+
 def _merge(out: np.ndarray, part: np.ndarray) -> None:
     np.maximum(out, part, out=out)
 
@@ -126,7 +138,7 @@ def run_cascade(pred: StageRunner, model: LoadedModel, case: Case, need_probs: b
         t = time.perf_counter()
         fbox = world_box_to_grid(box, c_pre.affine, ras, margin)
         crop_case = crop(ras, fbox)
-        f_pre = apply_plan(crop_case, fine.plan)
+        f_pre = apply_plan(crop_case, _crop_plan(fine, crop_case))
         f_probs = pred.to_label_channels(pred.stage_probabilities(fine, f_pre), fine.channel_to_label)
         f_lab = values[np.argmax(f_probs, axis=0)]
         kidney = _largest(f_lab != 0)
@@ -134,7 +146,7 @@ def run_cascade(pred: StageRunner, model: LoadedModel, case: Case, need_probs: b
         timings["fine"] += time.perf_counter() - t
         if lesion is not None and kidney.any():
             t = time.perf_counter()
-            l_pre = apply_plan(crop_case, lesion.plan)
+            l_pre = apply_plan(crop_case, _crop_plan(lesion, crop_case))
             k_on_l = kidney if l_pre.shape == f_pre.shape else resample_array(
                 kidney.astype(np.uint8), l_pre.shape, order=0, is_label=True).astype(bool)
             l_probs = pred.to_label_channels(

@@ -1,4 +1,4 @@
-"""Kidney detector (torchvision Faster R-CNN ResNet-50 FPN) and box derivation.
+"""Kidney detector (torchvision Faster R-CNN, ResNet-50 FPN or C4) and box derivation.
 
 Boxes follow torchvision: ``(x1, y1, x2, y2)`` in pixels, ``x`` along image
 columns (array axis 1), ``y`` along rows (axis 0), ``x2``/``y2`` exclusive
@@ -18,6 +18,57 @@ import torch.nn as nn
 KIDNEY_CLASS = 1
 
 
+#: ``backbone`` values of :class:`KidneyDetector`.
+BACKBONES = ("resnet50-fpn", "resnet50-c4")
+
+
+class _C4Backbone(nn.Module):
+    """ResNet-50 up to ``layer3`` (C4: 1024 channels, stride 16), one feature map ``"0"``."""
+
+    def __init__(self, trunk: nn.Module) -> None:
+        super().__init__()
+        from torchvision.models._utils import IntermediateLayerGetter
+
+        self.body = IntermediateLayerGetter(trunk, {"layer3": "0"})
+        self.out_channels = 1024
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.body(x)
+
+
+class _Res5Head(nn.Module):
+    """The C4 detector's box head: ResNet-50 ``layer4`` on each 14x14 RoI, then global average pooling (2048)."""
+
+    def __init__(self, layer4: nn.Module) -> None:
+        super().__init__()
+        self.layer4 = layer4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(self.layer4(x), 1), 1)
+
+
+def _faster_rcnn_c4(num_classes: int, min_size: int, max_size: int, **kwargs: Any) -> nn.Module:
+    """torchvision ``FasterRCNN`` on ResNet-50 C4 features, as the original Faster R-CNN (Ren et al. 2015) with a
+    ResNet trunk (He et al. 2016): RPN on C4 (15 anchors: sizes 32-512 px, ratios 0.5, 1, 2), RoIAlign 14x14 on
+    C4, ``layer4`` + average pooling as the box head."""
+    from torchvision.models import resnet50
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+    from torchvision.models.detection.rpn import RPNHead
+    from torchvision.ops import MultiScaleRoIAlign
+
+    trunk = resnet50(weights=None)
+    layer4 = trunk.layer4
+    anchors = AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
+    return FasterRCNN(
+        _C4Backbone(trunk), num_classes=None, min_size=min_size, max_size=max_size,
+        rpn_anchor_generator=anchors, rpn_head=RPNHead(1024, anchors.num_anchors_per_location()[0]),
+        box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=14, sampling_ratio=2),
+        box_head=_Res5Head(layer4), box_predictor=FastRCNNPredictor(2048, num_classes), **kwargs,
+    )
+
+
 class KidneyDetector(nn.Module):
     """Faster R-CNN with two classes (background, kidney) for 1-channel slices.
 
@@ -29,18 +80,34 @@ class KidneyDetector(nn.Module):
       and ``labels`` int64 ``(n,)``; returns a dict of losses.
     * eval: returns a list of dicts ``boxes``, ``labels``, ``scores``.
 
-    ``self.net.backbone.body`` is a torchvision ResNet-50 trunk, so a
+    ``backbone``: ``resnet50-fpn`` (torchvision's ``fasterrcnn_resnet50_fpn``, the default) or
+    ``resnet50-c4`` (ResNet-50 C4 features without FPN, ``layer4`` as the box head: the
+    detection cascade paper's detector).  Further keyword arguments go to torchvision's
+    ``FasterRCNN``, e.g. ``rpn_post_nms_top_n_train`` / ``rpn_post_nms_top_n_test``
+    (proposals kept), ``rpn_positive_fraction`` / ``box_positive_fraction`` (share of
+    positives among the sampled anchors / RoIs; 0.5 = 1:1), ``box_batch_size_per_image``.
+
+    ``self.net.backbone.body`` is a torchvision ResNet-50 trunk (C4: up to ``layer3``), so a
     torchvision ``resnet50`` state dict loads into it.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 2, min_size: int = 512, max_size: int = 512, **kwargs: Any) -> None:
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, min_size: int = 512, max_size: int = 512,
+                 backbone: str = "resnet50-fpn", **kwargs: Any) -> None:
         super().__init__()
         from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
+        from kidneyseg.errors import unknown_name
+
         self.in_channels = int(in_channels)
-        self.net = fasterrcnn_resnet50_fpn(
-            weights=None, weights_backbone=None, num_classes=num_classes, min_size=min_size, max_size=max_size, **kwargs
-        )
+        if backbone == "resnet50-fpn":
+            self.net = fasterrcnn_resnet50_fpn(
+                weights=None, weights_backbone=None, num_classes=num_classes, min_size=min_size, max_size=max_size,
+                **kwargs
+            )
+        elif backbone == "resnet50-c4":
+            self.net = _faster_rcnn_c4(num_classes, min_size, max_size, **kwargs)
+        else:
+            raise unknown_name("detector backbone", backbone, BACKBONES)
 
     def _prepare(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
         out = []

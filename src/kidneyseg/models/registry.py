@@ -134,14 +134,19 @@ def _monai_vnet(in_channels: int, out_channels: int, dropout_prob: float = 0.0) 
 
 
 def _smp(arch: str, encoder: str, multiple: int) -> Callable[..., nn.Module]:
-    def build(in_channels: int, out_channels: int, **kwargs: Any) -> nn.Module:
+    def build(in_channels: int, out_channels: int, dropout: float = 0.0, **kwargs: Any) -> nn.Module:
+        """``dropout`` > 0: channel dropout (``nn.Dropout2d``) on the decoder's features before the final
+        convolution (the CT ensemble paper's dropout); other keywords go to the smp architecture."""
         import segmentation_models_pytorch as smp
+        import torch.nn as tnn
 
         from kidneyseg.models.modules import PadToMultiple
 
         net = getattr(smp, arch)(
             encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=out_channels, **kwargs
         )
+        if dropout:
+            net.segmentation_head = tnn.Sequential(tnn.Dropout2d(float(dropout)), net.segmentation_head)
         return PadToMultiple(net, multiple, 2)
 
     return build
@@ -183,6 +188,11 @@ _register(
 _register(
     ModelInfo("linknet-resnet34", 2, (256, 256), 32, 32, "segmentation", "smp LinkNet with ResNet-34 encoder", "resnet34"),
     _smp("Linknet", "resnet34", 32),
+)
+_register(
+    ModelInfo("linknet-resnet18", 2, (256, 256), 32, 32, "segmentation",
+              "smp LinkNet with ResNet-18 encoder (LinkNet as published)", "resnet18"),
+    _smp("Linknet", "resnet18", 32),
 )
 _register(
     ModelInfo("deeplabv3plus-mobilenetv2", 2, (256, 256), 16, 32, "segmentation",

@@ -80,6 +80,14 @@ class TrainConfig:
         on top, and ``labels`` are the stage's.  ``None``: derived (:meth:`Plan.from_fingerprint`).
     stage_arch_kwargs:
         Per stage architecture overrides, e.g. ``{"main": {"channels": [8, 16, 32]}}``.
+    stage_facts:
+        Per stage overrides of the pipeline's stage facts (saved in ``<stage>/model.json["stage"]`` and read by
+        training and prediction), e.g. ``{"fine": {"resize_to_patch": true}}`` (the crop is resampled to the
+        patch size) or ``{"segmenter": {"train_on": "detector"}}`` (``ct-detect-vnet``: the V-Net trains on the
+        trained detector's boxes instead of the ground-truth ones).
+    recipe:
+        Name of the recipe (:mod:`kidneyseg.training.recipes`, ``train --recipe``) whose values this
+        configuration started from, or ``None``; recorded only (the values are already in the fields).
     labels:
         Data set adapter options (``label_map``, ``task``...): passed to ``load_dataset``.
     encoder_weights:
@@ -131,6 +139,8 @@ class TrainConfig:
     stage_plans: dict[str, dict[str, Any]] = field(default_factory=dict)
     plan: dict[str, Any] | None = None
     stage_arch_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stage_facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recipe: str | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     encoder_weights: list[str | None] | None = None
     progress: bool = True
@@ -157,10 +167,17 @@ class TrainConfig:
             raise bad("lr", self.lr, "> 0")
         if self.lr_schedule not in LR_SCHEDULES:
             raise bad("lr_schedule", self.lr_schedule, " or ".join(LR_SCHEDULES))
-        from kidneyseg.augmentation.transforms import MIRRORS
+        from kidneyseg.augmentation.transforms import MIRRORS, STRENGTHS
 
         if self.mirror not in MIRRORS:
             raise bad("mirror", self.mirror, " or ".join(MIRRORS))
+        if self.augmentation not in STRENGTHS:
+            raise bad("augmentation", self.augmentation, " or ".join(STRENGTHS))
+        if self.recipe is not None:
+            from kidneyseg.training.recipes import recipe_names
+
+            if self.recipe not in recipe_names():
+                raise bad("recipe", self.recipe, " or ".join(recipe_names()))
         if not 0.0 <= self.contrast_phase_prob <= 1.0:
             raise bad("contrast_phase_prob", self.contrast_phase_prob, "0..1")
         if self.val_every < 1:
@@ -195,8 +212,16 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike[str] | None, **overrides: Any) -> TrainConfig:
-        """Read a JSON file (keys = field names), then apply non-``None`` overrides."""
+    def from_json(cls, path: str | os.PathLike[str] | None, *, base: dict[str, Any] | None = None,
+                  **overrides: Any) -> TrainConfig:
+        """Read a JSON file (keys = field names), then apply non-``None`` overrides.
+
+        ``base``: values under the file's (a recipe's, :mod:`kidneyseg.training.recipes`): the file's values
+        and then the overrides go on top, the per-stage dictionaries (``stage_plans``, ``stage_arch_kwargs``,
+        ``stage_facts``) merged per stage, key by key (:func:`kidneyseg.training.recipes.layer`).
+        """
+        from kidneyseg.training.recipes import layer
+
         values: dict[str, Any] = {}
         if path is not None:
             p = Path(path)
@@ -224,7 +249,8 @@ class TrainConfig:
                 raise InputError("unknown keys in the config file", path=p, found=", ".join(unknown),
                                  expected="one of: " + ", ".join(sorted(names)), fix="remove or rename them")
             check_types(values, p)
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values = layer(base or {}, values)
+        values = layer(values, {k: v for k, v in overrides.items() if v is not None})
         return cls(**values).check(path)
 
 

@@ -59,7 +59,8 @@ def _check_out(out: Path, resume: bool, cfg: TrainConfig) -> None:
     cfg_path = out / CKPT / "config.json"
     if resume:
         if cfg_path.is_file():
-            old = json.loads(cfg_path.read_text())
+            # an option the interrupted run's config.json predates had its default value then
+            old = {**json.loads(json.dumps(TrainConfig().to_dict())), **json.loads(cfg_path.read_text())}
             new = json.loads(json.dumps(cfg.to_dict()))
             diff = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE and old.get(k) != new.get(k))
             if diff:
@@ -143,6 +144,14 @@ def _labelled(ds: Any, fix: str, who: str | None = None) -> list[Any]:
     return refs
 
 
+def _recipe_record(cfg: TrainConfig, pipeline: str) -> dict[str, Any] | None:
+    if cfg.recipe is None:
+        return None
+    from kidneyseg.training.recipes import get_recipe
+
+    return get_recipe(cfg.recipe, pipeline).describe()
+
+
 def _has_lesions(cases: list[Case], task: str) -> bool:
     vals = lesion_values(task)
     return bool(vals) and any(c.label is not None and np.isin(c.label, vals).any() for c in cases)
@@ -182,13 +191,22 @@ def _preprocess(cases: list[Case], plan: Plan, cache: dict[str, list[Case]]) -> 
     return cache[key]
 
 
+def _facts(stage: StageDef, cfg: TrainConfig) -> dict[str, Any]:
+    """The stage's facts: the pipeline's, then ``cfg.stage_facts`` (a recipe's or the config file's)."""
+    return json.loads(json.dumps({**stage.facts, **cfg.stage_facts.get(stage.name, {})}))
+
+
 def _samples(stage: StageDef, cases: list[Case], task: str, mapping: dict[int, int], plan: Plan,
-             cfg: TrainConfig, per_case: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+             cfg: TrainConfig, per_case: dict[str, dict[str, Any]] | None = None,
+             detector: tuple[Any, list[Case], float] | None = None) -> list[dict[str, Any]]:
     """Training or validation samples of ``cases``; ``per_case`` (case name -> ``{"mapping", "groups",
     "max_slices"}``): partial labels, each case's value -> group mapping and ``(G, C)`` group matrix,
-    attached to its samples as ``"groups"``."""
+    attached to its samples as ``"groups"``.  ``detector``: ``(trained detector, cases preprocessed with its plan
+    in the order of cases, score threshold)`` for a segmenter that trains on the detector's boxes
+    (``train_on: detector``)."""
     from kidneyseg.training import samples as S
 
+    facts = _facts(stage, cfg)
     out: list[dict[str, Any]] = []
     for i, c in enumerate(cases):
         own = (per_case or {}).get(c.name, {})
@@ -202,10 +220,14 @@ def _samples(stage: StageDef, cases: list[Case], task: str, mapping: dict[int, i
                 for smp in got:
                     smp["groups"] = own["groups"]
             out += got
+        elif stage.role == "segmenter" and detector is not None:
+            out += S.detector_crop_samples(c, detector[1][i], detector[0], task, mapping,
+                                           float(facts.get("crop_margin_mm", 10.0)), list(plan.patch_size),
+                                           score_threshold=detector[2], every_mm=facts.get("detect_every_mm"))
         elif stage.role in ("fine", "lesion", "segmenter"):
             out += S.crop_samples(
-                c, task, mapping, float(stage.facts.get("crop_margin_mm", 10.0)), with_mask=stage.role == "lesion",
-                resize_to=list(plan.patch_size) if stage.facts.get("resize_to_patch") else None,
+                c, task, mapping, float(facts.get("crop_margin_mm", 10.0)), with_mask=stage.role == "lesion",
+                resize_to=list(plan.patch_size) if facts.get("resize_to_patch") else None,
             )
         else:
             out.append(S.volume_sample(c, mapping))
@@ -324,6 +346,8 @@ def train_pipeline(
     summaries: dict[str, Any] = {}
     top_labels: dict[str, str] = {"0": "background"}
     encoder_weights = cfg.encoder_weights
+    # (module, plan, score threshold) of the detector trained in this run, for a segmenter trained on its boxes
+    trained_detector: tuple[Any, Plan, float] | None = None
     for si, stage in enumerate(pipe.stages):
         if stage.spatial_dims == 3 and data_dims == 2:
             raise InputError(f"pipeline {pipe.name} needs volumes", path=data, found="2D images",
@@ -349,10 +373,23 @@ def train_pipeline(
         if stage.role == "detector":
             arch_kwargs = {**arch_kwargs}
         plan = _stage_plan(stage, fp, modality, cfg, labels)
+        facts = _facts(stage, cfg)
         tr = _preprocess(raw_train, plan, cache_train)
         va = _preprocess(raw_val, plan, cache_val)
-        train_samples = _samples(stage, tr, task, mapping, plan, cfg, per_case)
-        val_samples = _samples(stage, va, task, mapping, plan, cfg, per_case)
+        det_train = det_val = None
+        if facts.get("train_on") == "detector":
+            # the paper's V-Net crops: where the trained detector finds the kidneys, in training and validation
+            if trained_detector is None:
+                raise InputError(f"stage {stage.name} trains on the detector's boxes, but no detector was trained "
+                                 "before it in this run", found=f"train_on: detector, pipeline {pipe.name}",
+                                 expected="a detector stage trained earlier in the same run",
+                                 fix="train the whole pipeline in one run (a resumed run retrains nothing), or "
+                                     "drop train_on from stage_facts")
+            det_module, det_plan, det_threshold = trained_detector
+            det_train = (det_module, _preprocess(raw_train, det_plan, cache_train), det_threshold)
+            det_val = (det_module, _preprocess(raw_val, det_plan, cache_val), det_threshold)
+        train_samples = _samples(stage, tr, task, mapping, plan, cfg, per_case, det_train)
+        val_samples = _samples(stage, va, task, mapping, plan, cfg, per_case, det_val)
         crop_stage = stage.role in ("fine", "lesion") and "patch_size" not in stage.plan
         if crop_stage and cfg.patch_size is None and "patch_size" not in cfg.stage_plans.get(stage.name, {}):
             from kidneyseg.training.samples import patch_for_crops
@@ -360,6 +397,11 @@ def train_pipeline(
             plan = plan.updated({"patch_size": patch_for_crops(train_samples)})
         if resume and (ckpt_dir / DONE).is_file() and (out / stage.name / "weights.pt").is_file():
             log.info("stage %s already trained", stage.name)
+            if stage.role == "detector":  # a later stage may train on its boxes
+                from kidneyseg.models.folder import load_stage
+
+                done = load_stage(out / stage.name)
+                trained_detector = (done.module, done.plan, float(facts.get("score_threshold", 0.5)))
             done_stages.append(stage.name)
             summaries[stage.name] = json.loads((out / stage.name / "model.json").read_text())["stage"].get("training")
             continue
@@ -403,6 +445,9 @@ def train_pipeline(
             summary["distributed"] = dist.describe()
         done_stages.append(stage.name)
         summaries[stage.name] = summary
+        if stage.role == "detector":  # every process: a later stage may train on its boxes (the shipped weights)
+            module.load_state_dict(trainer.final_state())
+            trained_detector = (module, plan, float(facts.get("score_threshold", 0.5)))
         if not writer:
             continue
         module.load_state_dict(trainer.final_state())
@@ -412,7 +457,7 @@ def train_pipeline(
             # axes the training flipped: the only ones mirroring TTA may use
             "mirror_axes": mirror_axes,
             "stage": {"name": stage.name, "role": stage.role, "target": stage.target,
-                      "inputs": ["image", *stage.extra_inputs], **json.loads(json.dumps(stage.facts)),
+                      "inputs": ["image", *stage.extra_inputs], **facts,
                       "training": summary},
         }
         save_stage(out / stage.name, module, spec)
@@ -435,10 +480,13 @@ def train_pipeline(
             "stages": summaries,
             "skipped_stages": skipped,
             "seconds": round(time.time() - t0, 1),
+            # the recipe the config started from (train --recipe), with what stays different from its paper
+            "recipe": _recipe_record(cfg, pipe.name),
         },
         "versions": library_versions(),
         "card": {"description": pipe.description, "method": pipe.reference,
-                 "intended_use": "research; not a medical device"},
+                 "intended_use": "research; not a medical device",
+                 **({"recipe": cfg.recipe} if cfg.recipe else {})},
     }
     if writer:
         save_model_folder(out, top)

@@ -109,6 +109,49 @@ def crop_samples(case: Case, task: str, mapping: dict[int, int], margin_mm: floa
     return out
 
 
+def detector_crop_samples(case: Case, det_case: Case, detector: Any, task: str, mapping: dict[int, int],
+                          margin_mm: float, resize_to: Sequence[int], *, score_threshold: float = 0.5,
+                          every_mm: float | None = None, batch_size: int = 4) -> list[dict[str, Any]]:
+    """3D samples of ``case`` cut where the trained ``detector`` finds the kidneys (``ct-detect-vnet``, the paper's
+    V-Net training crops), found as prediction finds them (:mod:`kidneyseg.models.boxes`).
+
+    ``det_case``: the same case preprocessed with the detector's plan (windowed axial slices); ``case``: with
+    the segmenter's.  Each 3D detector box goes through world mm to ``case``'s grid, grows by ``margin_mm``,
+    and is cropped and resampled to ``resize_to`` with its ground-truth labels.  A labelled kidney that no
+    detector box overlaps gets its ground-truth crop (:func:`crop_samples`), so every kidney is learned even
+    while the detector misses it.  Samples are named ``<case>_det<n>`` and ``<case>_kidney<n>``.
+    """
+    import torch
+
+    from kidneyseg.models.boxes import boxes_to_3d, detect_slices, detection_slices
+    from kidneyseg.preprocessing.geometry import crop, resample_to_shape, world_box_to_grid
+
+    was_training = bool(getattr(detector, "training", False))
+    detector.eval()
+    ks, slab = detection_slices(int(det_case.shape[-1]), float(det_case.spacing[2]), every_mm)
+    found = detect_slices(detector, np.asarray(det_case.require_image(), np.float32)[None],
+                          score_threshold=score_threshold, batch_size=batch_size, slices=ks)
+    detector.to(memory_format=torch.contiguous_format)  # detect_slices made it channels-last on the CPU
+    if was_training:
+        detector.train()
+    boxes = [world_box_to_grid(b, det_case.affine, case, margin_mm)
+             for b in boxes_to_3d(found, det_case.shape, slab=slab)]
+    boxes = [b for b in boxes if all(hi > lo for lo, hi in b)]
+    out = []
+    for n, box in enumerate(boxes):
+        part = resample_to_shape(crop(case, box), resize_to, order=1)
+        out.append({"name": f"{case.name}_det{n}", "box": box, "image": part.require_image().astype(np.float32)[None],
+                    "label": to_channels(part.require_label(), mapping)[None]})
+    for s in crop_samples(case, task, mapping, margin_mm, resize_to=resize_to):
+        if not any(_overlap(s["box"], b) for b in boxes):
+            out.append(s)
+    return out
+
+
+def _overlap(a: Sequence[tuple[int, int]], b: Sequence[tuple[int, int]]) -> bool:
+    return all(min(x[1], y[1]) > max(x[0], y[0]) for x, y in zip(a, b))
+
+
 def detector_samples(case: Case, task: str, *, max_background: int, seed: int) -> list[dict[str, Any]]:
     """2D detector samples: axial slices (or the image) with one box per kidney per slice."""
     from kidneyseg.models.detection import boxes_from_slice, boxes_from_volume
