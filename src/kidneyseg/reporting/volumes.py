@@ -210,7 +210,8 @@ def measure(
         lists ``tumors`` and ``cysts`` (largest first: ``volume_ml``, ``max_diameter_mm``,
         ``centroid_ras_mm``, ``offset_from_kidney_mm``, tumours ``renal``) and the
         kidney's ``centroid_ras_mm``; for 2D images the same keys with ``_mm2`` areas
-        under ``"image"``.
+        under ``"image"``.  ``renal`` (:func:`renal_status`) says whether the tumours carry their RENAL
+        parts, and why not (2D image, no tumour label, no tumour).
     """
     label = np.asarray(label)
     affine = np.asarray(affine, dtype=np.float64)
@@ -293,6 +294,8 @@ def _measure_grid(
     cysts, clab, c_below = _lesions(cyst, affine, comp, unit=unit, scale=scale, floor=floor)
     if renal and ndim == 3 and tumours:
         _add_renal(tumours, tlab, comp, kidney, cyst, affine)
+    renal_block = renal_status(ndim=ndim, computed=renal, tumours=len(tumours), has_tumour_label=bool(tum_v),
+                               floor=floor)
     right_v = _values(labels, ("kidney_right",), ())
     left_v = _values(labels, ("kidney_left",), ())
     lesion_v = tuple(tum_v) + tuple(cyst_v)
@@ -352,6 +355,7 @@ def _measure_grid(
         return out
 
     def finish(out: dict[str, Any]) -> dict[str, Any]:
+        out["renal"] = renal_block
         if uncertainty is not None:
             from kidneyseg.reporting.qc import qc_block
 
@@ -401,6 +405,34 @@ def _measure_grid(
     return finish(out)
 
 
+def renal_status(*, ndim: int, computed: bool, tumours: int, has_tumour_label: bool,
+                 floor: float) -> dict[str, Any]:
+    """The top-level ``renal`` block of ``volumes.json``: whether the tumours carry RENAL parts, and why not.
+
+    ``available`` is true when every tumour component (at or above the floor) of a volume has its ``renal``
+    entry; otherwise ``reason`` says why none has: a 2D image, a label map without a tumour label, no
+    tumour found, or not asked for.  N is never available (see :data:`kidneyseg.reporting.renal.N_REASON`).
+    """
+    from kidneyseg.reporting.renal import N_REASON
+
+    reason = None
+    if not computed:
+        reason = "not computed (measure(..., renal=False))"
+    elif ndim != 3:
+        reason = "RENAL needs a volume (CT or MR); this is a 2D image"
+    elif not has_tumour_label:
+        reason = "the label map has no tumour label (the model segments no tumours)"
+    elif tumours == 0:
+        reason = f"no tumour component of at least {floor:g} mL in the label map"
+    out: dict[str, Any] = {"available": reason is None, "tumours": tumours}
+    if reason is not None:
+        out["reason"] = reason
+    out["parts"] = "R, E, A, L per tumour (tumors[].renal); N not available"
+    out["n_reason"] = N_REASON
+    out["reference"] = "Kutikov and Uzzo 2009, J Urol 182:844"
+    return out
+
+
 def _add_renal(tumours: list[dict[str, Any]], tlab: np.ndarray, comp: np.ndarray, kidney: np.ndarray,
                cyst: np.ndarray, affine: np.ndarray) -> None:
     """Put ``renal`` (:func:`kidneyseg.reporting.renal.renal_parts`) into every tumour record, on its kidney's box."""
@@ -430,7 +462,8 @@ def summary_line(m: Mapping[str, Any]) -> str:
     Tumours: their volume, how many components of at least the floor, and the largest one's own maximal
     diameter; cysts: how many components of at least the floor and their volume.  With QC
     (:mod:`kidneyseg.reporting.qc`) a kidney flagged for review reads ``[review: QC 0.62]`` and the tumours
-    and cysts flagged for review are counted, e.g. ``[1 tumour to review]``.
+    and cysts flagged for review are counted, e.g. ``[1 tumour to review]``.  The widest tumour's RENAL
+    notation follows its diameter: ``(max 24.0 mm, RENAL R1 E1 N? L3 a)``.
     """
 
     def part(title: str, s: Mapping[str, Any], unit: str, suffix: str) -> str:
@@ -439,7 +472,10 @@ def summary_line(m: Mapping[str, Any]) -> str:
         txt = f"{title} {s['kidney' + suffix]:.1f} {unit}"
         if s["tumor_count"]:
             many = f"{s['tumor_count']} tumours, largest" if s["tumor_count"] > 1 else "max"
-            txt += f", tumour {s['tumor' + suffix]:.1f} {unit} ({many} {s['tumor_max_diameter_mm']:.1f} mm)"
+            widest = max(s.get("tumors") or [{}], key=lambda r: r.get("max_diameter_mm", 0.0))
+            ren = (widest.get("renal") or {}).get("notation")
+            txt += (f", tumour {s['tumor' + suffix]:.1f} {unit} ({many} {s['tumor_max_diameter_mm']:.1f} mm"
+                    + (f", RENAL {ren}" if ren else "") + ")")
         if s["cyst_count"]:
             txt += f", {s['cyst_count']} cyst(s) {s['cyst' + suffix]:.1f} {unit}"
         q = s.get("qc") or {}
