@@ -7,7 +7,15 @@ import pytest
 
 from kidneyseg.case import Case
 from kidneyseg.errors import GeometryError, KidneysegError
-from kidneyseg.preprocessing.geometry import crop, original_affine, reorient, resample, undo, undo_argmax
+from kidneyseg.preprocessing.geometry import (
+    crop,
+    memory_order,
+    original_affine,
+    reorient,
+    resample,
+    undo,
+    undo_argmax,
+)
 
 
 def _oblique() -> np.ndarray:
@@ -158,6 +166,21 @@ def test_undo_argmax_equals_argmax_of_undone_probabilities(case3d):
     assert np.mean(fast == slow) > 0.999
     assert set(np.unique(fast)) <= set(values)
     assert (fast != 0).any() and (fast == 0).any()
+
+
+def test_undo_argmax_memory_order(case3d):
+    """order="F" gives the same labels, Fortran-contiguous (a NIfTI volume's order: written without a transpose)."""
+    step = resample(crop(reorient(case3d, "PLS"), [(2, 34), (0, 40), (1, 20)]), (1.5, 1.5, 2.0))
+    probs = _softmax_probs(step.shape, 3)
+    c_out = undo_argmax(step, probs, [0, 1, 2])
+    f_out = undo_argmax(step, probs, [0, 1, 2], order="F")
+    assert c_out.flags.c_contiguous and f_out.flags.f_contiguous and not f_out.flags.c_contiguous
+    assert np.array_equal(c_out, f_out)
+    assert memory_order(np.asfortranarray(np.zeros((3, 4, 5)))) == "F"
+    assert memory_order(np.zeros((3, 4, 5))) == "C"
+    assert memory_order(np.zeros((1, 4, 1))) == "C"  # both: C
+    with pytest.raises(KidneysegError, match="memory order"):
+        undo_argmax(step, probs, [0, 1, 2], order="A")
 
 
 def test_undo_argmax_interpolates_probabilities_not_labels():

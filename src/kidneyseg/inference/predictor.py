@@ -68,6 +68,10 @@ class Prediction:
         ``None`` unless asked for (``predict_case(uncertainty=True)``); else the
         :class:`~kidneyseg.inference.uncertainty.Uncertainty` of the result (normalised entropy, and
         mutual information for an ensemble of model folders, inside the foreground's box).
+    detections:
+        The kidney boxes of each ``ct-detect-vnet`` model that ran, in model order (empty for other
+        pipelines): one :class:`~kidneyseg.models.boxes.CaseDetections` each, on its detector's grid
+        (``kidneyseg predict --save-detections`` writes it, :func:`kidneyseg.models.boxes.write_detections`).
     """
 
     label: np.ndarray
@@ -78,6 +82,7 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     uncertainty: Any = None
+    detections: list[Any] = field(default_factory=list)
 
     @property
     def label_values(self) -> list[int]:
@@ -227,7 +232,9 @@ class Predictor:
         need_probs = probabilities or bool(uncertainty and not in_box) or len(self.models) > 1 or side_labels
         self._network_grid: list[tuple[Case, np.ndarray]] | None = [] if in_box else None
         warnings: list[str] = []  # the pipelines' own (a detector that found nothing), then post-processing's
-        results = [self._run_model(m, case, need_probs, timings, warnings=warnings) for m in self.models]
+        detections: list[Any] = []  # the kidney boxes of each ct-detect-vnet model
+        results = [self._run_model(m, case, need_probs, timings, warnings=warnings, detections=detections)
+                   for m in self.models]
         where = f"{case.source}: " if case.source is not None else f"{case.name}: "
         for note in warnings:
             log.warning("%s%s", where, note)
@@ -276,13 +283,16 @@ class Predictor:
         timings["total"] = time.perf_counter() - t0
         probs16 = acc.astype(np.float16) if (probabilities and acc is not None) else None
         return Prediction(label=label.astype(np.uint8, copy=False), probabilities=probs16, labels=dict(self.labels),
-                          case=case, pipeline=self.pipeline, timings=timings, warnings=warnings, uncertainty=unc)
+                          case=case, pipeline=self.pipeline, timings=timings, warnings=warnings, uncertainty=unc,
+                          detections=detections)
 
     # ------------------------------------------------------------------ dispatch
     def _run_model(self, model: Any, case: Case, need_probs: bool, timings: dict[str, float],
-                   warnings: list[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                   warnings: list[str] | None = None,
+                   detections: list[Any] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Label map and (if ``need_probs``) probabilities of one model on ``case``'s grid; what the reader
-        of the result must know (an empty result the pipeline explains) is appended to ``warnings``."""
+        of the result must know (an empty result the pipeline explains) is appended to ``warnings``, a
+        ``ct-detect-vnet`` model's kidney boxes to ``detections``."""
         from kidneyseg.inference import cascades
 
         names = list(model.stages)
@@ -290,7 +300,7 @@ class Predictor:
         if mode == "cascade3d":
             return cascades.run_cascade(self, model, case, need_probs, timings)
         if mode == "detect-segment":
-            return cascades.run_detect_segment(self, model, case, need_probs, timings, warnings)
+            return cascades.run_detect_segment(self, model, case, need_probs, timings, warnings, detections)
         if len(names) != 1:
             raise InputError("cannot tell how to run this model", path=model.dir, found=names,
                              expected="one stage, coarse/fine[/lesion] or detector/segmenter",
@@ -299,7 +309,7 @@ class Predictor:
 
     def _run_single(self, stage: Any, case: Case, need_probs: bool,
                     timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
-        from kidneyseg.preprocessing.geometry import undo, undo_argmax
+        from kidneyseg.preprocessing.geometry import memory_order, undo, undo_argmax
         from kidneyseg.preprocessing.plan import apply_plan
 
         t = time.perf_counter()
@@ -311,7 +321,7 @@ class Predictor:
         values = np.asarray(sorted(self.labels), dtype=np.uint8)
         # the label map is the argmax of the probabilities brought back linearly (nnU-Net), whether or not
         # probabilities are asked for (so both calls give the same labels)
-        out = undo_argmax(pre, full, values)
+        out = undo_argmax(pre, full, values, order=memory_order(case.image))
         if getattr(self, "_network_grid", None) is not None:
             self._network_grid.append((pre, full))  # type: ignore[union-attr]
         back = None

@@ -57,6 +57,14 @@ def nonzero_box(mask: np.ndarray, margin: int = 0) -> Box | None:
     return tuple(box)
 
 
+def memory_order(array: np.ndarray | None) -> str:
+    """``"F"`` for an array that is Fortran- but not C-contiguous (volumes read from NIfTI), else ``"C"``: the order
+    in which to build an array that will be written on the same grid (no transposing copy on write)."""
+    if array is not None and array.ndim > 1 and array.flags.f_contiguous and not array.flags.c_contiguous:
+        return "F"
+    return "C"
+
+
 def box_slices(box: Sequence[tuple[int, int]]) -> tuple[slice, ...]:
     """The box ``((lo, hi), ...)`` as index slices (``array[box_slices(box)]`` cuts it out)."""
     return tuple(slice(int(lo), int(hi)) for lo, hi in box)
@@ -431,7 +439,7 @@ def _undo_step(op: Operation, out: np.ndarray, *, is_label: bool, channel_axis: 
     raise KidneysegError(f"cannot undo operation '{op.name}'", expected="reorient, resample or crop")
 
 
-def undo_argmax(case: Case, probs: np.ndarray, values: Sequence[int] | np.ndarray) -> np.ndarray:
+def undo_argmax(case: Case, probs: np.ndarray, values: Sequence[int] | np.ndarray, *, order: str = "C") -> np.ndarray:
     """Label map on the grid before any recorded operation: the argmax of ``probs`` brought back linearly.
 
     ``probs`` is ``(C, *case.shape)`` (channel ``c`` is label ``values[c]``,
@@ -444,8 +452,12 @@ def undo_argmax(case: Case, probs: np.ndarray, values: Sequence[int] | np.ndarra
     the nearest-neighbour path.  Equal, up to float rounding, to the argmax of
     ``undo(case, probs, is_label=False, channel_axis=True)``.
 
-    Returns a uint8 label map.
+    Returns a uint8 label map, C- or Fortran-contiguous as ``order`` (``"C"`` or ``"F"``): a volume read from
+    NIfTI is Fortran-ordered, and a label map in the same order is written without a transposing copy (about
+    0.8 s on a 512x512x200 CT).
     """
+    if order not in ("C", "F"):
+        raise KidneysegError("unknown memory order", found=order, expected="'C' or 'F'")
     vals = [int(v) for v in values]
     if not vals or vals[0] != 0:
         raise KidneysegError("the first probability channel must be background (label 0)", found=vals,
@@ -464,7 +476,7 @@ def undo_argmax(case: Case, probs: np.ndarray, values: Sequence[int] | np.ndarra
             out = _undo_step(op, out, is_label=not channels, channel_axis=channels)
     if channels:
         out = np.asarray(vals, dtype=np.uint8)[np.argmax(out, axis=0)]
-    return np.ascontiguousarray(out, dtype=np.uint8)
+    return np.require(out.astype(np.uint8, copy=False), requirements=[order])
 
 
 def undo_probabilities_box(case: Case, probs: np.ndarray, box: Sequence[tuple[int, int]]) -> np.ndarray:
