@@ -12,7 +12,9 @@ A folder of predictions (one report per label file, plus ``index.html``)::
 with the volumes embedded (downsampled so the report stays under 20 MB).  Beside ``NAME.nii.gz``
 the files that ``kidneyseg predict`` writes are picked up when present: ``NAME_uncertainty.nii.gz``
 (a second overlay in the viewer) and ``NAME_volumes.json`` (its ``qc`` flags, a column of the
-structures table).
+structures table).  A follow-up comparison (``compare.json`` of ``kidneyseg compare``) is shown with
+``--compare FILE``, or without it when a ``compare.json`` beside the label map names that label map
+as its BEFORE or AFTER study (a comparison of other studies is never picked up).
 
 Images and references are matched to predictions by case name (the file
 name without its format suffix; an nnU-Net channel suffix ``_0000`` on the
@@ -66,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uncertainty", type=Path, metavar="FILE",
                         help="uncertainty map (0..1, on the image grid) for the viewer (default: "
                              "SEG_uncertainty.nii.gz beside --seg, when present)")
+    parser.add_argument("--compare", type=Path, metavar="COMPARE_JSON",
+                        help="compare.json of `kidneyseg compare` to show as the follow-up section (default: "
+                             "compare.json beside --seg when it names that label map as BEFORE or AFTER)")
     parser.add_argument("-o", "--output", type=Path, required=True,
                         help="report .html (one case; HTML is the only format) or output folder (--batch)")
 
@@ -109,8 +114,10 @@ def sidecar(seg: Path, suffix: str) -> Path:
 
 def report_one(image: Path, seg: Path, out: Path, *, ref: Path | None = None, model: Path | None = None,
                task: str | None = None, modality: str | None = None, spacing=None, viewer: bool = False,
-               uncertainty: Path | None = None) -> Path:
+               uncertainty: Path | None = None, compare: Path | None = None) -> Path:
     """Read the files and write one HTML report; returns its path.
+
+    ``compare``: a ``compare.json`` to show (default: :func:`find_comparison` beside the label map).
 
     ``uncertainty``: a float map on the image grid (default ``SEG_uncertainty.nii.gz`` when it exists);
     ``SEG_volumes.json`` beside the label map, when present, gives the QC flags.
@@ -144,10 +151,43 @@ def report_one(image: Path, seg: Path, out: Path, *, ref: Path | None = None, mo
         except ValueError as exc:
             raise InputError("volumes.json is not valid JSON", path=vol_json, found=str(exc),
                              fix="write it again with kidneyseg predict, or move it away") from exc
+    cmp_path = compare if compare is not None else find_comparison(seg)
+    comparison = read_comparison(cmp_path) if cmp_path is not None else None
     inp = ReportInputs(case=case, seg=seg_arr, task=t, ref=ref_arr, model_dir=model,
                        seg_source=str(seg), ref_source=str(ref) if ref else None, uncertainty=unc,
-                       saved_volumes=saved)
+                       saved_volumes=saved, comparison=comparison,
+                       comparison_source=str(cmp_path) if cmp_path is not None else None)
     return write_report(inp, out, viewer=viewer)
+
+
+def read_comparison(path: Path) -> dict:
+    """A ``compare.json`` of ``kidneyseg compare``; :class:`InputError` when it is not one."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError("cannot read the comparison", path=path, found=f"{type(exc).__name__}: {exc}",
+                         expected="the compare.json that kidneyseg compare writes",
+                         fix="pass the compare.json of kidneyseg compare BEFORE AFTER -o OUT") from exc
+    missing = [k for k in ("kidneys", "tumours", "new_tumours", "vanished_tumours") if k not in data]
+    if not isinstance(data, dict) or missing:
+        raise InputError("not a comparison of kidneyseg compare", path=path, found=f"no {', '.join(missing)}",
+                         expected="compare.json with kidneys, tumours, new_tumours, vanished_tumours",
+                         fix="pass the compare.json of kidneyseg compare BEFORE AFTER -o OUT")
+    return data
+
+
+def find_comparison(seg: Path) -> Path | None:
+    """``compare.json`` beside the label map when it names that label map as its BEFORE or AFTER study."""
+    from kidneyseg.reporting.html import comparison_role
+
+    path = Path(seg).with_name("compare.json")
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return path if isinstance(data, dict) and comparison_role(data, seg) else None
 
 
 
@@ -177,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         check_report_path(args.output)
         path = report_one(args.image, args.seg, args.output, ref=args.ref, model=args.model, task=args.task,
                           modality=args.modality, spacing=args.spacing, viewer=args.viewer,
-                          uncertainty=args.uncertainty)
+                          uncertainty=args.uncertainty, compare=args.compare)
         log.info("wrote %s (%.2f MB)", path, path.stat().st_size / 1e6)
         return 0
     for what, p in (("--batch", args.batch), ("--images", args.images)):

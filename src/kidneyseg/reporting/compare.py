@@ -229,11 +229,52 @@ def _study_pictures(s: Study, task: Task, tile_px: int) -> str:
     return "".join(parts)
 
 
+def comparison_parts(result: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(heading, HTML) of the comparison's tables: kidneys, matched tumours (volume and diameter change,
+    growth per year, doubling time, RENAL before and after), new and vanished tumours.
+
+    Shared by ``compare.html`` and the follow-up section of ``kidneyseg report``.
+    """
+    from kidneyseg.reporting.html import _table
+
+    parts: list[tuple[str, str]] = []
+    rows: list[list[Any]] = []
+    for side, k in result["kidneys"].items():
+        rows.append([f"{side} kidney", k["kidney_volume_before_ml"], k["kidney_volume_after_ml"],
+                     k["kidney_volume_change_ml"], _fmt(k["kidney_volume_change_percent"], " %"),
+                     k["tumour_total_volume_before_ml"], k["tumour_total_volume_after_ml"],
+                     f"{k['tumour_count_before']} → {k['tumour_count_after']}"])
+    parts.append(("Kidneys", _table(
+        ["kidney", "volume before (mL)", "after (mL)", "change (mL)", "change", "tumours before (mL)",
+         "after (mL)", "tumour count"], rows)))
+    rows = []
+    for t in result["tumours"]:
+        renal = f"{t.get('renal_before') or '–'} → {t.get('renal_after') or '–'}"
+        rows.append([f"{t['side']} {t['before_id']} → {t['after_id']}", t["tumour_volume_before_ml"],
+                     t["tumour_volume_after_ml"], t["tumour_volume_change_ml"],
+                     _fmt(t["tumour_volume_change_percent"], " %"), t["tumour_max_diameter_before_mm"],
+                     t["tumour_max_diameter_after_mm"], t["tumour_max_diameter_change_mm"],
+                     _fmt(t["tumour_volume_growth_ml_per_year"]), _fmt(t["tumour_diameter_growth_mm_per_year"]),
+                     _fmt(t["tumour_volume_doubling_time_days"]), t["match_distance_mm"], renal])
+    parts.append(("Tumours matched", (_table(
+        ["tumour", "volume before (mL)", "after (mL)", "change (mL)", "change", "max diameter before (mm)",
+         "after (mm)", "change (mm)", "mL / year", "mm / year", "doubling time (days)", "match distance (mm)",
+         "RENAL before → after"], rows) if rows else "<p>None.</p>")
+        + f'<p class="note">{html.escape(str(result.get("match_rule", "")))}.</p>'))
+    for key, title, idk in (("new_tumours", "New tumours (after only)", "after_id"),
+                            ("vanished_tumours", "Vanished tumours (before only)", "before_id")):
+        rows = [[f"{t['side']} {t[idk]}", t["tumour_volume_ml"], t["tumour_max_diameter_mm"],
+                 ", ".join(f"{v:.1f}" for v in t["offset_from_kidney_mm"])] for t in result[key]]
+        parts.append((title, _table(["tumour", "volume (mL)", "max diameter (mm)",
+                                     "offset from kidney centre (RAS mm)"], rows) if rows else "<p>None.</p>"))
+    return parts
+
+
 def build_compare_html(result: Mapping[str, Any], before: Study, after: Study, task: Task, *,
                        tile_px: int = 200) -> str:
     """The comparison page: the two studies side by side, kidney and tumour tables, new and vanished lesions."""
     from kidneyseg.reporting import overlay
-    from kidneyseg.reporting.html import CSS, _legend, _table
+    from kidneyseg.reporting.html import CSS, _legend
 
     present = sorted(set(overlay.labels_present(before.label)) | set(overlay.labels_present(after.label)))
     colours = overlay.colour_table(task, present)
@@ -250,34 +291,8 @@ def build_compare_html(result: Mapping[str, Any], before: Study, after: Study, t
                 + '<div class="grid">' + "".join(cols) + "</div>"
                 + '<p class="note">Radiological convention: the patient\'s right on the left of the images.</p>'
                   "</section>")
-    rows = []
-    for side, k in result["kidneys"].items():
-        rows.append([f"{side} kidney", k["kidney_volume_before_ml"], k["kidney_volume_after_ml"],
-                     k["kidney_volume_change_ml"], _fmt(k["kidney_volume_change_percent"], " %"),
-                     k["tumour_total_volume_before_ml"], k["tumour_total_volume_after_ml"],
-                     f"{k['tumour_count_before']} → {k['tumour_count_after']}"])
-    body.append("<section><h2>Kidneys</h2>" + _table(
-        ["kidney", "volume before (mL)", "after (mL)", "change (mL)", "change", "tumours before (mL)",
-         "after (mL)", "tumour count"], rows) + "</section>")
-    rows = []
-    for t in result["tumours"]:
-        rows.append([f"{t['side']} {t['before_id']} → {t['after_id']}", t["tumour_volume_before_ml"],
-                     t["tumour_volume_after_ml"], t["tumour_volume_change_ml"],
-                     _fmt(t["tumour_volume_change_percent"], " %"), t["tumour_max_diameter_before_mm"],
-                     t["tumour_max_diameter_after_mm"], t["tumour_max_diameter_change_mm"],
-                     _fmt(t["tumour_volume_growth_ml_per_year"]), _fmt(t["tumour_diameter_growth_mm_per_year"]),
-                     _fmt(t["tumour_volume_doubling_time_days"]), t["match_distance_mm"]])
-    body.append("<section><h2>Tumours matched</h2>" + (_table(
-        ["tumour", "volume before (mL)", "after (mL)", "change (mL)", "change", "max diameter before (mm)",
-         "after (mm)", "change (mm)", "mL / year", "mm / year", "doubling time (days)", "match distance (mm)"],
-        rows) if rows else "<p>None.</p>") + f'<p class="note">{html.escape(result["match_rule"])}.</p></section>')
-    for key, title, idk in (("new_tumours", "New tumours (after only)", "after_id"),
-                            ("vanished_tumours", "Vanished tumours (before only)", "before_id")):
-        rows = [[f"{t['side']} {t[idk]}", t["tumour_volume_ml"], t["tumour_max_diameter_mm"],
-                 ", ".join(f"{v:.1f}" for v in t["offset_from_kidney_mm"])] for t in result[key]]
-        body.append(f"<section><h2>{title}</h2>" + (_table(
-            ["tumour", "volume (mL)", "max diameter (mm)", "offset from kidney centre (RAS mm)"], rows)
-            if rows else "<p>None.</p>") + "</section>")
+    for heading, part in comparison_parts(result):
+        body.append(f"<section><h2>{heading}</h2>{part}</section>")
     title = f"kidneyseg comparison: {before.name} → {after.name}"
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"

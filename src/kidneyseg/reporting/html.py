@@ -83,6 +83,8 @@ class ReportInputs:
     notes: list[str] = field(default_factory=list)
     uncertainty: np.ndarray | None = None  # float32 0..1 on the case's grid (``NAME_uncertainty.nii.gz``)
     saved_volumes: dict[str, Any] | None = None  # ``NAME_volumes.json`` of the prediction (its ``qc`` entries)
+    comparison: dict[str, Any] | None = None  # a ``compare.json`` of ``kidneyseg compare`` with this study in it
+    comparison_source: str | None = None
 
 
 CSS = """
@@ -165,7 +167,7 @@ def volumes_section(inp: ReportInputs) -> tuple[str, dict[str, Any]]:
                  m["total"][key], r["total"][key]] for title, key in keys]
         body = _table(["measure", "right: predicted", "right: reference", "left: predicted", "left: reference",
                        "total: predicted", "total: reference"], rows)
-    body += structures_table(m, inp.saved_volumes)
+    body += structures_table(m, inp.saved_volumes) + qc_summary(m, inp.saved_volumes)
     note = html.escape(m.get("side_rule", ""))
     floor = m.get("lesion_floor", {})
     body += (f'<p class="note">Sides in patient space: {note}. Tumours and cysts are counted and measured one '
@@ -193,23 +195,26 @@ def structures_table(m: dict[str, Any], saved: dict[str, Any] | None = None) -> 
     A QC column (``flag (score)``) is added when ``m`` or ``saved`` (the prediction's ``volumes.json``)
     has ``qc`` entries; the table works without them.
     """
-    rows: list[tuple[str, Any, Any, list[float], dict[str, Any] | None]] = []
+    rows: list[tuple[str, Any, Any, list[float], dict[str, Any] | None, dict[str, Any] | None]] = []
     for side in ("right", "left"):
         k = m.get("kidneys", {}).get(side) or {}
         if k.get("centroid_ras_mm"):
             rows.append((f"{side} kidney", k.get("kidney_ml"), None, k["centroid_ras_mm"],
-                         k.get("qc") or _qc_of(saved, side, None, None)))
+                         k.get("qc") or _qc_of(saved, side, None, None), None))
         for kind, title in (("tumors", "tumour"), ("cysts", "cyst")):
             for rec in k.get(kind) or []:
                 rows.append((f"{side} {title} {rec['id']}", rec.get("volume_ml"), rec.get("max_diameter_mm"),
-                             rec["centroid_ras_mm"], rec.get("qc") or _qc_of(saved, side, kind, rec["id"])))
+                             rec["centroid_ras_mm"], rec.get("qc") or _qc_of(saved, side, kind, rec["id"]),
+                             rec.get("renal") if kind == "tumors" else None))
     if not rows:
         return ""
     has_qc = any(r[4] for r in rows)
-    head = ["structure", "volume (mL)", "max diameter (mm)", "centre RAS (mm)"] + (["QC"] if has_qc else [])
+    has_renal = any(r[5] for r in rows)
+    head = (["structure", "volume (mL)", "max diameter (mm)", "centre RAS (mm)"] + (["QC"] if has_qc else [])
+            + (["RENAL"] if has_renal else []))
     out = ['<h3>Structures</h3><table id="structuresTable"><tr>'
            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
-    for name, ml, diam, mm, qc in rows:
+    for name, ml, diam, mm, qc, ren in rows:
         cells = [html.escape(name), "–" if ml is None else f"{ml:.2f}", "–" if diam is None else f"{diam:.1f}",
                  ", ".join(f"{v:.0f}" for v in mm)]
         tds = "".join(f"<td>{c}</td>" for c in cells)
@@ -219,17 +224,48 @@ def structures_table(m: dict[str, Any], saved: dict[str, Any] | None = None) -> 
                 tds += f'<td class="qc-{flag}">{flag} ({float(qc.get("score", float("nan"))):.2f})</td>'
             else:
                 tds += "<td>–</td>"
+        if has_renal:
+            tds += f'<td class="renal">{html.escape(renal_text(ren))}</td>' if ren else "<td>–</td>"
         coords = ",".join(f"{float(v):.2f}" for v in mm)
         out.append(f'<tr data-mm="{coords}">{tds}</tr>')
     note = ('<p class="note">Click a row to show the structure in the viewer above.</p>')
+    if has_renal:
+        note += ('<p class="note">RENAL: the notation (R E N? L and the A descriptor) and R + E + L; N is not '
+                 "available (no collecting-system label); the parts are in the RENAL table below.</p>")
     if has_qc:
         note += ('<p class="note">QC: the prediction\'s own score (0..1, 1 = trustworthy) and flag; "review" '
                  "asks for a closer look. QC cannot flag a structure the model missed.</p>")
     return "".join(out) + "</table>" + note
 
 
+def renal_text(ren: dict[str, Any]) -> str:
+    """``R1 E1 N? L3 a (R+E+L 5)`` of one tumour's ``renal`` entry."""
+    score = ren.get("score_without_n")
+    return f"{ren.get('notation', '?')} (R+E+L {'–' if score is None else score})"
+
+
+def qc_summary(m: dict[str, Any], saved: dict[str, Any] | None = None) -> str:
+    """One line: how many structures pass and how many to review, with the rule (empty without QC)."""
+    block = m.get("qc") if isinstance(m.get("qc"), dict) else (saved or {}).get("qc")
+    if not isinstance(block, dict):
+        return ""
+    flags: list[str] = []
+    src = m if m.get("qc") else (saved or {})
+    for side in ("right", "left"):
+        k = (src.get("kidneys") or {}).get(side) or {}
+        for rec in [k] + list(k.get("tumors") or []) + list(k.get("cysts") or []):
+            if isinstance(rec.get("qc"), dict):
+                flags.append(str(rec["qc"].get("flag")))
+    review = flags.count("review")
+    return (f'<p class="note" id="qcSummary">QC: <span class="qc-pass">{flags.count("pass")} pass</span>, '
+            f'<span class="qc-review">{review} to review</span> '
+            f"({html.escape(str(block.get('flag_rule', '')))}; score {html.escape(str(block.get('method', '')))})."
+            "</p>")
+
+
 def renal_table(m: dict[str, Any]) -> str:
-    """The RENAL nephrometry table (HTML), one row per tumour of :func:`~kidneyseg.reporting.volumes.measure`."""
+    """The RENAL nephrometry table (HTML), one row per tumour of :func:`~kidneyseg.reporting.volumes.measure`;
+    without tumours, why there is none (``m["renal"]["reason"]``)."""
     rows = []
     for side in ("right", "left"):
         for t in m.get("kidneys", {}).get(side, {}).get("tumors", []):
@@ -238,19 +274,25 @@ def renal_table(m: dict[str, Any]) -> str:
                 continue
             e, loc = ren["E"], ren["L"]
             share = "–" if e["exophytic_share"] is None else f"{100 * e['exophytic_share']:.0f} %"
+            e_txt = (f"{share} outside → {e['points']}" if e["points"] is not None
+                     else "not available: too little parenchyma for an outline")
+            l_txt = (str(loc["points"]) if loc.get("points") is not None
+                     else f"not available: {loc.get('polar_lines_from', '')}")
             rows.append([f"{side} {t['id']}", t["volume_ml"], t["max_diameter_mm"],
-                         f"{ren['R']['max_diameter_cm']:.1f} cm → {ren['R']['points']}",
-                         f"{share} outside → {e['points'] if e['points'] is not None else '–'}",
-                         "n/a", ren["A"]["descriptor"],
-                         f"{loc.get('points') if loc.get('points') is not None else '–'}",
+                         f"{ren['R']['max_diameter_cm']:.1f} cm → {ren['R']['points']}", e_txt,
+                         "not available: no collecting-system label", ren["A"]["descriptor"], l_txt,
                          "–" if ren["score_without_n"] is None else ren["score_without_n"], ren["notation"]])
     if not rows:
+        status = m.get("renal") or {}
+        if status.get("reason") and "kidneys" in m:
+            return ('<h3>RENAL nephrometry per tumour</h3><p class="note" id="renalStatus">RENAL nephrometry: not '
+                    f"available: {html.escape(str(status['reason']))}.</p>")
         return ""
     lines = sorted({str(t["renal"]["L"].get("polar_lines_from", "")) for side in ("right", "left")
                     for t in m["kidneys"][side].get("tumors", []) if t.get("renal")})
     return ("<h3>RENAL nephrometry per tumour</h3>"
             + _table(["tumour", "volume (mL)", "max diameter (mm)", "R", "E", "N", "A", "L", "R+E+L",
-                      "notation"], rows)
+                      "notation"], rows).replace("<table>", '<table id="renalTable">', 1)
             + '<p class="note">Kutikov and Uzzo 2009. R: maximal diameter (≤ 4 cm 1, 4–7 cm 2, ≥ 7 cm 3). '
               "E: share of the tumour outside the convex hull of the kidney parenchyma (≥ 50 % 1, &lt; 50 % 2, "
               "entirely endophytic 3). N: not available (needs a collecting-system label). A: anterior (a), "
@@ -258,6 +300,50 @@ def renal_table(m: dict[str, Any]) -> str:
               + html.escape("; ".join(lines))
               + " (entirely above/below 1, crossing one 2, &gt; 50 % between or across the axial midline 3). "
                 "See docs/clinical.md.</p>")
+
+
+def comparison_role(comparison: dict[str, Any], seg: str | os.PathLike[str] | None) -> str | None:
+    """``"before"`` or ``"after"`` when the comparison names ``seg`` (same file) as that study's label map."""
+    if seg is None:
+        return None
+    try:
+        me = Path(seg).resolve()
+    except OSError:
+        return None
+    for role in ("before", "after"):
+        other = (comparison.get(role) or {}).get("segmentation")
+        if not other:
+            continue
+        try:
+            if Path(str(other)).resolve() == me:
+                return role
+        except OSError:
+            continue
+    return None
+
+
+def followup_section(inp: ReportInputs) -> str:
+    """The follow-up comparison (``compare.json`` of ``kidneyseg compare``): interval, kidneys, matched tumours
+    (volume change, growth per year, doubling time, RENAL before and after), new and vanished tumours."""
+    from kidneyseg.reporting.compare import comparison_parts
+
+    c = inp.comparison or {}
+    role = comparison_role(c, inp.seg_source)
+    b, a = c.get("before") or {}, c.get("after") or {}
+
+    def who(s: dict[str, Any]) -> str:
+        return f"{s.get('name', '?')} ({s.get('study_date') or 'date unknown'})"
+
+    iv = c.get("interval_days")
+    head = (f'<p id="followupStudies">Before: {html.escape(who(b))}; after: {html.escape(who(a))}; interval '
+            f"{'unknown (no dates: no growth per year)' if iv is None else f'{iv:.0f} days'}."
+            + (f" This report's label map is the <b>{role}</b> study." if role else "")
+            + "</p>")
+    parts = "".join(f"<h3>{html.escape(t)}</h3>{p}" for t, p in comparison_parts(c))
+    src = (f'<p class="note">From {html.escape(inp.comparison_source)} (kidneyseg compare); tumours matched '
+           "within a side by their offset from the kidney's centre. See docs/clinical.md.</p>"
+           if inp.comparison_source else "")
+    return f'<section id="followup"><h2>Follow-up comparison</h2>{head}{parts}{src}</section>'
 
 
 def metrics_section(inp: ReportInputs) -> tuple[str, list[dict[str, Any]]]:
@@ -423,6 +509,8 @@ def build_report(inp: ReportInputs, *, tile_px: int = 220, viewer: bool = False,
                     "</section>")
     vol_html, _ = volumes_section(inp)
     body.append(f"<section><h2>Volumes</h2>{vol_html}</section>")
+    if inp.comparison:
+        body.append(followup_section(inp))
     if inp.ref is not None:
         met_html, _ = metrics_section(inp)
         body.append(f"<section><h2>Metrics against the reference</h2>{met_html}"
