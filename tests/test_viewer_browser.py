@@ -205,15 +205,20 @@ def _check_overlay_window_toggle(driver) -> np.ndarray:  # type: ignore[no-untyp
 
 
 def test_viewer_upload_predict_overlay(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, driver) -> None:  # type: ignore[no-untyped-def]
+    from oracle_predictor import WithPhantomTumour
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
+    from kidneyseg.inference import Predictor
+
     model = shared_tiny_model(tmp_path_factory)
-    case, _ = phantom()
+    case, lab = phantom()
     study = tmp_path / "phantom_ct.nii.gz"
     nib.save(nib.Nifti1Image(case.image, case.affine), study)
 
-    with live_server(tmp_path / "work", model) as url:
+    # the tiny model finds the kidneys only: the phantom's tumour is added to its label map, so the structures
+    # panel has a tumour with its RENAL score; QC scores every structure from the tiny model's own uncertainty
+    with live_server(tmp_path / "work", model, predictor=WithPhantomTumour(Predictor(model), lab)) as url:
         driver.get(url + "/?token=" + TOKEN)  # as the address `kidneyseg serve` prints
         _wait(lambda: "model:" in driver.find_element(By.ID, "model").text, 20, "the page to load its config")
         driver.find_element(By.ID, "file").send_keys(str(study))
@@ -232,6 +237,15 @@ def test_viewer_upload_predict_overlay(tmp_path: Path, tmp_path_factory: pytest.
         assert "right kidney" in volumes and "left kidney" in volumes
         kidney_row = next(line for line in volumes.splitlines() if line.startswith("kidney + masses"))
         assert sum(float(x) for x in kidney_row.split()[-3:-1]) > 5.0, kidney_row  # right + left mL
+        # the structures panel: a QC flag per structure, the tumour's RENAL score (parts in its tooltip)
+        head = driver.find_element(By.CSS_SELECTOR, "#structuresTable tr").text
+        assert "QC" in head and "RENAL" in head, head
+        tumour_row = next(line for line in volumes.splitlines() if line.startswith("right tumour 1"))
+        assert ("pass (" in tumour_row or "review (" in tumour_row) and " N? L" in tumour_row, tumour_row
+        assert "(R+E+L " in tumour_row, tumour_row
+        assert any(f in next(line for line in volumes.splitlines() if line.startswith("left kidney"))
+                   for f in ("pass (", "review ("))
+        assert "RENAL right tumour 1: R 1" in volumes and "N not available" in volumes
         _wait(lambda: driver.find_element(By.ID, "viewbox").get_attribute("data-ready") == "label", 30,
               "the label map in NiiVue")
         with_overlay = _settled(driver, "the overlay to be drawn")

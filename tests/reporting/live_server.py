@@ -14,9 +14,11 @@ TOKEN = "test-token-not-secret"
 
 
 @contextlib.contextmanager
-def live_server(workdir: Path, model_dir: Path | None = None, *, token: str = TOKEN,
+def live_server(workdir: Path, model_dir: Path | None = None, *, token: str = TOKEN, predictor=None,
                 **kwargs) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """Yield the base URL (``http://127.0.0.1:PORT``) of a running viewer; stops it afterwards.
+
+    ``predictor``: an object with ``predict_case`` used for ``model_dir`` instead of loading it.
 
     Requests need ``token`` (header ``X-Kidneyseg-Token``, ``?token=``, or the cookie that ``/?token=`` sets).
     The socket is bound before the server starts, as ``kidneyseg serve`` does, so no other process can take the port.
@@ -26,6 +28,8 @@ def live_server(workdir: Path, model_dir: Path | None = None, *, token: str = TO
     from kidneyseg.reporting.server import Viewer, create_app
 
     viewer = Viewer(workdir, model_dir, **kwargs)
+    if predictor is not None:
+        viewer._predictors[viewer.model_dir] = predictor
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uncertainty", action="store_true",
                         help="ask the model for its uncertainty map with each prediction and show it as a second "
                              "overlay (slower)")
+    parser.add_argument("--no-qc", action="store_true",
+                        help="skip the QC score and pass/review flag of each structure (their uncertainty costs "
+                             "a few seconds per prediction)")
 
 
 def _is_loopback(host: str) -> bool:
@@ -106,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         log.warning("binding to %s: anyone who can reach this address and has the token in the printed address "
                     "can upload and download studies", args.host)
     viewer = Viewer(args.workdir, args.model, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), task=args.task,
-                    max_studies=args.max_studies, uncertainty=args.uncertainty)
+                    max_studies=args.max_studies, uncertainty=args.uncertainty,
+                    qc=not args.no_qc)
     sock = bind(args.host, args.port)
     port = int(sock.getsockname()[1])
     token = secrets.token_urlsafe(32)

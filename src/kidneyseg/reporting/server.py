@@ -14,8 +14,11 @@ What it does
 * Serve slices in radiological display order (the same code as the report:
   :func:`kidneyseg.reporting.overlay.display_slice` on the RAS volume), with
   the label map (``/slice``, for scripts).
-* Give the volumes (:func:`kidneyseg.reporting.volumes.measure`), the label map
-  on the input grid and the HTML report as downloads.
+* Give the volumes (:func:`kidneyseg.reporting.volumes.measure`: with each structure's QC score and
+  flag and each tumour's RENAL parts; also written as ``NAME_volumes.json`` in the study's folder), the
+  label map on the input grid and the HTML report (with the viewer embedded, for volumes) as downloads.
+* Show a follow-up comparison: ``NAME_compare.json`` (a ``compare.json`` of ``kidneyseg compare``) beside
+  ``NAME.nii.gz`` in the inbox is opened with it and shown in the structures panel and the report.
 
 Safety
 ------
@@ -150,6 +153,7 @@ class Study:
     window: tuple[float, float] = (0.0, 1.0)  # the display window of ``grey`` (HU for CT)
     modality: str | None = None  # the case's, else guessed from the intensities (a volume with air in HU: ct)
     uncertainty: np.ndarray | None = None  # float32 0..1 on the input grid, when the prediction gave one
+    comparison: dict[str, Any] | None = None  # NAME_compare.json from the inbox (kidneyseg compare's compare.json)
     niftis: dict[str, Path] = field(default_factory=dict)  # what NiiVue loads, written on first request
     job: Job = field(default_factory=Job)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -176,11 +180,14 @@ class Viewer:
     bounds both an upload and what a zip unpacks to.  ``max_studies``: studies
     held in memory; opening one more closes the least recently used one.
     ``uncertainty``: ask the predictor for its uncertainty map (``predict_case(uncertainty=True)``,
-    when it takes that argument), shown as a second overlay.
+    when it takes that argument), shown as a second overlay.  ``qc``: without the map, ask for the
+    uncertainty around the structures only (``uncertainty="structures"``), enough for the QC score and
+    flag of every structure (:mod:`kidneyseg.reporting.qc`).
     """
 
     def __init__(self, workdir: Path, model_dir: Path | None = None, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-                 task: str | None = None, max_studies: int = DEFAULT_MAX_STUDIES, uncertainty: bool = False) -> None:
+                 task: str | None = None, max_studies: int = DEFAULT_MAX_STUDIES, uncertainty: bool = False,
+                 qc: bool = True) -> None:
         if int(max_studies) < 1:
             raise InputError("max_studies must be at least 1", found=max_studies, expected=">= 1")
         if int(max_upload_bytes) < 1:
@@ -194,6 +201,7 @@ class Viewer:
         self.max_studies = int(max_studies)
         self.task_name = task
         self.uncertainty = bool(uncertainty)
+        self.qc = bool(qc)
         self.studies: OrderedDict[str, Study] = OrderedDict()  # least recently used first
         self._studies_lock = threading.Lock()
         self._predictors: dict[Path, Any] = {}
@@ -385,7 +393,10 @@ class Viewer:
                     job.progress = 0.15 + 0.7 * max(0.0, min(1.0, float(fraction)))
                     job.message = message
 
-                label, warnings, unc = _call_predict(predictor, study.case, progress, uncertainty=self.uncertainty)
+                mode: bool | str = True if self.uncertainty else ("structures" if self.qc else False)
+                label, warnings, unc, unc_obj = _call_predict(predictor, study.case, progress, uncertainty=mode)
+                if not self.uncertainty:
+                    unc = None  # the structures' box only: for QC, not an overlay
             label = np.asarray(label).astype(np.uint8)
             if label.shape != study.case.shape:
                 raise InputError("the prediction is not on the input grid", found=label.shape,
@@ -396,9 +407,13 @@ class Viewer:
             out = inside(self.workdir, study.folder / f"{study.case.name}_label{suffix}")
             io.write(label, out, like=study.case, is_label=True)
             job.progress, job.message = 0.94, "measuring volumes"
-            vols = measure(label, study.case.affine, labels=self.task(study).labels, name=study.case.name)
+            vols = measure(label, study.case.affine, labels=self.task(study).labels, name=study.case.name,
+                           uncertainty=unc_obj if self.qc and hasattr(unc_obj, "box") else None)
             vols["warnings"] = warnings  # shown above the volumes table (e.g. post-processing kept little)
             vols["model"] = str(model_dir)
+            from kidneyseg.reporting.volumes import write_volumes_json
+
+            write_volumes_json(vols, inside(self.workdir, study.folder / f"{study.case.name}_volumes.json"))
             if study.case.ndim == 3:
                 _, (lab_ras,), _ = overlay.ras_arrays(study.case, label)
             else:
@@ -421,17 +436,42 @@ class Viewer:
         if study.label is None:
             raise InputError("no label map yet", fix="run the prediction first")
         out = inside(self.workdir, study.folder / f"{study.case.name}_report.html")
+        cmp_path = study.folder / f"{study.case.name}_compare.json"
         return write_report(ReportInputs(study.case, study.label, self.task(study),
                                          model_dir=study.model_dir or self.model_dir,
-                                         seg_source=str(study.label_path)), out)
+                                         seg_source=str(study.label_path), uncertainty=study.uncertainty,
+                                         saved_volumes=study.volumes, comparison=study.comparison,
+                                         comparison_source=cmp_path.name if study.comparison else None),
+                            out, viewer=study.is_3d)
+
+    def attach_comparison(self, study: Study, src: Path) -> None:
+        """Copy ``src`` (a ``compare.json`` of ``kidneyseg compare``) into the study as ``NAME_compare.json``."""
+        import json
+
+        try:
+            data = json.loads(src.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError("cannot read the comparison beside the study", path=src.name,
+                             found=f"{type(exc).__name__}: {exc}", expected="compare.json of kidneyseg compare",
+                             fix="write it again with kidneyseg compare, or move it out of the inbox") from exc
+        if not isinstance(data, dict) or not all(k in data for k in ("kidneys", "tumours", "new_tumours",
+                                                                         "vanished_tumours")):
+            raise InputError("not a comparison of kidneyseg compare", path=src.name,
+                             expected="compare.json with kidneys, tumours, new_tumours, vanished_tumours",
+                             fix="move it out of the inbox")
+        data.pop("measures", None)  # both studies' full volumes: not shown, and large
+        shutil.copyfile(src, inside(self.workdir, study.folder / f"{study.case.name}_compare.json"))
+        study.comparison = data
 
 
-def _call_predict(predictor, case: Case, progress, *, uncertainty: bool = False
-                  ) -> tuple[np.ndarray, list[str], np.ndarray | None]:
-    """Label map, warnings and uncertainty map (or None) of ``predictor.predict_case(case)``.
+def _call_predict(predictor, case: Case, progress, *, uncertainty: bool | str = False
+                  ) -> tuple[np.ndarray, list[str], np.ndarray | None, Any]:
+    """Label map, warnings, uncertainty map (or None) and the result's own ``uncertainty`` of
+    ``predictor.predict_case(case)``.
 
-    ``progress`` is passed when ``predict_case`` accepts it, ``uncertainty=True`` when asked for and
-    accepted.  The uncertainty is :func:`uncertainty_map` of the result's ``uncertainty``.
+    ``progress`` is passed when ``predict_case`` accepts it, ``uncertainty`` (True, ``"map"`` or
+    ``"structures"``) when asked for and accepted.  The map is :func:`uncertainty_map` of the result's
+    ``uncertainty``.
     """
     import inspect
 
@@ -442,11 +482,12 @@ def _call_predict(predictor, case: Case, progress, *, uncertainty: bool = False
             kwargs[name] = progress
             break
     if uncertainty and "uncertainty" in params:
-        kwargs["uncertainty"] = True
+        kwargs["uncertainty"] = uncertainty
     result = predictor.predict_case(case, **kwargs)
     # Predictor.predict_case returns a Prediction (label on the input grid in ``.label``, ``.warnings``)
+    unc = getattr(result, "uncertainty", None)
     return (np.asarray(getattr(result, "label", result)), [str(w) for w in getattr(result, "warnings", None) or []],
-            uncertainty_map(getattr(result, "uncertainty", None), case.shape))
+            uncertainty_map(unc, case.shape) if uncertainty else None, unc)
 
 
 def uncertainty_map(unc: Any, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -719,7 +760,13 @@ def create_app(viewer: Viewer, *, port: int, host: str = "127.0.0.1", token: str
                 if f.is_file() and target != dst:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(f, target)
-            return info(viewer.open_file(dst, sid, folder).id)
+            study = viewer.open_file(dst, sid, folder)
+            from kidneyseg.io import stem_of
+
+            beside = inbox_dir / f"{stem_of(src)}_compare.json"
+            if beside.is_file():
+                viewer.attach_comparison(study, beside)
+            return info(study.id)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             viewer.discard(sid)
@@ -758,6 +805,7 @@ def create_app(viewer: Viewer, *, port: int, host: str = "127.0.0.1", token: str
                 "spacing_mm": [round(x, 4) for x in s.case.spacing], "modality": s.case.modality,
                 "planes": planes, "has_label": s.label is not None, "job": s.job.as_dict(),
                 "volumes": s.volumes, "modality_shown": s.modality, "has_uncertainty": s.uncertainty is not None,
+                "comparison": s.comparison,
                 "window": {"low": round(s.window[0], 3), "high": round(s.window[1], 3), "modality": s.modality}}
 
     @app.get("/api/studies/{sid}/nifti/{what}.nii")
