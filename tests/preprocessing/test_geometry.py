@@ -455,3 +455,15 @@ def test_undo_probabilities_box_after_a_crop_pads_like_undo():
     sub = undo_probabilities_box(pre, probs, ((0, 20), (0, 20), (0, 10)))
     assert np.allclose(sub, undo(pre, probs, is_label=False, channel_axis=True), atol=1e-6)
     assert sub[:, :5].max() == 0.0  # outside the crop: nothing, as the undo pads
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_resample_array_same_for_fortran_and_c_layout(order: int) -> None:
+    """A Fortran-ordered volume (NIfTI) is resampled through its transpose: same values, F-ordered result."""
+    from kidneyseg.preprocessing.geometry import resample_array
+
+    a = np.random.default_rng(3).normal(size=(17, 12, 9)).astype(np.float32)
+    c_out = resample_array(a, (7, 20, 9), order=order, is_label=False)
+    f_out = resample_array(np.asfortranarray(a), (7, 20, 9), order=order, is_label=False)
+    assert f_out.flags.f_contiguous and f_out.shape == c_out.shape == (7, 20, 9)
+    np.testing.assert_allclose(f_out, c_out, atol=1e-5)

@@ -162,3 +162,34 @@ def test_plan_from_fingerprint_gives_2d_ct_slices_the_display_orientation() -> N
           "shapes": [[512, 512], [512, 512]]}
     assert plan_from_fingerprint(fp, 2).orientation == "PLS"
     assert plan_from_fingerprint(dict(fp, modality="us"), 2).orientation is None  # no axial anatomy
+
+
+@pytest.mark.parametrize("stored", ["LAS", "IPL", "RAS"])
+@pytest.mark.parametrize("layout", ["C", "F"])
+def test_image_alone_is_resampled_before_reorienting_with_the_same_result(
+    rng: np.random.Generator, stored: str, layout: str
+) -> None:
+    """An image without a label is resampled on its own axes and reoriented after (no full-size transposing copy):
+    the voxels, grid and undo are those of reorienting first, for any stored axis order and memory layout."""
+    from kidneyseg.preprocessing.geometry import reorient, undo_argmax
+    from kidneyseg.preprocessing.plan import SLICE_ORIENTATION
+
+    base = reorient(_volume(rng), stored)
+    if layout == "F":
+        base.image = np.asfortranarray(base.image)
+        base.label = np.asfortranarray(base.label)
+    alone = base.copy()
+    alone.label = None
+    for plan in (_plan(orientation=SLICE_ORIENTATION),
+                 _plan(spatial_dims=3, target_spacing=[2.5, 3.0, 5.0], patch_size=[32, 32, 16])):
+        fast, ref = apply_plan(alone, plan), apply_plan(base, plan)  # the label keeps reorient-then-resample
+        assert [h.name for h in fast.history][-2:] == ["resample", "reorient"]  # after the test's own reorient
+        assert [h.name for h in ref.history][-2:] == ["reorient", "resample"]
+        assert fast.shape == ref.shape
+        np.testing.assert_allclose(fast.affine, ref.affine, atol=1e-9)
+        np.testing.assert_allclose(fast.image, ref.image, atol=1e-5)
+        probs = rng.random((3, *fast.shape)).astype(np.float32)
+        probs /= probs.sum(axis=0)
+        np.testing.assert_array_equal(undo_argmax(fast, probs, [0, 2, 3]), undo_argmax(ref, probs, [0, 2, 3]))
+        np.testing.assert_allclose(undo(fast, probs, is_label=False, channel_axis=True),
+                                   undo(ref, probs, is_label=False, channel_axis=True), atol=1e-5)

@@ -17,7 +17,7 @@ Operations
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -57,7 +57,11 @@ def nonzero_box(mask: np.ndarray, margin: int = 0) -> Box | None:
     return tuple(box)
 
 
-def memory_order(array: np.ndarray | None) -> str:
+#: Memory layout of an array built for a grid: C (row-major) or F (column-major, as NIfTI stores volumes).
+MemoryOrder = Literal["C", "F"]
+
+
+def memory_order(array: np.ndarray | None) -> MemoryOrder:
     """``"F"`` for an array that is Fortran- but not C-contiguous (volumes read from NIfTI), else ``"C"``: the order
     in which to build an array that will be written on the same grid (no transposing copy on write)."""
     if array is not None and array.ndim > 1 and array.flags.f_contiguous and not array.flags.c_contiguous:
@@ -105,6 +109,16 @@ def reorient(case: Case, codes: str | Sequence[str] = "RAS") -> Case:
         affine_before=case.affine.tolist(),
     )
     return new
+
+
+def reoriented_axes(affine: np.ndarray, codes: str | Sequence[str]) -> list[int]:
+    """Where each array axis of a volume on ``affine`` goes when :func:`reorient` points it along ``codes``:
+    entry ``i`` is the new position of axis ``i`` (a permutation of 0, 1, 2)."""
+    import nibabel as nib
+
+    target = nib.orientations.axcodes2ornt(tuple(codes))
+    transform = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine), target)
+    return [int(a) for a in transform[:, 0]]
 
 
 def _undo_reorient(op: Operation, array: np.ndarray, channel_axis: bool) -> np.ndarray:
@@ -159,6 +173,13 @@ def resample_array(
             return _resample_label_linear(array, tuple(int(x) for x in new))
         return _resample_label_nearest(array, tuple(int(x) for x in new))
     src = array.astype(np.float32, copy=False)
+    if memory_order(src) == "F":
+        # a Fortran-ordered volume (read from NIfTI): resample its C-ordered transpose, so that the input is read
+        # in memory order (about 2x faster than striding through it), and return the transpose back (F-ordered)
+        return ndimage.affine_transform(
+            src.T, f[::-1], offset=offset[::-1], output_shape=tuple(int(x) for x in new[::-1]), order=order,
+            mode="nearest", prefilter=order > 1,
+        ).T
     out = ndimage.affine_transform(
         src, f, offset=offset, output_shape=tuple(int(x) for x in new), order=order, mode="nearest",
         prefilter=order > 1,
@@ -242,16 +263,16 @@ def _interp(p: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray, np.ndarra
 
 def _argmax_resample(
     values: Sequence[int], fetch: Callable[[int, tuple[slice, ...]], np.ndarray], box: Box | None,
-    shape: Sequence[int], new_shape: tuple[int, ...], dtype: Any,
+    shape: Sequence[int], new_shape: tuple[int, ...], dtype: Any, order: MemoryOrder = "C",
 ) -> np.ndarray:
     """Most probable value per output voxel of linearly resampled foreground maps.
 
     ``fetch(i, slices)`` returns the foreground probability map of ``values[i]``
     on the input grid, cut to ``slices`` (background is ``1 - sum``); only output voxels whose stencil
     touches the input ``box`` (``hi`` exclusive) can be foreground, the rest are 0.
-    Ties go to background, then to the earlier channel.
+    Ties go to background, then to the earlier channel.  The output is allocated in memory ``order``.
     """
-    out = np.zeros(new_shape, dtype=dtype)
+    out = np.zeros(new_shape, dtype=dtype, order=order)
     if box is None:
         return out
     src_sl, dst_sl, weights = _linear_stencil(shape, new_shape, box)
@@ -292,7 +313,8 @@ def _resample_label_linear(array: np.ndarray, new_shape: tuple[int, ...]) -> np.
     return _argmax_resample(values, lambda i, sl: array[sl] == values[i], box, array.shape, new_shape, array.dtype)
 
 
-def _resample_probs_argmax(probs: np.ndarray, values: Sequence[int], new_shape: tuple[int, ...]) -> np.ndarray:
+def _resample_probs_argmax(probs: np.ndarray, values: Sequence[int], new_shape: tuple[int, ...],
+                           order: MemoryOrder = "C") -> np.ndarray:
     """Label map (uint8) of the argmax of ``probs`` ``(C, *shape)`` resampled linearly to ``new_shape``.
 
     Channel ``c`` is label ``values[c]``; ``values[0]`` must be 0 (background)
@@ -304,7 +326,7 @@ def _resample_probs_argmax(probs: np.ndarray, values: Sequence[int], new_shape: 
     fg = probs[1:]
     box = nonzero_box(fg.max(axis=0) >= 1.0 / n) if n > 1 else None
     return _argmax_resample([int(v) for v in values[1:]], lambda i, sl: probs[(i + 1,) + sl], box, probs.shape[1:],
-                            tuple(int(x) for x in new_shape), np.uint8)
+                            tuple(int(x) for x in new_shape), np.uint8, order)
 
 
 def _scaled_affine(affine: np.ndarray, old_shape: Sequence[int], new_shape: Sequence[int]) -> np.ndarray:
@@ -439,7 +461,7 @@ def _undo_step(op: Operation, out: np.ndarray, *, is_label: bool, channel_axis: 
     raise KidneysegError(f"cannot undo operation '{op.name}'", expected="reorient, resample or crop")
 
 
-def undo_argmax(case: Case, probs: np.ndarray, values: Sequence[int] | np.ndarray, *, order: str = "C") -> np.ndarray:
+def undo_argmax(case: Case, probs: np.ndarray, values: Sequence[int] | np.ndarray, *, order: MemoryOrder = "C") -> np.ndarray:
     """Label map on the grid before any recorded operation: the argmax of ``probs`` brought back linearly.
 
     ``probs`` is ``(C, *case.shape)`` (channel ``c`` is label ``values[c]``,
@@ -470,13 +492,13 @@ def undo_argmax(case: Case, probs: np.ndarray, values: Sequence[int] | np.ndarra
     for op in reversed(case.history):
         if channels and op.name == "resample":
             # the first resampling met (the last one applied) interpolates the probabilities and takes the argmax
-            out = _resample_probs_argmax(out, vals, tuple(int(x) for x in op.params["shape_before"]))
+            out = _resample_probs_argmax(out, vals, tuple(int(x) for x in op.params["shape_before"]), order)
             channels = False
         else:
             out = _undo_step(op, out, is_label=not channels, channel_axis=channels)
     if channels:
         out = np.asarray(vals, dtype=np.uint8)[np.argmax(out, axis=0)]
-    return np.require(out.astype(np.uint8, copy=False), requirements=[order])
+    return np.require(out.astype(np.uint8, copy=False), requirements=["F" if order == "F" else "C"])
 
 
 def undo_probabilities_box(case: Case, probs: np.ndarray, box: Sequence[tuple[int, int]]) -> np.ndarray:

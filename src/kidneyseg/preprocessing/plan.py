@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,7 @@ from kidneyseg.case import Case
 from kidneyseg.errors import InputError, KidneysegError
 from kidneyseg.labels import get_task
 from kidneyseg.preprocessing.denoise import denoise
-from kidneyseg.preprocessing.geometry import reorient, resample
+from kidneyseg.preprocessing.geometry import reorient, reoriented_axes, resample
 from kidneyseg.preprocessing.intensity import KIDNEY_WINDOW_HU, normalize
 
 if TYPE_CHECKING:
@@ -251,6 +251,9 @@ def apply_plan(case: Case, plan: Plan | Mapping[str, Any]) -> Case:
     0 and 1 of the reoriented volume and keeps axis 2, so axial slices are
     ``[:, :, k]``), denoise, normalise intensities.  The label follows every
     grid step with nearest neighbour and is never denoised or normalised.
+    An image without a label and without a body crop is resampled on its stored axes before it is
+    reoriented (the same voxels, grid and undo; recorded as ``resample`` then ``reorient``), which spares a
+    full-size transposing copy of the input.
     ``case.meta["plan"]`` holds the plan applied (its JSON form).  A plan's JSON
     form (a dict) is accepted and validated.
     """
@@ -261,30 +264,30 @@ def apply_plan(case: Case, plan: Plan | Mapping[str, Any]) -> Case:
         # a slice-wise model from 2D images (folders written before SLICE_ORIENTATION): axial slices must lie
         # along axis 2 whatever the file's axis order (KiTS volumes are stored I, P, L)
         orientation = slice_orientation(plan.modality)
-    if case.ndim == 3 and orientation:
+    if case.ndim == 3 and orientation and case.label is None and plan.crop is None and plan.target_spacing is not None:
+        # an image alone: resample on the file's own axes, then reorient the (smaller) result. The same voxels
+        # as reorienting first (corner-aligned linear resampling commutes with axis permutations and flips),
+        # without a full-size transposing copy of the input (0.3-0.7 s on a 512x512x200 CT read from NIfTI).
+        # Not with a label: nearest-neighbour ties do not commute with flips, so training keeps the order below.
+        axes = reoriented_axes(case.affine, orientation)
+        spacing_r = tuple(case.spacing[axes.index(j)] for j in range(3))
+        target_r = _target_spacing(plan, spacing_r, 3, case)
+        if not np.allclose(target_r, spacing_r, rtol=1e-3, atol=1e-4):
+            out = resample(out, tuple(target_r[axes[i]] for i in range(3)), order=1)
         out = reorient(out, orientation)
     else:
-        out = out.copy()
-    if plan.crop == "body":
-        from kidneyseg.preprocessing.body import crop_to_body
-
-        out = crop_to_body(out)
-    if plan.target_spacing is not None:
-        target = plan.target_spacing
-        if out.ndim == 3 and plan.spatial_dims == 2:
-            spacing: tuple[float, ...] = (target[0], target[1], out.spacing[2])
-        elif out.ndim == len(target):
-            spacing = tuple(target)
+        if case.ndim == 3 and orientation:
+            out = reorient(out, orientation)
         else:
-            raise InputError(
-                "plan does not fit the case dimensionality",
-                path=case.source,
-                found=f"{out.ndim}D case",
-                expected=f"a volume or an image for a {plan.spatial_dims}D plan with spacing {list(target)}",
-                fix="use a 2D model for 2D images and a 3D or 2D model for volumes",
-            )
-        if not np.allclose(spacing, out.spacing, rtol=1e-3, atol=1e-4):
-            out = resample(out, spacing, order=1)
+            out = out.copy()
+        if plan.crop == "body":
+            from kidneyseg.preprocessing.body import crop_to_body
+
+            out = crop_to_body(out)
+        if plan.target_spacing is not None:
+            spacing = _target_spacing(plan, out.spacing, out.ndim, case)
+            if not np.allclose(spacing, out.spacing, rtol=1e-3, atol=1e-4):
+                out = resample(out, spacing, order=1)
     if out.image is not None:
         img = out.image
         if plan.denoise:
@@ -292,6 +295,25 @@ def apply_plan(case: Case, plan: Plan | Mapping[str, Any]) -> Case:
         out.image = normalize(img, plan.intensity)
     out.meta["plan"] = plan.to_json()
     return out
+
+
+def _target_spacing(plan: Plan, spacing: Sequence[float], ndim: int, case: Case) -> tuple[float, ...]:
+    """The spacing ``plan`` resamples a case of ``ndim`` axes and ``spacing`` (mm, in the plan's orientation) to:
+    a 2D plan on a volume keeps axis 2's spacing."""
+    target = plan.target_spacing
+    if target is None:
+        raise KidneysegError("the plan has no target spacing", expected="a plan with target_spacing")
+    if ndim == 3 and plan.spatial_dims == 2:
+        return (float(target[0]), float(target[1]), float(spacing[2]))
+    if ndim == len(target):
+        return tuple(float(t) for t in target)
+    raise InputError(
+        "plan does not fit the case dimensionality",
+        path=case.source,
+        found=f"{ndim}D case",
+        expected=f"a volume or an image for a {plan.spatial_dims}D plan with spacing {list(target)}",
+        fix="use a 2D model for 2D images and a 3D or 2D model for volumes",
+    )
 
 
 def _median(values: list[list[float]]) -> list[float]:
