@@ -1,7 +1,8 @@
 """The recipe of docs/evaluation.md ("Detection"), run as written on a tiny ct-detect-vnet folder.
 
-``kidneyseg predict`` does not write the detector's boxes, so the docs show how to get them through the
-Python API (the cascade's own steps) and score them in Python or with ``kidneyseg evaluate --detections``.
+Besides ``kidneyseg predict --save-detections`` (tests/cli/test_predict_detections.py), the docs show how to get
+the boxes through the Python API (the cascade's own steps) and score them in Python or with
+``kidneyseg evaluate --detections``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
 averaged on each input's grid).  INPUT may be image files (NIfTI, NRRD, MHA, PNG/JPEG...), DICOM series
 folders, or folders of cases (each supported file or DICOM sub-folder is one
 case).  Each case gets a label map on its own grid, ``NAME_volumes.json``
+(with ``--save-detections``, a ``ct-detect-vnet`` model's kidney boxes in ``NAME_detections.json``)
 and one line on stdout; in a batch a case that fails is reported on stderr
 and the others still run (exit code 1 if any failed, with a summary line).
 A single input that cannot be used (unreadable, malformed, refused) is a usage
@@ -45,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-uncertainty", action="store_true",
                         help="also write NAME_uncertainty.nii.gz (float32, 0..1 normalised entropy of the mean "
                              "probabilities over ensemble members and TTA passes; one network alone: of its softmax)")
+    parser.add_argument("--save-detections", action="store_true",
+                        help="ct-detect-vnet models: also write NAME_detections.json, the kidney detector's boxes "
+                             "(its grid, the slices searched, every box with its score, the 3D kidney boxes cropped), "
+                             "which `kidneyseg evaluate --detections` scores against reference labels")
     parser.add_argument("--no-qc", action="store_true",
                         help="skip the per-structure QC score and pass/review flag in NAME_volumes.json (saves the "
                              "probability undo and uncertainty of models that do not need them otherwise)")
@@ -160,6 +165,11 @@ def guess_modality(cases: list[Path], spacing: tuple[float, float] | None = None
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "save_detections", False) and (args.engine == "ray" or args.address or args.workers):
+        from kidneyseg.errors import InputError
+
+        raise InputError("--save-detections is an option of the local engine", found=f"--engine {args.engine}",
+                         expected="--engine local", fix="drop --save-detections, or predict with --engine local")
     if args.engine == "ray" or args.address or args.workers:  # the cohort on Ray: its own module, Ray imported there
         from kidneyseg.cli._predict_ray import run_ray
 
@@ -191,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
                           runtime=args.runtime,
                           postprocess=not args.no_postprocess)
     modality = args.modality or predictor.modality or None
+    if args.save_detections:
+        _check_detections_model(predictor)
     out = Path(args.output)
     failed: list[tuple[Path, str]] = []
     names: dict[str, int] = {}
@@ -210,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
                                             ("structures" if not args.no_qc else False))
             written = save_prediction(result, out, fmt=fmt, save_probabilities=args.save_probabilities, name=stem,
                                       save_uncertainty=args.save_uncertainty, qc=not args.no_qc)
+            if args.save_detections:
+                _save_detections(result, out, stem)
             tqdm.write(written["line"], file=sys.stdout)
         except KidneysegError as exc:
             if single:  # one input: a usage error, one line and exit 2 (kidneyseg.cli.main prints it)
@@ -229,6 +243,30 @@ def run(args: argparse.Namespace) -> int:
               + ", ".join(str(p) for p, _ in failed), file=sys.stderr)
         return 1
     return 0
+
+
+def _check_detections_model(predictor: Any) -> None:
+    """``--save-detections``: refuse, before any case runs, a model (or ensemble) without exactly one detector."""
+    from kidneyseg.errors import InputError
+    from kidneyseg.inference.predictor import _inference_mode
+
+    found = [m for m in predictor.models if _inference_mode(m) == "detect-segment"]
+    if len(found) != 1:
+        raise InputError("--save-detections needs one ct-detect-vnet model (a kidney detector)",
+                         path=predictor.models[0].dir,
+                         found=f"pipeline {predictor.pipeline}" + (" (several detectors)" if found else ""),
+                         expected="one model whose pipeline is ct-detect-vnet (stages detector and segmenter)",
+                         fix="drop --save-detections, or pass one ct-detect-vnet --model")
+
+
+def _save_detections(result: Any, out: Path, stem: str) -> Path:
+    """``OUT/NAME_detections.json``: the detector's boxes of one case (:func:`kidneyseg.models.boxes.write_detections`,
+    the case named as the label map), which ``kidneyseg evaluate --detections`` reads back."""
+    from kidneyseg.models.boxes import write_detections
+
+    path = write_detections(out / f"{stem}_detections.json", {stem: result.detections[0]})
+    log.info("wrote %s", path)
+    return path
 
 
 def _check_dicom_seg_sources(path: Path) -> None:

@@ -331,10 +331,27 @@ def read_detections(path: str | os.PathLike[str]) -> dict[str, CaseDetections]:
     A CSV lists boxes only: the detector searched every slice and its boxes lie on the reference
     reoriented to RAS; cases without any box have no row (they are scored as finding nothing when
     the reference holds them).
+
+    A folder: every ``*_detections.json`` in it (what ``kidneyseg predict --save-detections`` writes, one
+    file per case), merged; a case in two files is an error.
     """
     from kidneyseg.io._common import check_exists
 
     p = check_exists(path)
+    if p.is_dir():
+        files = sorted(p.glob("*_detections.json"))
+        if not files:
+            raise InputError("no detections files in the folder", path=p, expected="NAME_detections.json files",
+                             fix="write them with kidneyseg predict --save-detections, or pass one file")
+        out: dict[str, CaseDetections] = {}
+        where: dict[str, Path] = {}
+        for f in files:
+            for name, d in _json_detections(f).items():
+                if name in out:
+                    raise InputError(f"case {name} is in two detections files", path=f,
+                                     found=f"also in {where[name]}", fix="keep one file per case")
+                out[name], where[name] = d, f
+        return out
     if p.suffix.lower() == ".csv":
         return _csv_detections(p)
     return _json_detections(p)

@@ -33,6 +33,7 @@ from kidneyseg.case import Case
 from kidneyseg.preprocessing.geometry import Box, world_box_to_grid
 
 if TYPE_CHECKING:
+    from kidneyseg.models.boxes import CaseDetections
     from kidneyseg.models.folder import LoadedModel, LoadedStage
 
 #: ``ct-detect-vnet``: the detector runs on one axial slice every this many mm (the stage's ``detect_every_mm``
@@ -204,11 +205,15 @@ def no_detection_warning(threshold: float, n_slices: int, best_score: float | No
 
 def run_detect_segment(pred: StageRunner, model: LoadedModel, case: Case, need_probs: bool,
                        timings: dict[str, float], warnings: list[str] | None = None,
+                       detections: list[CaseDetections] | None = None,
                        ) -> tuple[np.ndarray, np.ndarray | None]:
     """``ct-detect-vnet`` on ``case``; see the module docstring.
 
     When the detector keeps no box (none reaches its ``score_threshold``) the label map is empty and
-    :func:`no_detection_warning` is appended to ``warnings``.
+    :func:`no_detection_warning` is appended to ``warnings``.  ``detections``: a list that gets the
+    :class:`~kidneyseg.models.boxes.CaseDetections` of this run appended (the detector's grid, the slices it
+    searched and their slab, every box it proposed with its score, the stage's ``score_threshold`` and the 3D
+    kidney boxes that were cropped), what ``kidneyseg predict --save-detections`` writes.
     """
     from kidneyseg.inference.engines import boxes_to_3d, detect_slices, detection_slices
     from kidneyseg.preprocessing.geometry import crop, reorient, undo, undo_argmax
@@ -231,6 +236,15 @@ def run_detect_segment(pred: StageRunner, model: LoadedModel, case: Case, need_p
     dets = {k: b[b[:, 4] >= threshold] for k, b in found.items() if (b[:, 4] >= threshold).any()}
     boxes = boxes_to_3d(dets, d_pre.shape, slab=slab)
     timings["detector"] = time.perf_counter() - t
+    if detections is not None:
+        from kidneyseg.models.boxes import CaseDetections
+
+        detections.append(CaseDetections(
+            boxes={int(k): np.asarray(b, np.float32) for k, b in sorted(found.items())},
+            shape=tuple(int(v) for v in d_pre.shape),  # type: ignore[arg-type]
+            affine=np.asarray(d_pre.affine, np.float64), slices=[int(k) for k in ks], slab=int(slab),
+            score_threshold=threshold, kidney_boxes=[tuple((int(lo), int(hi)) for lo, hi in b)  # type: ignore[misc]
+                                                     for b in boxes]))
     if not boxes and warnings is not None:
         best = max((float(b[:, 4].max()) for b in found.values()), default=None)
         warnings.append(no_detection_warning(threshold, len(ks), best, det.dir))
