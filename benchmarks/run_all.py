@@ -21,10 +21,13 @@ QUICK = [
     ["phantoms.py"],
     ["evaluate.py"],
     ["predict.py", "--threads", "2"],
+    ["cli_speed.py", "--threads", "2"],
     ["train.py", "--threads", "2", "--iterations", "1"],
 ]
 LONG = [
     ["io_roundtrip.py"],
+    ["runtime_parity.py", "--threads", "2"],
+    ["peers.py", "--threads", "2"],  # needs the `peers` extra (nnunetv2); says so and fails without it
     ["accuracy.py", "--threads", "2"],
 ]
 
