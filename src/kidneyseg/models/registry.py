@@ -336,3 +336,47 @@ def forward_flops(name: str, module: nn.Module | None = None, input_size: tuple[
     with counter, torch.no_grad():
         module(x)
     return int(counter.get_total_flops())
+
+
+def forward_ms(
+    name: str,
+    module: nn.Module | None = None,
+    input_size: tuple[int, ...] | None = None,
+    in_channels: int = 1,
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+) -> float:
+    """Measured wall time of one forward pass in milliseconds: the median of ``repeats`` passes, batch 1.
+
+    At ``input_size`` (default: the model's ``default_input_size``), eval mode, ``torch.inference_mode``, on
+    the CPU with torch's current thread count (``torch.set_num_threads``; ``kidneyseg models --time --threads
+    N``), after ``warmup`` passes that are not counted (allocator, kernel selection).  A measurement of this
+    machine at this moment, never a constant: it varies with the CPU, the threads and the load.
+    """
+    import time
+
+    import torch
+
+    if int(repeats) < 1 or int(warmup) < 0:
+        from kidneyseg.errors import KidneysegError
+
+        raise KidneysegError("timing needs at least one counted forward pass", found=f"repeats {repeats}, "
+                             f"warmup {warmup}", expected="repeats >= 1, warmup >= 0")
+    info = model_info(name)
+    if module is None:
+        module = create_model(name, in_channels=in_channels)
+    size = tuple(input_size or info.default_input_size)
+    module.eval()
+    x = torch.randn((1, in_channels, *size), generator=torch.Generator().manual_seed(0))
+    times = []
+    with torch.inference_mode():
+        for n in range(int(warmup) + int(repeats)):
+            t = time.perf_counter()
+            module(x)
+            if n >= int(warmup):
+                times.append(time.perf_counter() - t)
+    times.sort()
+    mid = len(times) // 2
+    median = times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2
+    return 1000.0 * median
