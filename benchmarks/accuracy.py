@@ -63,28 +63,31 @@ def _region_scores(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]
     return {"dice": d, "hd95": h, "ref_empty": not r.any(), "pred_empty": not p.any()}
 
 
-def evaluate_fold(fold_dir: Path, data: Path, fmt: str, modality: str, threads: int,
-                  tta: bool = False) -> list[dict[str, Any]]:
-    """Rows (fold, case, region, dice, hd95) of one fold model on its validation cases."""
+def validation_cases(fold_dir: Path, data: Path, fmt: str) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """A fold model's training record, the names of its validation cases (its own data set's, then those of the
+    extra data sets cross-validated with it, named ``extra<i>/<case>``) and name -> (case reference, task)."""
     from kidneyseg.data.adapters import load_dataset
-    from kidneyseg.inference import Predictor
 
-    spec = json.loads((fold_dir / "model.json").read_text())
-    tr = spec["training"]
-    val = list(tr["data"]["val"])
-    opts = tr["config"].get("dataset_options") or {}
-    opts = {k: ({int(a): int(b) for a, b in v.items()} if k == "label_map" else v) for k, v in opts.items()}
+    tr = json.loads((fold_dir / "model.json").read_text())["training"]
     ds = load_dataset(data, fmt)  # reference labels as published (no label_map)
-    by_name = {c.name: (c, ds.task) for c in ds.cases}
-    # cases of extra data sets cross-validated with the main one (names extra<i>/<case>)
+    by_name: dict[str, Any] = {c.name: (c, ds.task) for c in ds.cases}
     extra_val = list(tr["data"].get("extra_val") or [])
     for i, extra in enumerate(tr["config"].get("extra_train") or []):
         if any(n.startswith(f"extra{i}/") for n in extra_val):
             xds = load_dataset(extra["data"], extra["format"], **extra.get("options", {}))
             by_name.update({f"extra{i}/{c.name}": (c, xds.task) for c in xds.cases})
+    return tr, list(tr["data"]["val"]) + extra_val, by_name
+
+
+def evaluate_fold(fold_dir: Path, data: Path, fmt: str, modality: str, threads: int,
+                  tta: bool = False) -> list[dict[str, Any]]:
+    """Rows (fold, case, region, dice, hd95) of one fold model on its validation cases."""
+    from kidneyseg.inference import Predictor
+
+    tr, names, by_name = validation_cases(fold_dir, data, fmt)
     pred = Predictor(fold_dir, threads=threads, tta=tta)
     rows = []
-    for name in val + extra_val:
+    for name in names:
         ref, task = by_name[name]
         case = ref.load()
         res = pred.predict_case(case)

@@ -112,7 +112,7 @@ def structure_rows(result: Any, ref: np.ndarray | None, *, task: str, modality: 
 
 
 def ct_rows(work: Path, data: Path, threads: int) -> list[dict[str, Any]]:
-    from kidneyseg.data.adapters import load_dataset
+    from accuracy import validation_cases
     from kidneyseg.default_models import RECIPES
     from kidneyseg.inference import Predictor
 
@@ -122,16 +122,9 @@ def ct_rows(work: Path, data: Path, threads: int) -> list[dict[str, Any]]:
         print(f"ct: no fold models in {work / 'ct'}; skipped", file=sys.stderr)
         return rows
     for fd in folds:
-        tr = json.loads((fd / "model.json").read_text())["training"]
-        ds = load_dataset(data / str(RECIPES["ct"].data), str(RECIPES["ct"].fmt))  # as benchmarks/accuracy.py
-        by_name = {c.name: (c, ds.task) for c in ds.cases}
-        extra_val = list(tr["data"].get("extra_val") or [])
-        for i, extra in enumerate(tr["config"].get("extra_train") or []):
-            if any(n.startswith(f"extra{i}/") for n in extra_val):
-                xds = load_dataset(extra["data"], extra["format"], **extra.get("options", {}))
-                by_name.update({f"extra{i}/{c.name}": (c, xds.task) for c in xds.cases})
+        tr, names, by_name = validation_cases(fd, data / str(RECIPES["ct"].data), str(RECIPES["ct"].fmt))
         pred = Predictor(fd, threads=threads)
-        for name in list(tr["data"]["val"]) + extra_val:
+        for name in names:
             ref, task = by_name[name]
             case = ref.load()
             res = pred.predict_case(case, uncertainty=True)
