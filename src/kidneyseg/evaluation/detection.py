@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -440,21 +439,9 @@ def evaluate_detection_paths(
     return rows, summary
 
 
-def _cell(v: object) -> str:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else repr(v)
-    return str(v)
-
-
 def write_detection_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
     """Write detection rows with the columns of :data:`DETECTION_COLUMNS`, atomically."""
-    from kidneyseg.io import atomic_path, check_output
+    from kidneyseg.evaluation.files import write_rows_csv
 
-    out = check_output(path)
-    with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(DETECTION_COLUMNS)
-        for row in rows:
-            w.writerow([_cell(row[c]) for c in DETECTION_COLUMNS])
-    return out
+    return write_rows_csv(rows, path, DETECTION_COLUMNS)
 

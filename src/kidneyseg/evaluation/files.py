@@ -7,8 +7,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -194,14 +196,20 @@ def _cell(v: object) -> str:
 
 def write_csv(rows: list[dict], path: str | os.PathLike[str]) -> Path:
     """Write rows to ``path`` with the columns of :data:`COLUMNS` (NaN written as ``nan``), atomically."""
+    return write_rows_csv(rows, path, COLUMNS)
+
+
+def write_rows_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[str], columns: Sequence[str]) -> Path:
+    """Write ``rows`` to ``path`` with ``columns`` in that order (floats as ``repr``, NaN as ``nan``), atomically;
+    the one CSV writer of the evaluation tables."""
     from kidneyseg.io import atomic_path, check_output
 
     out = check_output(path)
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(COLUMNS)
+        w.writerow(list(columns))
         for row in rows:
-            w.writerow([_cell(row[c]) for c in COLUMNS])
+            w.writerow([_cell(row[c]) for c in columns])
     return out
 
 
