@@ -117,6 +117,79 @@ def match_cases(
     return [(name, pf.get(name), rf[name]) for name in sorted(rf)]
 
 
+def _slicer_crop(case: Any) -> bool:
+    """True for a 3D Slicer ``.seg.nrrd`` volume (its grid may be its image's cropped to the segments' extent)."""
+    return bool(case.meta.get("format") == "seg.nrrd" and case.ndim == 3)
+
+
+def _grid_text(case: Any) -> str:
+    sp = tuple(round(float(v), 4) for v in case.spacing)
+    origin = tuple(round(float(v), 3) for v in case.affine[:3, 3])
+    axes = np.round(np.asarray(case.affine, dtype=np.float64)[:3, :3] / np.asarray(case.spacing), 3).T.tolist()
+    return f"shape {case.shape}, spacing {sp}, origin {origin}, axes {axes}"
+
+
+def _on_one_grid(pcase: Any, rcase: Any, ppath: Path, rpath: Path) -> tuple[Any, Any]:
+    """A prediction and a 3D Slicer ``.seg.nrrd`` reference (possibly cropped to its extent) on one grid.
+
+    Slicer saves a segmentation cropped to the segments' extent, its origin moved to the first
+    voxel of the extent: its grid is the image's shifted by whole voxels.  The reference is placed
+    on the prediction's grid (:func:`kidneyseg.io.itk.voxel_offset` through the two affines, exact
+    for integer offsets); when the prediction is a ``.seg.nrrd`` too (both may be cropped), both
+    are placed on the smallest box holding the two.  Refused with a
+    :class:`~kidneyseg.errors.GeometryError` naming both files when the grids are not whole-voxel
+    shifts of each other (another spacing or orientation, a fractional shift) or when labelled
+    reference voxels fall outside the prediction's grid.  Returns ``(prediction, reference)``.
+    """
+    from dataclasses import replace
+
+    from kidneyseg.io import drop_singleton_axis
+    from kidneyseg.io.itk import paste, voxel_offset
+
+    pcase = drop_singleton_axis(pcase, rcase)
+    if pcase.ndim != 3:
+        return pcase, rcase  # 2D prediction of a 3D reference: the caller reports the grids
+    off = voxel_offset(rcase, pcase)
+    if off is None:
+        raise GeometryError(
+            "reference segmentation is not on the prediction's voxel grid",
+            path=rpath,
+            found=_grid_text(rcase),
+            expected=f"the grid of the prediction {ppath} ({_grid_text(pcase)}), or that grid cropped "
+            "or shifted by whole voxels (3D Slicer's crop to extent)",
+            fix="resample one onto the other's grid (nearest neighbour), or save the segmentation in 3D Slicer "
+            "with the prediction's image as its reference geometry",
+        )
+    both_slicer = pcase.meta.get("format") == "seg.nrrd"
+    if both_slicer:  # neither grid need be the image's: the box holding both
+        lo = np.minimum(off, 0)
+        hi = np.maximum(np.asarray(off) + np.asarray(rcase.shape), np.asarray(pcase.shape))
+        shape = tuple(int(v) for v in hi - lo)
+        affine = np.asarray(pcase.affine, dtype=np.float64).copy()
+        affine[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
+        plab, _ = paste(pcase.require_label(), tuple(int(v) for v in -lo), shape)
+        pcase = replace(pcase, label=plab, affine=affine,
+                        meta={**pcase.meta, "placed": {"offset": [int(v) for v in -lo], "shape": list(pcase.shape)}})
+        off = tuple(int(o - v) for o, v in zip(off, lo))
+    rlab, outside = paste(rcase.require_label(), off, pcase.shape)
+    if outside:
+        raise GeometryError(
+            "reference segmentation reaches outside the prediction's grid",
+            path=rpath,
+            found=f"{outside} labelled reference voxels outside (reference at voxel offset {off} of "
+            f"the prediction's grid, shape {rcase.shape})",
+            expected=f"reference segments inside the grid of the prediction {ppath} (shape {pcase.shape})",
+            fix="pair the reference with the prediction of the same image, or write the prediction on the "
+            "whole image grid (kidneyseg predict does)",
+        )
+    placed = {"offset": list(off), "shape": list(rcase.shape)}
+    rcase = replace(rcase, label=rlab, affine=np.asarray(pcase.affine, dtype=np.float64).copy(),
+                    meta={**rcase.meta, "placed": placed})
+    log.info("%s: 3D Slicer segmentation placed at voxel offset %s of the prediction's grid (%s)",
+             rpath, off, ppath)
+    return pcase, rcase
+
+
 def _fmt(v: float, *, digits: int = 4) -> str:
     return "n/a" if v is None else f"{v:.{digits}g}"
 
@@ -134,8 +207,10 @@ def evaluate_paths(
     the prediction must lie on the reference grid (same shape, affine within
     1e-3 mm); spacing is the reference's.  A ``(rows, cols, 1)`` prediction of a 2D reference
     is compared in 2D (the toolkit writes 2D label maps that way as NIfTI) and a 3D Slicer
-    ``.seg.nrrd`` cropped to its extent is placed on the reference grid
-    (:func:`kidneyseg.io.fit_to_grid`).  See :func:`match_cases` for pairing.
+    ``.seg.nrrd`` prediction cropped to its extent is placed on the reference grid
+    (:func:`kidneyseg.io.fit_to_grid`).  A ``.seg.nrrd`` *reference* cropped to its extent is
+    placed on the prediction's grid instead (:func:`_on_one_grid`; both on the box that holds
+    them when both are ``.seg.nrrd``).  See :func:`match_cases` for pairing.
     """
     from kidneyseg.io import IMAGE_2D_SUFFIXES, fit_to_grid, image_suffix, read, same_grid
 
@@ -154,6 +229,9 @@ def evaluate_paths(
             rsp = rcase.spacing
             flat = rcase.ndim == 2 and image_suffix(ppath) in IMAGE_2D_SUFFIXES  # 2D files carry no spacing
             pcase = read(ppath, is_label=True, spacing=(rsp[0], rsp[1]) if flat else None)
+            if _slicer_crop(rcase) and not same_grid(pcase, rcase):
+                pcase, rcase = _on_one_grid(pcase, rcase, ppath, rpath)
+                rarr = rcase.require_label()
             pcase = fit_to_grid(pcase, rcase)
             if not same_grid(pcase, rcase):
                 raise GeometryError(

@@ -146,49 +146,76 @@ def _read_slicer_seg(p: Path) -> tuple[np.ndarray, np.ndarray, dict] | None:
     return arr, affine, meta
 
 
+def voxel_offset(case: Case, like: Case, *, atol_mm: float = 1e-3) -> tuple[int, ...] | None:
+    """Where voxel 0 of ``case`` lies in ``like``'s index space, when its grid is ``like``'s shifted by whole voxels.
+
+    Both grids are compared in world coordinates through their affines: the axes and spacing must
+    agree within ``atol_mm`` (a column of the 3x3 part) and ``case``'s origin must fall on a voxel
+    centre of ``like`` within ``atol_mm``.  Returns the integer offset (negative when ``case``
+    starts before ``like``), or ``None`` when the grids are not shifts of each other (another
+    spacing, orientation, a fractional shift) or are not both 3D.  Exact for the grids 3D Slicer
+    writes with "crop to extent" (origin moved to the first voxel of the extent).
+    """
+    if case.ndim != 3 or like.ndim != 3:
+        return None
+    a = np.asarray(case.affine, dtype=np.float64)
+    b = np.asarray(like.affine, dtype=np.float64)
+    if not np.allclose(a[:3, :3], b[:3, :3], atol=atol_mm):
+        return None
+    shift = np.linalg.solve(b[:3, :3], a[:3, 3] - b[:3, 3])  # case voxel 0 in like's index space
+    off = np.rint(shift)
+    if np.linalg.norm(b[:3, :3] @ (shift - off)) > atol_mm:
+        return None
+    return tuple(int(v) for v in off)
+
+
+def paste(label: np.ndarray, offset: tuple[int, ...], shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
+    """``label`` (voxel 0 at ``offset``) copied into a zero uint8 array of ``shape``.
+
+    Returns the array and the number of labelled (non-zero) voxels that fell outside ``shape``
+    (the caller decides whether that is an error).
+    """
+    o = np.asarray(offset, dtype=int)
+    lo = np.maximum(o, 0)
+    hi = np.maximum(np.minimum(o + np.asarray(label.shape), np.asarray(shape)), lo)
+    dst = tuple(slice(int(a0), int(a1)) for a0, a1 in zip(lo, hi))  # in the target grid
+    src = tuple(slice(int(a0 - x), int(a1 - x)) for a0, a1, x in zip(lo, hi, o))  # the same voxels in label
+    out = np.zeros(tuple(shape), dtype=np.uint8)
+    out[dst] = label[src]
+    outside = int(np.count_nonzero(label)) - int(np.count_nonzero(out))
+    return out, outside
+
+
 def place_on_grid(case: Case, like: Case, *, atol_mm: float = 1e-3) -> Case:
     """A label map cropped to its extent (3D Slicer) placed on ``like``'s grid; others come back unchanged.
 
-    The label grid must be ``like``'s grid shifted by whole voxels (same axes and spacing, origin
-    at a voxel of ``like``): the offset comes from the two origins and directions, so a file
-    saved with Slicer's "crop to extent" lands where it was drawn.  Voxels falling outside
-    ``like`` must be background, else :class:`~kidneyseg.errors.GeometryError`.  ``meta["placed"]``
-    records the offset and the file's shape.
+    The label grid must be ``like``'s grid shifted by whole voxels (:func:`voxel_offset`: same axes
+    and spacing, origin at a voxel of ``like``): the offset comes from the two origins and
+    directions, so a file saved with Slicer's "crop to extent" lands where it was drawn.  Voxels
+    falling outside ``like`` must be background, else :class:`~kidneyseg.errors.GeometryError`.
+    ``meta["placed"]`` records the offset and the file's shape.
     """
     from dataclasses import replace
 
     from kidneyseg.errors import GeometryError
 
-    if case.label is None or case.ndim != 3 or like.ndim != 3 or case.shape == like.shape:
+    if case.label is None:
         return case
-    a = np.asarray(case.affine, dtype=np.float64)
-    b = np.asarray(like.affine, dtype=np.float64)
-    if not np.allclose(a[:3, :3], b[:3, :3], atol=atol_mm):
+    o = voxel_offset(case, like, atol_mm=atol_mm)
+    if o is None or (case.shape == like.shape and not any(o)):
         return case
-    shift = np.linalg.solve(b[:3, :3], a[:3, 3] - b[:3, 3])  # label voxel 0 in like's index space
-    off = np.rint(shift)
-    if np.linalg.norm(b[:3, :3] @ (shift - off)) > atol_mm:
-        return case
-    o = off.astype(int)
-    lo = np.maximum(o, 0)
-    hi = np.maximum(np.minimum(o + np.asarray(case.shape), np.asarray(like.shape)), lo)
-    dst = tuple(slice(int(a0), int(a1)) for a0, a1 in zip(lo, hi))  # in like's grid
-    src = tuple(slice(int(a0 - x), int(a1 - x)) for a0, a1, x in zip(lo, hi, o))  # the same voxels in the file
-    lab = case.label
-    outside = int(np.count_nonzero(lab)) - int(np.count_nonzero(lab[src]))
+    out, outside = paste(case.label, o, like.shape)
     if outside:
         raise GeometryError(
             "segmentation reaches outside its image",
             path=case.source,
             found=f"{outside} labelled voxels outside the image grid "
-                  f"(segmentation at voxel offset {tuple(int(v) for v in o)}, shape {case.shape})",
+                  f"(segmentation at voxel offset {o}, shape {case.shape})",
             expected=f"segments inside the image of shape {like.shape}",
             fix="crop the segmentation to the image (3D Slicer: Segment Editor, Mask volume) and save it again",
         )
-    out = np.zeros(like.shape, dtype=np.uint8)
-    out[dst] = lab[src]
-    meta = {**case.meta, "placed": {"offset": [int(v) for v in o], "shape": list(case.shape)}}
-    return replace(case, label=out, affine=b.copy(), meta=meta)
+    meta = {**case.meta, "placed": {"offset": list(o), "shape": list(case.shape)}}
+    return replace(case, label=out, affine=np.asarray(like.affine, dtype=np.float64).copy(), meta=meta)
 
 
 def _unreadable(p: Path, kind: str, exc: BaseException) -> InputError:
