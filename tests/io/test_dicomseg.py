@@ -163,3 +163,45 @@ def test_each_label_has_its_own_code_and_colour(tmp_path, caplog):
     assert "renal vein" in caplog.text and "Tissue" in caplog.text
     back = hd.seg.segread(str(out))  # highdicom reads it back
     assert back.number_of_segments == len(names)
+
+
+def test_ultrasound_regions_in_the_code_table():
+    """openkidney-us-regions: the cortex has its SNOMED CT code (50403003, Renal cortex); the medulla and the
+    central echo complex (no code verified offline) stay Tissue within the Kidney; every label of the task is in
+    the one table, so none falls back to the generic code.  (Ultrasound 2D images carry no slice geometry, so
+    DICOM-SEG is written for DICOM series only: the mapping is checked at the table level.)"""
+    from kidneyseg.io.dicomseg import RENAL_CORTEX, segment_codes
+    from kidneyseg.labels import canonical_label_name, get_task
+
+    table = segment_codes()
+    task = get_task("openkidney-us-regions")
+    names = [canonical_label_name(n) for v, n in task.labels.items() if v]
+    assert set(names) <= set(table), names
+
+    def coded(name):
+        c = table[name]
+        return (c.category.value, c.type.value, c.type.scheme_designator,
+                None if c.region is None else c.region.value)
+
+    assert RENAL_CORTEX == ("50403003", "SCT", "Renal cortex")
+    assert coded("cortex") == ("91723000", "50403003", "SCT", None)
+    assert table["cortex"].type.meaning == "Renal cortex"
+    assert coded("medulla") == ("85756007", "85756007", "SCT", "64033007")
+    assert coded("central_echo_complex") == ("85756007", "85756007", "SCT", "64033007")
+    assert coded(canonical_label_name("central echo complex")) == coded("central_echo_complex")
+
+
+def test_ultrasound_region_labels_written_with_their_codes(tmp_path, caplog):
+    """The same labels on a DICOM series: Renal cortex written as SCT 50403003, no fallback warning."""
+    files, _, affine = write_ct_series(tmp_path / "ct", n=3)
+    label = np.zeros((20, 24, 3), np.uint8)
+    label[2:5, 3:6, 1], label[8:10, 3:6, 1], label[12:15, 3:6, 1] = 1, 2, 3
+    with caplog.at_level("WARNING", logger="kidneyseg.io.dicomseg"):
+        out = write_dicom_seg(label, affine, files, tmp_path / "us_regions_seg.dcm",
+                              labels={0: "background", 1: "central_echo_complex", 2: "medulla", 3: "cortex"})
+    seg = pydicom.dcmread(str(out))
+    types = {s.SegmentLabel: (s.SegmentedPropertyTypeCodeSequence[0].CodeValue,
+                              s.SegmentedPropertyTypeCodeSequence[0].CodeMeaning) for s in seg.SegmentSequence}
+    assert types["cortex"] == ("50403003", "Renal cortex")
+    assert types["medulla"][0] == types["central_echo_complex"][0] == "85756007"
+    assert "no standard code" not in caplog.text

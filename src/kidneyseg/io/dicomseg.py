@@ -6,19 +6,22 @@ holds a segment), with one segment per label, SNOMED CT codes from
 :func:`segment_codes` (the one code table) and the label's display colour
 (:func:`kidneyseg.labels.color_of`, stored as CIELab):
 
-============ ============================================= =================================================
-label        segmented property category                   segmented property type
-============ ============================================= =================================================
-kidney       Anatomical structure (SCT 91723000)           Kidney (SCT 64033007)
-kidney_right Anatomical structure                          Kidney, modifier Right (SCT 24028007)
-kidney_left  Anatomical structure                          Kidney, modifier Left (SCT 7771000)
-tumour       Morphologically abnormal structure (49755003) Neoplasm (SCT 108369006), region Kidney
-cyst         Morphologically abnormal structure            Cyst (SCT 367643001), region Kidney
-liver        Anatomical structure                          Liver (SCT 10200004)
-spleen       Anatomical structure                          Spleen (SCT 78961009)
-pancreas     Anatomical structure                          Pancreas (SCT 15776009)
-other names  Tissue (SCT 85756007)                         Tissue, segment label = the label's name (warned)
-============ ============================================= =================================================
+==================== ============================================= =================================================
+label                segmented property category                   segmented property type
+==================== ============================================= =================================================
+kidney               Anatomical structure (SCT 91723000)           Kidney (SCT 64033007)
+kidney_right         Anatomical structure                          Kidney, modifier Right (SCT 24028007)
+kidney_left          Anatomical structure                          Kidney, modifier Left (SCT 7771000)
+tumour               Morphologically abnormal structure (49755003) Neoplasm (SCT 108369006), region Kidney
+cyst                 Morphologically abnormal structure            Cyst (SCT 367643001), region Kidney
+liver                Anatomical structure                          Liver (SCT 10200004)
+spleen               Anatomical structure                          Spleen (SCT 78961009)
+pancreas             Anatomical structure                          Pancreas (SCT 15776009)
+cortex               Anatomical structure                          Renal cortex (SCT 50403003)
+medulla              Tissue (SCT 85756007)                         Tissue, region Kidney (no verified code)
+central_echo_complex Tissue                                        Tissue, region Kidney (no verified code)
+other names          Tissue                                        Tissue, segment label = the label's name (warned)
+==================== ============================================= =================================================
 
 Source headers are checked first (:func:`check_sources`).  What the standard
 lets us derive is repaired on in-memory copies and logged (SOPClassUID and
@@ -60,6 +63,11 @@ class DicomSegError(OutputError):
     """A DICOM-SEG cannot be written for this input (the message names the attribute)."""
 
 
+#: SNOMED CT "Structure of cortex of kidney (body structure)" as (code value, scheme, code meaning);
+#: not in pydicom's dictionary.  Source: HL7 mCODE IG, TG263 to SNOMED CT concept map (TG263 Kidney_Cortex).
+RENAL_CORTEX = ("50403003", "SCT", "Renal cortex")
+
+
 class SegmentCode(NamedTuple):
     """How one label is coded in a DICOM-SEG segment description (pydicom/highdicom codes)."""
 
@@ -76,12 +84,21 @@ def segment_codes() -> dict[str, SegmentCode]:
 
     SNOMED CT codes from ``pydicom.sr.codedict.codes.SCT`` (the concepts of the DICOM
     segmentation contexts CID 7150/7151/7159), right and left kidney as Kidney with
-    the laterality modifier (as TotalSegmentator's DICOM-SEG export codes them).  The
-    ultrasound regions (central echo complex, medulla, cortex) have no concept in
-    pydicom's dictionary: they are coded as Tissue within the Kidney.  Names not in
-    the table get :func:`generic_code` (never Kidney).
+    the laterality modifier (as TotalSegmentator's DICOM-SEG export codes them).
+
+    The ultrasound regions (``openkidney-us-regions``) are not in pydicom's dictionary
+    (nor in the DICOM segmentation contexts it bundles).  The renal cortex is coded with
+    SNOMED CT 50403003 "Structure of cortex of kidney (body structure)", the code the
+    HL7 mCODE implementation guide's TG263-to-SNOMED CT concept map gives for TG263
+    ``Kidney_Cortex`` (:data:`RENAL_CORTEX`).  For the medulla and the central echo
+    complex (the renal sinus: fat, vessels and collecting system) no SNOMED CT code
+    could be verified offline, so they keep the generic coding, Tissue within the
+    Kidney, rather than an unverified identifier (the renal pelvis, SCT 25990002, is
+    only part of the sinus).  Names not in the table get :func:`generic_code` (never
+    Kidney).
     """
     from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
 
     sct = codes.SCT
     anat, abnormal = sct.AnatomicalStructure, sct.MorphologicallyAbnormalStructure
@@ -97,7 +114,7 @@ def segment_codes() -> dict[str, SegmentCode]:
         "pancreas": SegmentCode(anat, sct.Pancreas),
         "central_echo_complex": SegmentCode(sct.Tissue, sct.Tissue, region=sct.Kidney),
         "medulla": SegmentCode(sct.Tissue, sct.Tissue, region=sct.Kidney),
-        "cortex": SegmentCode(sct.Tissue, sct.Tissue, region=sct.Kidney),
+        "cortex": SegmentCode(anat, Code(*RENAL_CORTEX)),
         "foreground": SegmentCode(sct.Tissue, sct.Tissue),
     }
 
