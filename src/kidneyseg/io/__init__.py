@@ -160,13 +160,13 @@ _FORMAT_NAMES = {"nifti": "NIfTI", "nrrd": "NRRD", "seg.nrrd": "3D Slicer .seg.n
 
 def _read_format(p: Path, fmt: str, *, is_label: bool, spacing: tuple[float, float] | None,
                  series_uid: str | None) -> Case:
-    """The reader of ``fmt`` on ``p``; NRRD and MetaImage headers pass the size checks of :mod:`._headers` first."""
+    """The reader of ``fmt`` on ``p``; NRRD and MetaImage headers pass the size checks of :mod:`.headers` first."""
     if fmt == "nifti":
         from kidneyseg.io.nifti import read_nifti
 
         return read_nifti(p, is_label=is_label)
     if fmt in ("nrrd", "seg.nrrd", "mha"):
-        from kidneyseg.io._headers import check_itk_header
+        from kidneyseg.io.headers import check_itk_header
         from kidneyseg.io.itk import read_itk
 
         check_itk_header(p)

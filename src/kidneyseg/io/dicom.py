@@ -43,7 +43,7 @@ from kidneyseg._optional import require
 from kidneyseg.case import Case
 from kidneyseg.errors import GeometryError, InputError
 from kidneyseg.io._common import check_affine, describe_exc, image_dtype, lps_to_ras
-from kidneyseg.io._headers import check_voxels
+from kidneyseg.io.headers import check_voxels
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from kidneyseg.io._common import (
     image_dtype,
     to_label_array,
 )
-from kidneyseg.io._headers import check_voxels
+from kidneyseg.io.headers import check_voxels
 
 
 def _squeeze_trailing(arr: np.ndarray) -> np.ndarray:

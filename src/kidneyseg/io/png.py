@@ -43,7 +43,7 @@ from kidneyseg.io._common import (
     stem_of,
     to_label_array,
 )
-from kidneyseg.io._headers import check_png, check_voxels, too_many_pixels
+from kidneyseg.io.headers import check_png, check_voxels, too_many_pixels
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
