@@ -76,3 +76,48 @@ def test_compare_refuses_bad_dates_in_one_line(tmp_path: Path, capsys: pytest.Ca
     assert rc == 2
     err = capsys.readouterr().err
     assert "AFTER_DATE is not a date" in err and "YYYY-MM-DD" in err
+
+
+def test_compare_reads_each_image_once_when_guessing_the_modality(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --model and --modality the modality is guessed from the image being segmented, not a re-read."""
+    from types import SimpleNamespace
+
+    import kidneyseg.inference as inference
+    from kidneyseg import io
+    from kidneyseg.labels import get_task
+
+    before, after = phantoms()
+    paths = []
+    for name, lab in (("t0", before), ("t1", after)):
+        img = np.where(lab == 1, 160.0, np.where(lab == 2, 90.0, -1000.0)).astype(np.float32)  # CT in HU: air
+        nib.save(nib.Nifti1Image(img, np.eye(4)), p := tmp_path / f"{name}.nii.gz")
+        paths.append(p)
+    reads: list[str] = []
+    real_read = io.read
+
+    def counting_read(path: object, *args: object, **kwargs: object) -> object:
+        reads.append(Path(str(path)).name)
+        return real_read(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    chosen: list[object] = []
+
+    class FakePredictor:  # the label map from the phantom's intensities, no network
+        labels = get_task("kits23").labels
+
+        def __init__(self, model: object, **kwargs: object) -> None:
+            pass
+
+        def predict_case(self, case: object) -> SimpleNamespace:
+            image = np.asarray(case.image)  # type: ignore[attr-defined]
+            lab = np.where(image == 160, 1, np.where(image == 90, 2, 0)).astype(np.uint8)
+            return SimpleNamespace(label=lab, labels=self.labels)
+
+    monkeypatch.setattr(io, "read", counting_read)
+    monkeypatch.setattr(inference, "Predictor", FakePredictor)
+    monkeypatch.setattr(inference, "resolve_model", lambda model, modality: chosen.append(modality))
+    assert main(["compare", str(paths[0]), str(paths[1]), "-o", str(tmp_path / "cmp")]) == 0
+    assert sorted(reads) == ["t0.nii.gz", "t1.nii.gz"], reads
+    assert chosen == ["ct"]
+    res = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert res["tumours"][0]["tumour_volume_change_ml"] > 2.0

@@ -101,7 +101,11 @@ def _task(name: str | None) -> Any:
 
 
 def _load(path: Path, seg: Path | None, args: argparse.Namespace, predictor: Any) -> Any:
-    """A :class:`~kidneyseg.reporting.compare.Study` from an image (+ label map) or a predict folder."""
+    """A :class:`~kidneyseg.reporting.compare.Study` from an image (+ label map) or a predict folder.
+
+    ``predictor(image, path)``: the predictor for an image that has to be segmented (the image, read
+    once, is also what the default model's modality is guessed from).
+    """
     import json
 
     from kidneyseg import io
@@ -130,7 +134,7 @@ def _load(path: Path, seg: Path | None, args: argparse.Namespace, predictor: Any
         label = io.read_label(seg, like=image).require_label()
         labels = task.labels
     else:
-        result = predictor().predict_case(image)
+        result = predictor(image, path).predict_case(image)
         label, labels = result.label, result.labels
     date = _dicom_study_date(image)
     return Study(label=label, affine=image.affine, name=image.name, image=image, labels=labels, date=date,
@@ -159,14 +163,14 @@ def run(args: argparse.Namespace) -> int:
         if args.dates else None
     cache: dict[str, Any] = {}
 
-    def predictor() -> Any:  # loaded once, only when an image has to be segmented
+    def predictor(image: Any, path: Path) -> Any:  # loaded once, only when an image has to be segmented
         if "p" not in cache:
             from kidneyseg.cli.predict import guess_modality
             from kidneyseg.inference import Predictor, resolve_model
 
             chosen = args.modality
-            if args.model is None and chosen is None:
-                chosen = guess_modality([args.before, args.after])
+            if args.model is None and chosen is None:  # from the first image to segment, already read
+                chosen = guess_modality([path], first=image)
             cache["p"] = Predictor(resolve_model(args.model, chosen), tta=args.tta, threads=args.threads)
         return cache["p"]
 
