@@ -73,10 +73,32 @@ def _configure_logging(quiet: bool) -> None:
     logging.captureWarnings(True)
 
 
+def _plain_pages() -> None:
+    """Ask numpy not to madvise its large arrays as transparent huge pages, unless ``NUMPY_MADVISE_HUGEPAGE`` says.
+
+    With the Linux defaults of many distributions (THP ``enabled=madvise``, ``defrag=madvise``) a madvised
+    allocation compacts memory synchronously on its first touch when no free huge page is at hand, which on
+    a machine whose memory is full of page cache stalls a fresh process for seconds: the CT default on a
+    512x512x200 CT took 12.9-14.0 s with huge pages and 7.6 s without, on this project's machine, same code
+    (docs/prediction.md, "Speed"). Ordinary 4 KiB pages cost a few more page faults and never stall.
+    """
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:  # the user's choice, which numpy read at import
+        return
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - numpy < 2 spells it numpy.core
+        try:
+            from numpy.core.multiarray import _set_madvise_hugepage  # type: ignore[no-redef]
+        except ImportError:
+            return
+    _set_madvise_hugepage(False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 some work failed, 2 bad input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _plain_pages()
     debug = bool(getattr(args, "debug", False)) or os.environ.get("KIDNEYSEG_DEBUG") == "1"
     _configure_logging(getattr(args, "quiet", False))
     if not getattr(args, "command", None):
