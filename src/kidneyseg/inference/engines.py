@@ -254,31 +254,30 @@ def predict_slicewise(
         ``(C_out, I, J, K)`` float32 probabilities, slices stacked back along K.
     """
     vol = np.ascontiguousarray(np.moveaxis(np.asarray(volume, dtype=np.float32), -1, 0))  # (K, C, I, J)
-    out: np.ndarray | None = None
+    run: Callable[[np.ndarray], np.ndarray]
     if _on_numpy(module):
         forward_np = _min_size_numpy(module, min_size)
-        for start in range(0, vol.shape[0], batch_size):
-            p = predict_with_tta_numpy(forward_np, vol[start : start + batch_size], tta=tta, spatial_dims=2,
-                                       mirror_axes=mirror_axes)
-            if out is None:
-                out = np.empty((p.shape[1],) + volume.shape[1:], dtype=np.float32)
-            out[..., start : start + p.shape[0]] = np.moveaxis(p, 0, -1)
-            if progress is not None:
-                progress(p.shape[0])
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return predict_with_tta_numpy(forward_np, x, tta=tta, spatial_dims=2, mirror_axes=mirror_axes)
+    else:
+        torch = _torch()
+        forward = min_size_forward(module, min_size)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                t = torch.from_numpy(x).to(device)
+                return np.asarray(predict_with_tta(forward, t, tta=tta, spatial_dims=2,
+                                                   mirror_axes=mirror_axes).cpu().numpy())
+
+    out: np.ndarray | None = None
+    for start in range(0, vol.shape[0], batch_size):
+        p = run(vol[start : start + batch_size])
         if out is None:
-            raise ValueError("volume has no slices")
-        return out
-    torch = _torch()
-    forward = min_size_forward(module, min_size)
-    with torch.inference_mode():
-        for start in range(0, vol.shape[0], batch_size):
-            x = torch.from_numpy(vol[start : start + batch_size]).to(device)
-            p = predict_with_tta(forward, x, tta=tta, spatial_dims=2, mirror_axes=mirror_axes).cpu().numpy()
-            if out is None:
-                out = np.empty((p.shape[1],) + volume.shape[1:], dtype=np.float32)
-            out[..., start : start + p.shape[0]] = np.moveaxis(p, 0, -1)
-            if progress is not None:
-                progress(p.shape[0])
+            out = np.empty((p.shape[1],) + volume.shape[1:], dtype=np.float32)
+        out[..., start : start + p.shape[0]] = np.moveaxis(p, 0, -1)
+        if progress is not None:
+            progress(p.shape[0])
     if out is None:
         raise ValueError("volume has no slices")
     return out
