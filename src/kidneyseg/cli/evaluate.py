@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--pred", help="prediction label map, or folder of them")
     parser.add_argument("--detections", metavar="FILE",
-                        help="instead of --pred: a detector's kidney boxes (JSON or CSV), scored per slice and per "
-                             "kidney")
+                        help="instead of --pred: a detector's kidney boxes (JSON or CSV, or a folder of "
+                             "*_detections.json from predict --save-detections), scored per slice and per kidney")
     parser.add_argument("--ref", required=True, help="reference label map, or folder of them")
     parser.add_argument("--task", required=True, choices=task_names(), help="label convention and regions")
     parser.add_argument("--out", help="per case x region table (CSV); with --detections per case x level")
