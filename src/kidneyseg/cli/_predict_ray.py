@@ -49,8 +49,10 @@ class PredictJob:
         self._predictor = None
 
     def setup(self) -> None:
+        from kidneyseg.cli import _plain_pages
         from kidneyseg.inference import Predictor
 
+        _plain_pages()  # a Ray worker is a kidneyseg process too (no huge-page compaction stalls)
         dirs = [Path(d) for d in self.model_dirs]
         self._predictor = Predictor(dirs if len(dirs) > 1 else dirs[0], tta=self.tta, threads=self.threads,
                                     runtime=self.runtime, postprocess=self.postprocess)
