@@ -424,6 +424,7 @@ def postprocess_warning(raw: np.ndarray, clean: np.ndarray, spacing: Sequence[fl
     tumour, which the "a lesion must touch kidney" rule then removes.
     """
     region = tuple(int(v) for v in kidney_labels) + tuple(int(v) for v in lesion_labels)
+    from kidneyseg.preprocessing.components import values_mask
     from kidneyseg.preprocessing.geometry import box_slices, nonzero_box
 
     # post-processing only removes labels and fills holes enclosed by them: all of it lies in the box of
@@ -432,11 +433,11 @@ def postprocess_warning(raw: np.ndarray, clean: np.ndarray, spacing: Sequence[fl
     if box is None:
         return None
     raw, clean = raw[box_slices(box)], clean[box_slices(box)]
-    raw_region = np.isin(raw, region)
+    raw_region = values_mask(raw, region)
     n_raw = int(raw_region.sum())
     if n_raw == 0:
         return None
-    n_kept = int(np.isin(clean, region).sum())
+    n_kept = int(values_mask(clean, region).sum())
     if n_kept >= KEPT_SHARE_WARNING * n_raw:
         return None
     unit = float(np.prod([float(s) for s in spacing[: raw.ndim]]))
@@ -444,7 +445,7 @@ def postprocess_warning(raw: np.ndarray, clean: np.ndarray, spacing: Sequence[fl
         unit, name = unit / 1000.0, "mL"
     else:
         name = "mm^2"
-    n_kid = int(np.isin(raw, tuple(int(v) for v in kidney_labels)).sum())
+    n_kid = int(values_mask(raw, tuple(int(v) for v in kidney_labels)).sum())
     msg = (f"post-processing kept {n_kept * unit:.1f} of the {n_raw * unit:.1f} {name} the network labelled as "
            f"kidney or lesion (kidney {n_kid * unit:.1f}, lesions {(n_raw - n_kid) * unit:.1f} {name}): "
            "most of it was stray blobs or lesions with no kidney next to them, so the result is probably wrong "

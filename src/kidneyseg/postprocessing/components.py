@@ -20,6 +20,7 @@ from kidneyseg.preprocessing.components import (  # re-exported
     component_sizes,
     keep_largest_components,
     label_components,
+    values_mask,
 )
 from kidneyseg.preprocessing.geometry import box_slices, nonzero_box
 
@@ -47,7 +48,7 @@ def remove_small_components(mask: np.ndarray, spacing: Sequence[float], min_volu
     lab, n = label_components(mask)
     sizes = component_sizes(lab, n)
     keep = np.flatnonzero(sizes * unit >= min_volume_ml) + 1
-    return np.isin(lab, keep)
+    return values_mask(lab, keep)
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -76,7 +77,7 @@ def touching(mask: np.ndarray, anchor: np.ndarray) -> np.ndarray:
     grown = ndimage.binary_dilation(np.asarray(anchor, dtype=bool), structure=np.ones((3,) * mask.ndim, bool))
     hit = np.unique(lab[grown & mask])
     hit = hit[hit != 0]
-    return np.isin(lab, hit)
+    return values_mask(lab, hit)
 
 
 def postprocess_label(
@@ -166,8 +167,8 @@ def _postprocess_box(out: np.ndarray, spacing: Sequence[float], kidney_labels: I
     out = np.array(out, dtype=np.uint8, copy=True)
     kidney_labels = tuple(int(v) for v in kidney_labels)
     lesion_labels = tuple(int(v) for v in lesion_labels if int(v) not in kidney_labels)
-    kidney = np.isin(out, kidney_labels)
-    lesion = np.isin(out, lesion_labels)
+    kidney = values_mask(out, kidney_labels)
+    lesion = values_mask(out, lesion_labels)
     region = kidney | lesion
     if not region.any():
         return out
@@ -183,8 +184,8 @@ def _postprocess_box(out: np.ndarray, spacing: Sequence[float], kidney_labels: I
             if m.any():
                 score = (probs[v] >= confident) if probs is not None and v in probs else None
                 out[m & ~keep_largest_components(m, 1, 1.0, affine, connectivity="face", score=score)] = 0
-    kidney = np.isin(out, kidney_labels)
-    lesion = np.isin(out, lesion_labels)
+    kidney = values_mask(out, kidney_labels)
+    lesion = values_mask(out, lesion_labels)
     if lesion.any() and lesions_need_kidney:
         lesion_keep = touching(lesion, kidney) if kidney.any() else np.zeros_like(lesion)
         lesion_keep = remove_small_components(lesion_keep, spacing, min_volume_ml)
@@ -192,7 +193,7 @@ def _postprocess_box(out: np.ndarray, spacing: Sequence[float], kidney_labels: I
         out[lesion & ~lesion_keep] = 0
     if fill:
         if len(kidney_labels) == 1:
-            holes = fill_holes(np.isin(out, kidney_labels + lesion_labels)) & (out == 0)
+            holes = fill_holes(values_mask(out, kidney_labels + lesion_labels)) & (out == 0)
             out[holes] = kidney_labels[0]
         else:
             for v in kidney_labels:

@@ -272,7 +272,7 @@ def _measure_grid(
 ) -> dict[str, Any]:
     """:func:`measure` on the grid given; ``fov_centre``: voxel index (of this grid) of the field of view's
     centre, the midline of a single kidney (default: this grid's centre)."""
-    from kidneyseg.preprocessing.components import component_centroids, component_sizes, label_components
+    from kidneyseg.preprocessing.components import component_centroids, component_sizes, label_components, values_mask
 
     label = np.asarray(label)
     affine = np.asarray(affine, dtype=np.float64)
@@ -282,9 +282,9 @@ def _measure_grid(
     kid_v = _values(labels, KIDNEY_NAMES, (KIDNEY,))
     tum_v = _values(labels, TUMOR_NAMES, (TUMOR,))
     cyst_v = _values(labels, CYST_NAMES, (CYST,))
-    kidney = np.isin(label, kid_v)
-    tumor = np.isin(label, tum_v)
-    cyst = np.isin(label, cyst_v)
+    kidney = values_mask(label, kid_v)
+    tumor = values_mask(label, tum_v)
+    cyst = values_mask(label, cyst_v)
     region = kidney | tumor | cyst
     scale = 1000.0 if ndim == 3 else 1.0
     suffix = "_ml" if ndim == 3 else "_mm2"
@@ -390,14 +390,14 @@ def _measure_grid(
         midline = float(affine[0, :3] @ centre + affine[0, 3])
     is_right = [xs[c] > midline for c in range(n)]
     if right_v or left_v:  # the labelled side wins; a tie keeps the position rule
-        n_right = np.bincount(comp[np.isin(label, right_v)], minlength=n + 1)[1:]
-        n_left = np.bincount(comp[np.isin(label, left_v)], minlength=n + 1)[1:]
+        n_right = np.bincount(comp[values_mask(label, right_v)], minlength=n + 1)[1:]
+        n_left = np.bincount(comp[values_mask(label, left_v)], minlength=n + 1)[1:]
         is_right = [r > lft if r != lft else pos for r, lft, pos in zip(n_right, n_left, is_right)]
     right_ids = [c + 1 for c in range(n) if is_right[c]]
     left_ids = [c + 1 for c in range(n) if not is_right[c]]
     out["kidneys"] = {
-        "right": stats(np.isin(comp, right_ids), right_ids, "right"),
-        "left": stats(np.isin(comp, left_ids), left_ids, "left"),
+        "right": stats(values_mask(comp, right_ids), right_ids, "right"),
+        "left": stats(values_mask(comp, left_ids), left_ids, "left"),
     }
     out["total"] = stats(np.ones(label.shape, bool), None)
     out["side_rule"] = ("the label map's right/left kidney labels (majority of each component's voxels)"
