@@ -219,3 +219,30 @@ def test_postprocess_defaults_known_answer():
     assert (out[2:12, 5:25, 5:25] == 1).all() and (out[20:30, 5:25, 5:25] == 1).all()
     assert (out[12:14, 10:20, 10:25] == 2).all()  # the small tumour on a kidney is kept
     assert (out[50:] == 0).all()  # the lone tumour goes to background
+
+
+def _old_touching(mask: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """The dilation definition: components of mask meeting the 3x3(x3)-dilated anchor."""
+    from scipy import ndimage
+
+    lab, _ = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))
+    grown = ndimage.binary_dilation(anchor, structure=np.ones((3,) * mask.ndim, bool))
+    hit = np.unique(lab[grown & mask])
+    return np.isin(lab, hit[hit != 0])
+
+
+@pytest.mark.parametrize("shape", [(40, 33), (17, 21, 9), (30, 12, 14)])
+@pytest.mark.parametrize("density", [0.3, 0.55, 0.7])
+def test_fill_holes_and_touching_equal_scipy_on_random_masks(shape, density) -> None:  # type: ignore[no-untyped-def]
+    """Oracles: scipy.ndimage.binary_fill_holes, and components meeting the dilated anchor (the old code)."""
+    from scipy import ndimage
+
+    from kidneyseg.postprocessing.components import fill_holes, touching
+
+    rng = np.random.default_rng(len(shape) * 100 + int(density * 10))
+    for trial in range(4):
+        mask = ndimage.binary_opening(rng.random(shape) < density) if trial % 2 else rng.random(shape) < density
+        np.testing.assert_array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+        anchor = rng.random(shape) < 0.02
+        np.testing.assert_array_equal(touching(mask, anchor), _old_touching(mask, anchor))
+        np.testing.assert_array_equal(touching(mask & ~anchor, anchor), _old_touching(mask & ~anchor, anchor))

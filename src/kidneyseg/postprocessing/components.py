@@ -57,27 +57,42 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     A hole is background not connected to the array border in the mask's own
     dimension (3D for volumes).  Cavities open to the outside in 3D, such as
     the renal sinus and pelvis, are not holes and stay background.
-    """
-    from scipy import ndimage
 
+    Background connects across faces (6 in 3D, 4 in 2D), as in
+    :func:`scipy.ndimage.binary_fill_holes`, whose answer this is: the background's
+    components are labelled once (:func:`label_components`) and the ones that
+    touch no border are the holes, instead of scipy's dilation from the border
+    (0.3-0.6 s against tens of ms on a CT's kidney box).
+    """
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return mask.copy()
-    return ndimage.binary_fill_holes(mask)
+    lab, n = label_components(~mask, connectivity="face")
+    if n == 0:
+        return mask.copy()
+    outside = np.zeros(n + 1, dtype=bool)
+    for ax in range(lab.ndim):
+        for edge in (0, -1):
+            outside[np.unique(lab[(slice(None),) * ax + (edge,)])] = True
+    outside[0] = True  # label 0 is the mask itself
+    return mask | ~outside[lab]
 
 
 def touching(mask: np.ndarray, anchor: np.ndarray) -> np.ndarray:
-    """Components of ``mask`` that touch ``anchor`` (share a voxel or a face/edge/corner)."""
-    from scipy import ndimage
+    """Components of ``mask`` that touch ``anchor`` (share a voxel or a face/edge/corner).
 
+    Exact without a dilation: a component of ``mask`` touches ``anchor`` exactly when it lies in the same
+    full-connectivity component of ``mask | anchor`` as an anchor voxel (a path out of it meets an anchor
+    voxel first, since a neighbouring mask voxel would belong to the same mask component).
+    """
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return mask.copy()
-    lab, _n = label_components(mask)
-    grown = ndimage.binary_dilation(np.asarray(anchor, dtype=bool), structure=np.ones((3,) * mask.ndim, bool))
-    hit = np.unique(lab[grown & mask])
+    anchor = np.asarray(anchor, dtype=bool)
+    lab, _n = label_components(mask | anchor)
+    hit = np.unique(lab[anchor])
     hit = hit[hit != 0]
-    return values_mask(lab, hit)
+    return mask & values_mask(lab, hit)
 
 
 def postprocess_label(

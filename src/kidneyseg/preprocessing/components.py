@@ -77,7 +77,7 @@ def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
     """Voxel count of components ``1..n`` (index 0 of the result is component 1)."""
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    return np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.int64)
+    return np.bincount(labels.ravel(order="K"), minlength=n + 1)[1:].astype(np.int64)
 
 
 def component_centroids(labels: np.ndarray, n: int) -> np.ndarray:
