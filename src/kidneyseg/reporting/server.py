@@ -772,9 +772,23 @@ def create_app(viewer: Viewer, *, port: int, host: str = "127.0.0.1", token: str
             viewer.discard(sid)
             raise
 
+    async def drain(request: Request) -> None:
+        """Read (and drop) the body of a request refused before its body was read, up to the upload limit: a
+        server that answers and closes while the client is still sending makes the client's TCP stack reset
+        the connection, and the client may never read the answer (seen as ConnectionResetError in tests)."""
+        n = 0
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n > viewer.max_upload_bytes:
+                return
+
     @app.post("/api/upload")
     async def upload(request: Request, name: str) -> dict[str, Any]:
-        check_name(name)
+        try:
+            check_name(name)
+        except InputError:
+            await drain(request)
+            raise
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > viewer.max_upload_bytes:
             raise HTTPException(413, f"upload of {int(length)} bytes is over the limit of {viewer.max_upload_bytes}")
