@@ -94,7 +94,6 @@ __all__ = [
 DETECTION_COLUMNS = ("case", "level", "tp", "fp", "fn", "recall", "precision", "f1", "n_ref", "n_pred", "n_slices")
 
 
-
 # ---------------------------------------------------------------- reference boxes
 def kidney_label_values(task: Task | str) -> tuple[int, ...] | None:
     """Label values of the kidney region (kidney + masses) of ``task``; ``None`` for ``binary`` (any non-zero).
@@ -111,11 +110,6 @@ def kidney_label_values(task: Task | str) -> tuple[int, ...] | None:
                              expected="a kidney label (kidney, kidney_right, kidney_left)",
                              fix="evaluate detections with a task that labels kidneys (e.g. kits23, binary)")
     return values
-
-
-def _kidney_map(label: np.ndarray, kidney_values: Sequence[int] | None, max_kidneys: int,
-                min_voxels: int) -> np.ndarray:
-    return reference_kidneys(label, kidney_values, max_kidneys=max_kidneys, min_voxels=min_voxels)
 
 
 # ---------------------------------------------------------------- one case
@@ -212,7 +206,7 @@ def evaluate_detections(
     dets = _checked_detections(detections, n_k, slices, case)
     dets = {k: b[b[:, 4] >= score_threshold] for k, b in dets.items()}
     dets = {k: b for k, b in dets.items() if len(b)}
-    kidneys = _kidney_map(lab, kidney_label_values(task), max_kidneys, min_voxels)
+    kidneys = reference_kidneys(lab, kidney_label_values(task), max_kidneys=max_kidneys, min_voxels=min_voxels)
     ref_slices = _slice_boxes(kidneys)
     per_slice = DetectionCounts()
     empty = np.zeros((0, 4))

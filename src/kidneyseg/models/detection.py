@@ -162,28 +162,12 @@ def boxes_from_volume(
         slice (rows = first remaining axis, columns = second), sorted by ``x1``;
         slices without kidney are absent.
     """
-    from scipy import ndimage
+    from kidneyseg.models.boxes import kidney_slice_boxes, reference_kidneys
 
-    from kidneyseg.preprocessing.geometry import nonzero_box
-
-    fg = label != 0 if foreground is None else np.isin(label, list(foreground))
-    comps, n = ndimage.label(fg, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
-        return {}
-    sizes = np.bincount(comps.ravel())[1:]
-    order = [int(i) + 1 for i in np.argsort(-sizes, kind="stable") if sizes[i] >= min_voxels][:max_kidneys]
-    comps = np.moveaxis(comps, axis, -1)
-    out: dict[int, list[list[float]]] = {}
-    for cid in order:
-        mask = comps == cid
-        ks = np.nonzero(mask.any(axis=(0, 1)))[0]
-        for k in ks:
-            box = nonzero_box(mask[:, :, k])
-            if box is None:  # pragma: no cover - ks are the slices holding the kidney
-                continue
-            (r0, r1), (c0, c1) = box
-            out.setdefault(int(k), []).append([c0, r0, c1, r1])
-    return {k: np.asarray(sorted(v), dtype=np.float32) for k, v in sorted(out.items())}
+    # the kidneys and their slice boxes as the detection evaluation finds them (one rule, kidneyseg.models.boxes)
+    kidneys = reference_kidneys(np.moveaxis(np.asarray(label), axis, -1), foreground, max_kidneys=max_kidneys,
+                                min_voxels=min_voxels)
+    return {k: b.astype(np.float32) for k, b in kidney_slice_boxes(kidneys).items()}
 
 
 def detection_target(boxes: np.ndarray) -> dict[str, torch.Tensor]:
