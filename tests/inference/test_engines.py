@@ -145,3 +145,24 @@ def test_sparse_detections_paint_one_connected_box_per_kidney():
     assert all(b[2] == (k_lo, k_hi) for b in boxes)
     assert boxes_to_3d(det, (48, 48, 40)) and len(boxes_to_3d(det, (48, 48, 40))) == 2  # slab 1: the largest plates
     assert boxes_to_3d(det, (48, 48, 40))[0][2][1] - boxes_to_3d(det, (48, 48, 40))[0][2][0] == 1
+
+
+def test_detect_slices_gives_the_detector_back_in_its_memory_format() -> None:
+    """Channels-last is for the run only: a loaded stage stays the model as saved, and a detector being trained
+    (the V-Net's crops from it, training.samples.detector_crop_samples) goes on in the default format."""
+
+    class ConvDetector(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)  # 3 input channels: channels-last strides differ from C
+            self.formats: list[bool] = []
+
+        def forward(self, ims):  # type: ignore[no-untyped-def]
+            self.formats.append(self.conv.weight.is_contiguous(memory_format=torch.channels_last))
+            return [{"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0)} for _ in ims]
+
+    det = ConvDetector().eval()
+    detect_slices(det, np.zeros((1, 8, 8, 3), np.float32), batch_size=2)
+    assert det.formats == [True, True]  # ran channels-last
+    assert det.conv.weight.is_contiguous()
+    assert not det.conv.weight.is_contiguous(memory_format=torch.channels_last)

@@ -121,8 +121,6 @@ def detector_crop_samples(case: Case, det_case: Case, detector: Any, task: str, 
     detector box overlaps gets its ground-truth crop (:func:`crop_samples`), so every kidney is learned even
     while the detector misses it.  Samples are named ``<case>_det<n>`` and ``<case>_kidney<n>``.
     """
-    import torch
-
     from kidneyseg.models.boxes import boxes_to_3d, detect_slices, detection_slices
     from kidneyseg.preprocessing.geometry import crop, resample_to_shape, world_box_to_grid
 
@@ -131,7 +129,6 @@ def detector_crop_samples(case: Case, det_case: Case, detector: Any, task: str, 
     ks, slab = detection_slices(int(det_case.shape[-1]), float(det_case.spacing[2]), every_mm)
     found = detect_slices(detector, np.asarray(det_case.require_image(), np.float32)[None],
                           score_threshold=score_threshold, batch_size=batch_size, slices=ks)
-    detector.to(memory_format=torch.contiguous_format)  # detect_slices made it channels-last on the CPU
     if was_training:
         detector.train()
     boxes = [world_box_to_grid(b, det_case.affine, case, margin_mm)
