@@ -151,8 +151,10 @@ def report_one(image: Path, seg: Path, out: Path, *, ref: Path | None = None, mo
         except ValueError as exc:
             raise InputError("volumes.json is not valid JSON", path=vol_json, found=str(exc),
                              fix="write it again with kidneyseg predict, or move it away") from exc
-    cmp_path = compare if compare is not None else find_comparison(seg)
-    comparison = read_comparison(cmp_path) if cmp_path is not None else None
+    from kidneyseg.reporting.compare import read_comparison
+
+    found = (compare, read_comparison(compare)) if compare is not None else find_comparison(seg)
+    cmp_path, comparison = found if found is not None else (None, None)
     inp = ReportInputs(case=case, seg=seg_arr, task=t, ref=ref_arr, model_dir=model,
                        seg_source=str(seg), ref_source=str(ref) if ref else None, uncertainty=unc,
                        saved_volumes=saved, comparison=comparison,
@@ -160,24 +162,11 @@ def report_one(image: Path, seg: Path, out: Path, *, ref: Path | None = None, mo
     return write_report(inp, out, viewer=viewer)
 
 
-def read_comparison(path: Path) -> dict:
-    """A ``compare.json`` of ``kidneyseg compare``; :class:`InputError` when it is not one."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError("cannot read the comparison", path=path, found=f"{type(exc).__name__}: {exc}",
-                         expected="the compare.json that kidneyseg compare writes",
-                         fix="pass the compare.json of kidneyseg compare BEFORE AFTER -o OUT") from exc
-    missing = [k for k in ("kidneys", "tumours", "new_tumours", "vanished_tumours") if k not in data]
-    if not isinstance(data, dict) or missing:
-        raise InputError("not a comparison of kidneyseg compare", path=path, found=f"no {', '.join(missing)}",
-                         expected="compare.json with kidneys, tumours, new_tumours, vanished_tumours",
-                         fix="pass the compare.json of kidneyseg compare BEFORE AFTER -o OUT")
-    return data
-
-
-def find_comparison(seg: Path) -> Path | None:
-    """``compare.json`` beside the label map when it names that label map as its BEFORE or AFTER study."""
+def find_comparison(seg: Path) -> tuple[Path, dict] | None:
+    """``compare.json`` beside the label map, and its content, when it names that label map as its BEFORE or
+    AFTER study (an unreadable file, or one naming other studies, is passed over; one naming this label map
+    that is not a comparison of kidneyseg compare is an :class:`InputError`)."""
+    from kidneyseg.reporting.compare import check_comparison
     from kidneyseg.reporting.html import comparison_role
 
     path = Path(seg).with_name("compare.json")
@@ -187,7 +176,9 @@ def find_comparison(seg: Path) -> Path | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return path if isinstance(data, dict) and comparison_role(data, seg) else None
+    if not isinstance(data, dict) or not comparison_role(data, seg):
+        return None
+    return path, check_comparison(data, str(path))
 
 
 

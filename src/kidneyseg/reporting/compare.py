@@ -229,6 +229,39 @@ def _study_pictures(s: Study, task: Task, tile_px: int) -> str:
     return "".join(parts)
 
 
+#: The keys every ``compare.json`` of ``kidneyseg compare`` holds: what the report and the viewer show.
+COMPARISON_KEYS = ("kidneys", "tumours", "new_tumours", "vanished_tumours")
+
+
+def read_comparison(path: str | os.PathLike[str], *, what: str = "the comparison", shown: str | None = None,
+                    fix: str = "pass the compare.json of kidneyseg compare BEFORE AFTER -o OUT") -> dict[str, Any]:
+    """A ``compare.json`` of ``kidneyseg compare`` (a dict holding :data:`COMPARISON_KEYS`), read and checked.
+
+    Raises :class:`InputError` naming ``shown`` (default: the path; the viewer names only the file) when
+    the file cannot be read, is not JSON or is not such a comparison; ``what`` and ``fix`` word the message
+    for the caller (the report's ``--compare``, the viewer's inbox).
+    """
+    where = str(path) if shown is None else shown
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {what}", path=where, found=f"{type(exc).__name__}: {exc}",
+                         expected="the compare.json that kidneyseg compare writes", fix=fix) from exc
+    return check_comparison(data, where, fix=fix)
+
+
+def check_comparison(data: Any, where: str, *, fix: str = "pass the compare.json of kidneyseg compare BEFORE "
+                     "AFTER -o OUT") -> dict[str, Any]:
+    """``data`` (the parsed ``compare.json`` named ``where``) if it is a dict holding :data:`COMPARISON_KEYS`,
+    else :class:`InputError`."""
+    missing = [k for k in COMPARISON_KEYS if k not in data] if isinstance(data, dict) else list(COMPARISON_KEYS)
+    if missing:
+        raise InputError("not a comparison of kidneyseg compare", path=where,
+                         found=f"no {', '.join(missing)}" if isinstance(data, dict) else type(data).__name__,
+                         expected="compare.json with " + ", ".join(COMPARISON_KEYS), fix=fix)
+    return data
+
+
 def comparison_parts(result: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(heading, HTML) of the comparison's tables: kidneys, matched tumours (volume and diameter change,
     growth per year, doubling time, RENAL before and after), new and vanished tumours.

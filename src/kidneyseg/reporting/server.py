@@ -446,19 +446,10 @@ class Viewer:
 
     def attach_comparison(self, study: Study, src: Path) -> None:
         """Copy ``src`` (a ``compare.json`` of ``kidneyseg compare``) into the study as ``NAME_compare.json``."""
-        import json
+        from kidneyseg.reporting.compare import read_comparison
 
-        try:
-            data = json.loads(src.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError("cannot read the comparison beside the study", path=src.name,
-                             found=f"{type(exc).__name__}: {exc}", expected="compare.json of kidneyseg compare",
-                             fix="write it again with kidneyseg compare, or move it out of the inbox") from exc
-        if not isinstance(data, dict) or not all(k in data for k in ("kidneys", "tumours", "new_tumours",
-                                                                         "vanished_tumours")):
-            raise InputError("not a comparison of kidneyseg compare", path=src.name,
-                             expected="compare.json with kidneys, tumours, new_tumours, vanished_tumours",
-                             fix="move it out of the inbox")
+        data = read_comparison(src, what="the comparison beside the study", shown=src.name,
+                               fix="write it again with kidneyseg compare, or move it out of the inbox")
         data.pop("measures", None)  # both studies' full volumes: not shown, and large
         shutil.copyfile(src, inside(self.workdir, study.folder / f"{study.case.name}_compare.json"))
         study.comparison = data
