@@ -72,20 +72,14 @@ def _measure_child(spec: list[Any]) -> int:
 
 
 def _inputs(root: Path, data: Path, n_us: int) -> dict[str, Path | None]:
-    import nibabel as nib
-
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(ROOT / "src"))
-    from kidneyseg.data.phantoms import find_shapes_root, generate
-    from predict import make_ct
-
-    case, _ = make_ct(200)
-    ct = root / "ct" / "bench_ct.nii.gz"
-    ct.parent.mkdir(parents=True)
-    img = nib.Nifti1Image(np.clip(np.round(case.image), -32768, 32767).astype(np.int16), case.affine)
-    img.header.set_xyzt_units("mm", "sec")
-    nib.save(img, ct)
     from PIL import Image
+
+    from kidneyseg.data.phantoms import find_shapes_root, generate
+    from predict import write_ct
+
+    ct, _ = write_ct(200, root / "ct")
 
     us_dir = root / "us"
     us_dir.mkdir()

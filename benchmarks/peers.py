@@ -66,24 +66,6 @@ MISSING = ("nnunetv2 is not installed: install the optional extra with `pip inst
            "(or `pip install nnunetv2`; see docs/prediction.md, \"Against nnU-Net\", for keeping torch as it is)")
 
 
-# ---------------------------------------------------------------- the CT
-def write_ct(depth: int, folder: Path) -> tuple[Path, Path]:
-    """``make_ct`` of benchmarks/predict.py written as NIfTI int16 (image) and uint8 (label)."""
-    import nibabel as nib
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from predict import make_ct
-
-    case, label = make_ct(depth)
-    folder.mkdir(parents=True, exist_ok=True)
-    img_path, lab_path = folder / "bench_ct.nii.gz", folder / "bench_ct_label.nii.gz"
-    img = nib.Nifti1Image(np.clip(np.round(case.image), -32768, 32767).astype(np.int16), case.affine)
-    img.header.set_xyzt_units("mm", "sec")
-    nib.save(img, img_path)
-    nib.save(nib.Nifti1Image(np.asarray(label, np.uint8), case.affine), lab_path)
-    return img_path, lab_path
-
-
 # ---------------------------------------------------------------- timing
 def measure(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     """Run ``cmd`` inside a fresh wrapper process; wall seconds and the children's peak RSS of that run only."""
@@ -257,6 +239,9 @@ def _load() -> str:
 
 def _run(args: argparse.Namespace, plans: list[str], root: Path) -> int:
     env = _nnunet_env(root, args.threads)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from predict import write_ct
+
     t = time.perf_counter()
     image, label = write_ct(args.depth, root / "ct")
     shape = (512, 512, args.depth)

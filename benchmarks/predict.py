@@ -90,6 +90,21 @@ def make_ct(depth: int):  # type: ignore[no-untyped-def]
     return Case(img, affine, name="bench_ct", modality="ct"), lab
 
 
+def write_ct(depth: int, folder: Path) -> tuple[Path, Path]:
+    """:func:`make_ct` written into ``folder`` as NIfTI: ``bench_ct.nii.gz`` (int16 HU) and ``bench_ct_label.nii.gz``
+    (uint8); the CT of benchmarks/peers.py and benchmarks/cli_speed.py."""
+    import nibabel as nib
+
+    case, label = make_ct(depth)
+    folder.mkdir(parents=True, exist_ok=True)
+    img_path, lab_path = folder / "bench_ct.nii.gz", folder / "bench_ct_label.nii.gz"
+    img = nib.Nifti1Image(np.clip(np.round(case.image), -32768, 32767).astype(np.int16), case.affine)
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, img_path)
+    nib.save(nib.Nifti1Image(np.asarray(label, np.uint8), case.affine), lab_path)
+    return img_path, lab_path
+
+
 def _truth_boxes(truth: np.ndarray, truth_affine: np.ndarray, grid_affine: np.ndarray, grid_shape):  # type: ignore[no-untyped-def]
     """Kidney boxes of the phantom truth mapped onto another grid of the same field of view."""
     from kidneyseg.case import Case
