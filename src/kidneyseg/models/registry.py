@@ -354,6 +354,7 @@ def forward_ms(
     N``), after ``warmup`` passes that are not counted (allocator, kernel selection).  A measurement of this
     machine at this moment, never a constant: it varies with the CPU, the threads and the load.
     """
+    import statistics
     import time
 
     import torch
@@ -376,7 +377,4 @@ def forward_ms(
             module(x)
             if n >= int(warmup):
                 times.append(time.perf_counter() - t)
-    times.sort()
-    mid = len(times) // 2
-    median = times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2
-    return 1000.0 * median
+    return 1000.0 * statistics.median(times)
