@@ -246,11 +246,11 @@ def renal_text(ren: dict[str, Any]) -> str:
 
 def qc_summary(m: dict[str, Any], saved: dict[str, Any] | None = None) -> str:
     """One line: how many structures pass and how many to review, with the rule (empty without QC)."""
-    block = m.get("qc") if isinstance(m.get("qc"), dict) else (saved or {}).get("qc")
+    src = m if isinstance(m.get("qc"), dict) else (saved or {})  # the measures that carry the QC block
+    block = src.get("qc")
     if not isinstance(block, dict):
         return ""
     flags: list[str] = []
-    src = m if m.get("qc") else (saved or {})
     for side in ("right", "left"):
         k = (src.get("kidneys") or {}).get(side) or {}
         for rec in [k] + list(k.get("tumors") or []) + list(k.get("cysts") or []):
