@@ -313,6 +313,9 @@ def partial_label_groups(
         class *and* every lesion class (tumour, cyst) the data set does not label
         itself (CURVAS "kidney" = kidney + tumour + cyst; KiTS19 "kidney" = kidney,
         as KiTS19 labels tumour); a label named like a model class is that class.
+        A label declared ``["background"]`` joins the set's background (an organ
+        the data set labels and the model does not learn: CURVAS liver for a
+        kidney-only model).
     where:
         Name of the data set, for errors.
 
@@ -341,10 +344,14 @@ def partial_label_groups(
     declared = {canonical_label_name(k): [canonical_label_name(c) for c in v] for k, v in (unions or {}).items()}
     groups: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
     taken: dict[int, str] = {}
+    background: list[int] = [0]  # the set's values whose pixels are the background group's
     for v, raw in sorted(set_labels.items(), key=lambda kv: int(kv[0])):
         if int(v) == 0:
             continue
         n = canonical_label_name(raw)
+        if declared.get(n) == ["background"]:
+            background.append(int(v))
+            continue
         if n in declared:
             members = declared[n]
         elif n in index:
@@ -354,7 +361,8 @@ def partial_label_groups(
         else:
             raise KidneysegError(f"label '{raw}' of {where} is not a model class", found=f"value {v} = {raw}",
                                  expected="one of " + ", ".join(names[1:]),
-                                 fix=f'declare what it covers, e.g. "classes": {{"{raw}": ["kidney"]}}, '
+                                 fix=f'declare what it covers, e.g. "classes": {{"{raw}": ["kidney"]}} (or '
+                                     f'{{"{raw}": ["background"]}} for an organ the model does not learn), '
                                      "or add it to the model's classes")
         if n in ("kidney", "kidney_right", "kidney_left") and n not in declared:
             members = members + [c for c in LESION_NAMES if c in index and c not in labelled]
@@ -376,7 +384,7 @@ def partial_label_groups(
             taken[ch] = n
         groups.append(("+".join(names[c] for c in chans), (int(v),), chans))
     bg = tuple(c for c in range(len(names)) if c not in taken)
-    return [("+".join(names[c] for c in bg), (0,), bg), *groups]
+    return [("+".join(names[c] for c in bg), tuple(background), bg), *groups]
 
 
 #: Grey for labels no task colours (reports, DICOM-SEG, .seg.nrrd).

@@ -104,6 +104,20 @@ def test_declared_unions_override_the_rule() -> None:
     assert g[1] == ("kidney", (1,), (1,)) and g[0][2] == (0, 2, 3, 4, 5)
 
 
+def test_a_label_declared_background_joins_the_background_group() -> None:
+    """CURVAS for a kidney-only model: its liver and pancreas are declared background (without the declaration
+    they are refused, the model has no such class)."""
+    decl = {"liver": ["background"], "pancreas": ["background"]}
+    g = partial_label_groups(get_task("curvas-ct").labels, ["background", "kidney", "tumor"], decl)
+    assert g == [("background", (0, 4, 5), (0,)), ("kidney+tumor", (1,), (1, 2))]
+    mapping, mat, names = partial_targets(get_task("curvas-ct").labels, {0: "background", 1: "kidney", 2: "tumor"},
+                                          decl)
+    assert mapping == {4: 0, 5: 0, 1: 1} and mat.tolist() == [[1, 0, 0], [0, 1, 1]]
+    assert names == ["background", "kidney+tumor"]
+    with pytest.raises(KidneysegError, match=r"label 'liver'.*\{\"liver\": \[\"background\"\]\}"):
+        partial_label_groups(get_task("curvas-ct").labels, ["background", "kidney", "tumor"])
+
+
 def test_a_label_that_is_no_model_class_names_the_fix() -> None:
     with pytest.raises(KidneysegError, match=r"label 'cyst' of kits23 set.*\"classes\""):
         partial_label_groups(get_task("kits23").labels, CLASSES, where="kits23 set")
