@@ -69,6 +69,36 @@ def test_batch_with_corrupt_case(model_dir, tmp_path, capsys):
     assert captured.out.count("kidney") >= 2
 
 
+def test_batch_pipeline_keeps_input_order_and_names_the_case_whose_write_failed(model_dir, tmp_path, capsys,
+                                                                               monkeypatch):
+    """A batch reads ahead and writes behind on threads: lines stay in input order, and an error raised while
+    writing one case's outputs is reported for that case (not the one predicted meanwhile)."""
+    import kidneyseg.reporting.export as export
+    from kidneyseg.data.phantoms import ct_phantom
+    from kidneyseg.errors import OutputError
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i, name in enumerate(("a", "b", "c", "d")):
+        ph = ct_phantom(size=(40, 40, 20), seed=i + 1)
+        _write_nifti(inputs / f"{name}.nii.gz", ph.image, ph.affine)
+    real = export.save_prediction
+
+    def save(prediction, out_dir, **kw):
+        if kw.get("name") == "b":
+            raise OutputError("disk full (simulated)", path=Path(out_dir) / "b.nii.gz")
+        return real(prediction, out_dir, **kw)
+
+    monkeypatch.setattr(export, "save_prediction", save)
+    rc = main(["predict", str(inputs), "-o", str(tmp_path / "out"), "--model", str(model_dir)])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "1 of 4" in captured.err and "in/b.nii.gz: error: " in captured.err and "disk full" in captured.err
+    starts = [line.split(":")[0] for line in captured.out.splitlines() if line[:2] in ("a:", "c:", "d:")]
+    assert starts == ["a", "c", "d"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["a.nii.gz", "c.nii.gz", "d.nii.gz"]
+
+
 def test_dicom_seg_for_well_formed_series(model_dir, tmp_path):
     import pydicom
     from test_dicomseg import write_ct_series

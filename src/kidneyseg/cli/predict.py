@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -206,36 +207,77 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     failed: list[tuple[Path, str]] = []
     names: dict[str, int] = {}
-    bar = tqdm(cases, desc="predict", unit="case", file=sys.stderr, disable=len(cases) < 2)
-    for path in bar:
+    jobs: list[tuple[Path, str, str]] = []  # (input, label map format, output stem), in input order
+    for path in cases:
         base = case_name(path)  # nnU-Net's case_00000_0000.nii.gz -> case_00000.nii.gz, as evaluate pairs it
-        fmt = args.output_format or ("png" if image_suffix(path) in IMAGE_2D_SUFFIXES else "nifti")
         names[base] = names.get(base, 0) + 1
-        stem = base if names[base] == 1 else f"{base}_{names[base]}"
-        try:
-            if fmt == "dicom-seg" and path.is_dir() and not single:
-                _check_dicom_seg_sources(path)  # refuse before reading pixels or running the network
-            case = _take(first, modality) if single else read_image(
-                path, spacing=tuple(args.spacing) if args.spacing else None, modality=modality)
-            result = predictor.predict_case(case, probabilities=args.save_probabilities,
-                                            uncertainty="map" if args.save_uncertainty else
-                                            ("structures" if not args.no_qc else False))
-            written = save_prediction(result, out, fmt=fmt, save_probabilities=args.save_probabilities, name=stem,
-                                      save_uncertainty=args.save_uncertainty, qc=not args.no_qc)
-            if args.save_detections:
-                _save_detections(result, out, stem)
-            tqdm.write(written["line"], file=sys.stdout)
-        except KidneysegError as exc:
+        jobs.append((path, args.output_format or ("png" if image_suffix(path) in IMAGE_2D_SUFFIXES else "nifti"),
+                     base if names[base] == 1 else f"{base}_{names[base]}"))
+    spacing = tuple(args.spacing) if args.spacing else None
+
+    def read(job: tuple[Path, str, str]) -> Any:
+        path, fmt, _ = job
+        if single:
+            return _take(first, modality)
+        if fmt == "dicom-seg" and path.is_dir():
+            _check_dicom_seg_sources(path)  # refuse before reading pixels or running the network
+        return read_image(path, spacing=spacing, modality=modality)
+
+    def save(job: tuple[Path, str, str], result: Any) -> str:
+        _, fmt, stem = job
+        written = save_prediction(result, out, fmt=fmt, save_probabilities=args.save_probabilities, name=stem,
+                                  save_uncertainty=args.save_uncertainty, qc=not args.no_qc)
+        if args.save_detections:
+            _save_detections(result, out, stem)
+        return str(written["line"])
+
+    def failure(path: Path, exc: Exception) -> None:
+        if isinstance(exc, KidneysegError):
             if single:  # one input: a usage error, one line and exit 2 (kidneyseg.cli.main prints it)
-                raise
+                raise exc
             failed.append((path, str(exc)))
             tqdm.write(f"kidneyseg predict: {path}: error: {exc}", file=sys.stderr)
-        except Exception as exc:  # one bad case must not stop the batch
-            if getattr(args, "debug", False):
-                raise
-            failed.append((path, f"{type(exc).__name__}: {exc}"))
-            tqdm.write(f"kidneyseg predict: {path}: unexpected error: {type(exc).__name__}: {exc} "
-                       "(rerun with --debug for the traceback)", file=sys.stderr)
+            return
+        if getattr(args, "debug", False):  # one bad case must not stop the batch, unless asked to
+            raise exc
+        failed.append((path, f"{type(exc).__name__}: {exc}"))
+        tqdm.write(f"kidneyseg predict: {path}: unexpected error: {type(exc).__name__}: {exc} "
+                   "(rerun with --debug for the traceback)", file=sys.stderr)
+
+    def finish(pending: tuple[tuple[Path, str, str], Future[str]] | None) -> None:
+        if pending is None:
+            return
+        job, fut = pending
+        try:
+            tqdm.write(fut.result(), file=sys.stdout)
+        except Exception as exc:  # noqa: BLE001 - failure() re-raises what must stop the batch
+            failure(job[0], exc)
+
+    # A batch is a pipeline: the next input is read and the last prediction written on two threads while the
+    # network runs (reading, writing and measuring are mostly numpy, zlib and PIL, which release the GIL).
+    # Outputs, lines and errors stay in input order; at most one input ahead and one output behind are held.
+    bar = tqdm(jobs, desc="predict", unit="case", file=sys.stderr, disable=len(cases) < 2)
+    with ThreadPoolExecutor(1, thread_name_prefix="kidneyseg-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="kidneyseg-write") as writer:
+        ahead: Future[Any] = reader.submit(read, jobs[0])
+        pending: tuple[tuple[Path, str, str], Future[str]] | None = None
+        for i, job in enumerate(bar):
+            this = ahead
+            if i + 1 < len(jobs):
+                ahead = reader.submit(read, jobs[i + 1])
+            try:
+                case = this.result()
+                result = predictor.predict_case(case, probabilities=args.save_probabilities,
+                                                uncertainty="map" if args.save_uncertainty else
+                                                ("structures" if not args.no_qc else False))
+            except Exception as exc:  # noqa: BLE001 - failure() re-raises what must stop the batch
+                finish(pending)
+                pending = None
+                failure(job[0], exc)
+                continue
+            finish(pending)
+            pending = (job, writer.submit(save, job, result))
+        finish(pending)
     if failed:
         if single:
             return 1  # its error is the line above
