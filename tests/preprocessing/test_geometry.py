@@ -427,13 +427,18 @@ def test_unknown_label_interpolation_is_refused(case3d):
     assert str(exc.value) == "unknown label interpolation; found cubic; expected 'nearest' or 'linear'"
 
 
-@pytest.mark.parametrize("orientation,spacing", [("PLS", (2.0, 2.0, None)), ("RAS", (1.3, 2.1, 4.0))])
-def test_undo_probabilities_box_equals_the_whole_grid_undo_in_the_box(orientation, spacing):
+_NOT_RAS = np.array([[0, -0.8, 0, 10], [0, 0, 2.5, -3], [-0.8, 0, 0, 7], [0, 0, 0, 1.0]])
+_RAS = np.array([[0.8, 0, 0, 10], [0, 0.8, 0, -3], [0, 0, 2.5, 7], [0, 0, 0, 1.0]])
+
+
+@pytest.mark.parametrize("orientation,spacing,affine", [("PLS", (2.0, 2.0, None), _NOT_RAS),
+                                                        ("RAS", (1.3, 2.1, 4.0), _NOT_RAS),
+                                                        ("RAS", (1.3, 2.1, 4.0), _RAS)])  # resampled only
+def test_undo_probabilities_box_equals_the_whole_grid_undo_in_the_box(orientation, spacing, affine):
     """Probabilities brought back only in a box of the input grid: the whole-grid undo, cut to the box."""
     from kidneyseg.preprocessing.geometry import box_slices, undo_probabilities_box
 
     rng = np.random.default_rng(0)
-    affine = np.array([[0, -0.8, 0, 10], [0, 0, 2.5, -3], [-0.8, 0, 0, 7], [0, 0, 0, 1.0]])  # not RAS
     case = Case(rng.random((60, 50, 30)).astype(np.float32), affine)
     pre = reorient(case, orientation)
     pre = resample(pre, [s if s is not None else pre.spacing[2] for s in spacing])
@@ -442,6 +447,19 @@ def test_undo_probabilities_box_equals_the_whole_grid_undo_in_the_box(orientatio
     for box in (((5, 40), (3, 50), (0, 30)), ((0, 60), (0, 50), (29, 30)), ((59, 60), (0, 1), (10, 20))):
         sub = undo_probabilities_box(pre, probs, box)
         assert sub.shape == (3,) + tuple(hi - lo for lo, hi in box)
+        assert np.abs(full[(slice(None), *box_slices(box))] - sub).max() < 1e-4
+
+
+def test_undo_probabilities_box_of_a_resampled_2d_image():
+    from kidneyseg.preprocessing.geometry import box_slices, undo_probabilities_box
+
+    rng = np.random.default_rng(2)
+    pre = resample(Case(rng.random((48, 64)).astype(np.float32), np.diag([0.3, 0.3, 1.0, 1.0])), [1.0, 1.0])
+    probs = rng.random((2,) + pre.shape).astype(np.float32)
+    full = undo(pre, probs, is_label=False, channel_axis=True)
+    for box in (((0, 48), (0, 64)), ((7, 30), (40, 64))):
+        sub = undo_probabilities_box(pre, probs, box)
+        assert sub.shape == (2,) + tuple(hi - lo for lo, hi in box)
         assert np.abs(full[(slice(None), *box_slices(box))] - sub).max() < 1e-4
 
 

@@ -89,13 +89,11 @@ def reorient(case: Case, codes: str | Sequence[str] = "RAS") -> Case:
     new = case.copy()
     if case.ndim != 3:
         return new
-    target = nib.orientations.axcodes2ornt(tuple(codes))
-    current = nib.orientations.io_orientation(case.affine)
-    if np.array_equal(current, target):
+    transform = _orientation_transform(case.affine, codes)
+    if np.array_equal(transform, _IDENTITY_ORNT):
         new.record("reorient", codes="".join(codes), transform=None,
                    shape_before=list(case.shape), affine_before=case.affine.tolist())
         return new
-    transform = nib.orientations.ornt_transform(current, target)
     if case.image is not None:
         new.image = np.ascontiguousarray(nib.orientations.apply_orientation(case.image, transform))
     if case.label is not None:
@@ -114,11 +112,20 @@ def reorient(case: Case, codes: str | Sequence[str] = "RAS") -> Case:
 def reoriented_axes(affine: np.ndarray, codes: str | Sequence[str]) -> list[int]:
     """Where each array axis of a volume on ``affine`` goes when :func:`reorient` points it along ``codes``:
     entry ``i`` is the new position of axis ``i`` (a permutation of 0, 1, 2)."""
+    return [int(a) for a in _orientation_transform(affine, codes)[:, 0]]
+
+
+#: The orientation transform that moves no axis (nibabel's ``[[axis, flip], ...]`` layout).
+_IDENTITY_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+
+
+def _orientation_transform(affine: np.ndarray, codes: str | Sequence[str]) -> np.ndarray:
+    """nibabel's orientation transform ``(3, 2)`` (new axis, flip) taking the axes of a volume on ``affine`` to
+    ``codes``: the one derivation behind :func:`reorient` and :func:`reoriented_axes`."""
     import nibabel as nib
 
     target = nib.orientations.axcodes2ornt(tuple(codes))
-    transform = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine), target)
-    return [int(a) for a in transform[:, 0]]
+    return np.asarray(nib.orientations.ornt_transform(nib.orientations.io_orientation(affine), target), dtype=float)
 
 
 def _undo_reorient(op: Operation, array: np.ndarray, channel_axis: bool) -> np.ndarray:
@@ -526,6 +533,17 @@ def undo_probabilities_box(case: Case, probs: np.ndarray, box: Sequence[tuple[in
     before = np.asarray(case.history[0].params["affine_before"], dtype=np.float64)
     to_pre = np.linalg.inv(np.asarray(case.affine, dtype=np.float64)) @ before
     shape = tuple(int(hi - lo) for lo, hi in box)
+    lin, shift = to_pre[:ndim, :ndim], to_pre[:ndim, 3]  # 2D grids: the affine's third axis is the plane's normal
+    if not np.any(lin - np.diag(np.diag(lin))):
+        # resamplings only (no axis swapped or flipped): a zoom and shift per axis, which scipy samples without
+        # the coordinate arrays (about 3x faster)
+        zoom = np.diag(lin)
+        start = shift + zoom * np.asarray([lo for lo, _ in box], dtype=np.float64)
+        out = np.empty((p.shape[0],) + shape, dtype=np.float32)
+        for c in range(p.shape[0]):
+            ndimage.affine_transform(np.asarray(p[c], dtype=np.float32), zoom, offset=start, output_shape=shape,
+                                     output=out[c], order=1, mode="nearest")
+        return out
     idx = np.indices(shape, dtype=np.float32).reshape(ndim, -1)
     idx += np.asarray([lo for lo, _ in box], dtype=np.float32)[:, None]
     if ndim == 3:
