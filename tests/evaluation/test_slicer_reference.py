@@ -8,6 +8,7 @@ affines (world coordinates), exactly, and be refused with both files named when 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -20,6 +21,9 @@ from kidneyseg.evaluation.files import evaluate_paths
 
 nrrd = pytest.importorskip("nrrd")
 pytest.importorskip("slicerio")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
+
+from io_factories import write_nrrd_lps  # noqa: E402
 
 # LPS index -> world of the image, oblique and anisotropic as Slicer saves a CT (rows: directions of i, j, k)
 DIRS_LPS = np.array([[0.0, 0.8, 0.0], [-0.7, 0.0, 0.0], [0.0, 0.0, 2.5]])
@@ -38,11 +42,7 @@ def _truth() -> np.ndarray:
 
 
 def _image(tmp_path: Path) -> io.Case:
-    p = tmp_path / "ct.nrrd"
-    nrrd.write(str(p), np.zeros(SHAPE, np.int16), {"space": "left-posterior-superior", "space directions": DIRS_LPS,
-                                                   "space origin": ORIGIN_LPS, "kinds": ["domain"] * 3},
-               index_order="F")
-    return io.read(p)
+    return io.read(write_nrrd_lps(tmp_path / "ct.nrrd", SHAPE, DIRS_LPS, ORIGIN_LPS))
 
 
 def _write_cropped(path: Path, full: np.ndarray, box=BOX, *, origin_shift_vox=(0.0, 0.0, 0.0),

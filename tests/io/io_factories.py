@@ -1,4 +1,4 @@
-"""Small generated files for the I/O tests: DICOM series written with pydicom, NIfTI volumes.
+"""Small generated files for the I/O tests: DICOM series written with pydicom, NIfTI volumes, NRRD images.
 
 Imported by ``tests/io/conftest.py`` (fixtures) and, by file path, by other test folders."""
 
@@ -91,4 +91,15 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     nib.save(img, str(path))
+    return path
+
+
+def write_nrrd_lps(path: Path, shape: Sequence[int], directions: np.ndarray, origin: np.ndarray) -> Path:
+    """An int16 zero image of ``shape`` saved as NRRD in LPS the way 3D Slicer saves a CT (``directions``: rows
+    are the LPS directions of i, j, k in mm; ``origin``: LPS mm of the first voxel), with pynrrd."""
+    import nrrd
+
+    nrrd.write(str(path), np.zeros(tuple(shape), np.int16),
+               {"space": "left-posterior-superior", "space directions": directions, "space origin": origin,
+                "kinds": ["domain"] * 3}, index_order="F")
     return path

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from io_factories import write_nrrd_lps
 
 from kidneyseg import io
 from kidneyseg.errors import GeometryError, InputError
@@ -40,11 +41,7 @@ def _write_seg(path: Path, arr: np.ndarray, segments, origin=ORIGIN_LPS, offset=
 
 def _image(tmp_path: Path) -> io.Case:
     """The CT the segmentation was drawn on, as NRRD (LPS) like Slicer saves it."""
-    p = tmp_path / "ct.nrrd"
-    nrrd.write(str(p), np.zeros(SHAPE, np.int16), {"space": "left-posterior-superior", "space directions": DIRS_LPS,
-                                                   "space origin": ORIGIN_LPS, "kinds": ["domain"] * 3},
-               index_order="F")
-    return io.read(p)
+    return io.read(write_nrrd_lps(tmp_path / "ct.nrrd", SHAPE, DIRS_LPS, ORIGIN_LPS))
 
 
 def test_values_come_from_segment_names(tmp_path):
