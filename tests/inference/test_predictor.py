@@ -204,6 +204,10 @@ def test_postprocess_warning_known_answers():
     img = np.zeros((10, 10), np.uint8)
     img[:4, :5] = 1  # 20 pixels of 0.5 x 0.5 mm
     assert "kept 0.0 of the 5.0 mm^2" in postprocess_warning(img, np.zeros_like(img), (0.5, 0.5), [1], [])
+    # all of it smaller than the post-processing floor: specks removed as they should be, no warning
+    assert postprocess_warning(img, np.zeros_like(img), (0.5, 0.5), [1], [], floor_ml=0.0051) is None
+    assert postprocess_warning(img, np.zeros_like(img), (0.5, 0.5), [1], [], floor_ml=0.0049) is not None
+    assert postprocess_warning(raw, clean, (2.0, 2.0, 2.0), [1], [2, 3], floor_ml=9.1) is None
 
 
 def test_prediction_carries_the_postprocess_warning_to_volumes_json(unet3d_dir, phantom, tmp_path, monkeypatch,
@@ -273,3 +277,27 @@ def test_ultrasound_tta_mirrors_left_right_only(tmp_path, saved_axes):
     expect /= np.clip(expect.sum(axis=0, keepdims=True), 1e-6, None)
     assert r.probabilities is not None
     np.testing.assert_allclose(r.probabilities.astype(np.float32), expect, atol=2e-3)
+
+
+def test_2d_images_get_the_disc_of_the_3d_blob_floor(tmp_path, monkeypatch):
+    """The Predictor's small-blob floor on a 2D image is the area of the disc through the centre of its 3D floor's
+    sphere (0.5 mL -> 76 mm^2), and a volume keeps the volume floor."""
+    import kidneyseg.postprocessing as post
+    from kidneyseg.postprocessing import area_floor_ml
+
+    seen = []
+    real = post.postprocess_label
+
+    def spy(label, spacing, **kw):  # type: ignore[no-untyped-def]
+        seen.append((np.asarray(label).ndim, kw["min_volume_ml"]))
+        return real(label, spacing, **kw)
+
+    monkeypatch.setattr(post, "postprocess_label", spy)
+    d = kit.slice2d(tmp_path / "s2d", spacing=[2.0, 2.0])
+    rng = np.random.default_rng(0)
+    img = rng.normal(0, 200, (64, 64)).astype(np.float32)
+    Predictor(d, min_volume_ml=0.5).predict_case(Case(img, np.diag([0.8, 0.8, 1.0, 1.0]), name="slice"))
+    Predictor(d, min_volume_ml=0.5).predict_case(Case(img[..., None].repeat(3, 2), np.diag([0.8, 0.8, 2.0, 1.0])))
+    floors = dict(seen)
+    assert floors[2] == pytest.approx(area_floor_ml(0.5)) and floors[3] == 0.5
+    assert area_floor_ml(0.5) * 1000 == pytest.approx(76.16, abs=0.01)  # a 9.85 mm sphere's central disc

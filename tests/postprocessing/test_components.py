@@ -103,6 +103,42 @@ def test_postprocess_2d_keeps_tumour_without_kidney_in_the_slice():
     assert (postprocess_label(vol, (1.0, 1.0, 1.0), min_volume_ml=0.001) == 2).sum() == 0
 
 
+def test_postprocess_2d_keeps_a_small_second_kidney_cross_section():
+    """One slice cuts one kidney at its hilum and the other near a pole: in 2D the second cross-section stays
+    whatever its share of the first (the 1/3 rule is about 3D volumes); a third blob still goes."""
+    lab = _box((80, 80), (10, 10), (40, 40), value=1)  # 900 px
+    _box(lab.shape, (10, 60), (20, 70), value=1, out=lab)  # 100 px: a pole, 1/9 of the first
+    _box(lab.shape, (60, 60), (66, 66), value=1, out=lab)  # 36 px: a third blob
+    out = postprocess_label(lab, (1.0, 1.0), min_volume_ml=0.01)
+    assert (out == 1).sum() == 1000 and out[62, 62] == 0
+    assert (postprocess_label(lab, (1.0, 1.0), min_volume_ml=0.01, second_kidney_ratio=1 / 3) == 1).sum() == 900
+    vol = np.stack([lab] * 3, axis=2)  # the same blobs as a 3-slice volume: the 3D default drops the pole
+    assert (postprocess_label(vol, (1.0, 1.0, 1.0), min_volume_ml=0.01) == 1).sum() == 2700
+
+
+def test_volume_keeps_the_two_components_at_one_craniocaudal_level():
+    """Two kidneys side by side at one level and false blobs in the pelvis (array axis 2 = superior): a blob
+    larger than one kidney, or larger than both together, does not push a kidney out; without an affine the
+    size rule alone decides."""
+    lab = np.zeros((60, 20, 80), np.uint8)
+    lab[5:15, 5:15, 50:70] = 1  # kidney A: 2000 voxels at levels 50-69
+    lab[40:50, 5:15, 52:68] = 1  # kidney B: 1600 voxels, same levels
+    lab[20:40, 5:15, 5:20] = 2  # pelvic "tumour": 3000 voxels at levels 5-19
+    aff = np.diag([1.0, 1.0, 1.0, 1.0])
+    out = postprocess_label(lab, (1.0, 1.0, 1.0), min_volume_ml=0.01, affine=aff)
+    assert (out[5:15, 5:15, 50:70] == 1).all() and (out[40:50, 5:15, 52:68] == 1).all()
+    assert (out[:, :, :30] == 0).all()
+    lab[10:50, 5:15, 0:30] = 2  # now larger than both kidneys together (12000 voxels)
+    out = postprocess_label(lab, (1.0, 1.0, 1.0), min_volume_ml=0.01, affine=aff)
+    assert (out[:, :, :30] == 0).all() and (out > 0).sum() == 3600
+    kept = keep_largest_components(lab > 0, 2, 1 / 3)  # no affine: by size alone the pelvic blob wins, alone
+    assert kept[:, :, :30].sum() == 12000 and kept.sum() == 12000
+    rotated = np.transpose(lab, (2, 1, 0))  # superior along array axis 0: the affine says which axis that is
+    aff_r = np.array([[0, 0, 1.0, 0], [0, 1.0, 0, 0], [1.0, 0, 0, 0], [0, 0, 0, 1.0]])
+    out_r = postprocess_label(rotated, (1.0, 1.0, 1.0), min_volume_ml=0.01, affine=aff_r)
+    np.testing.assert_array_equal(out_r, np.transpose(out, (2, 1, 0)))
+
+
 def test_face_connectivity_splits_diagonal_touch():
     m = np.zeros((4, 4, 4), bool)
     m[0, 0, 0] = m[1, 1, 1] = True  # corner contact only

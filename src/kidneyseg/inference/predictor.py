@@ -116,7 +116,8 @@ class Predictor:
     postprocess:
         Run :func:`kidneyseg.postprocessing.postprocess_label` on the result.
     min_volume_ml:
-        Small-blob threshold for post-processing (mL; mm^2/1000 for 2D images).
+        Small-blob threshold for post-processing (mL).  2D images: the area of the disc through the centre of
+        a sphere of that volume (:func:`kidneyseg.postprocessing.area_floor_ml`; 0.5 mL -> 76 mm^2).
     device:
         ``"cpu"`` or a torch device string.
     runtime:
@@ -247,21 +248,21 @@ class Predictor:
             label = np.asarray(values, dtype=np.uint8)[np.argmax(acc, axis=0)]
         t1 = time.perf_counter()
         if self.postprocess:
-            from kidneyseg.postprocessing import postprocess_label
+            from kidneyseg.postprocessing import area_floor_ml, postprocess_label
 
             les = values_named(self.labels, LESION_NAMES)
             if kid:
                 raw = label
                 side_probs = ({v: acc[values.index(v)] for v in kid if v in values}
                               if side_labels and acc is not None else None)
+                floor = self.min_volume_ml if case.ndim == 3 else area_floor_ml(self.min_volume_ml)
                 label = postprocess_label(
                     label, case.spacing, kidney_labels=kid, lesion_labels=les,
                     max_kidneys=1 if case.ndim == 2 and (case.modality or self.modality) == "us" else 2,
-                    min_volume_ml=self.min_volume_ml if case.ndim == 3 else self.min_volume_ml / 100.0,
-                    affine=case.affine, probabilities=side_probs,
+                    min_volume_ml=floor, affine=case.affine, probabilities=side_probs,
                 )
                 msg = postprocess_warning(raw, label, case.spacing, kid, les,
-                                          modality=case.modality or self.modality)
+                                          modality=case.modality or self.modality, floor_ml=floor)
                 if msg:
                     log.warning("%s%s", where, msg)
                     warnings.append(msg)
@@ -411,15 +412,17 @@ KEPT_SHARE_WARNING = 0.5
 
 
 def postprocess_warning(raw: np.ndarray, clean: np.ndarray, spacing: Sequence[float], kidney_labels: Sequence[int],
-                        lesion_labels: Sequence[int], *, modality: str | None = None) -> str | None:
+                        lesion_labels: Sequence[int], *, modality: str | None = None,
+                        floor_ml: float = 0.0) -> str | None:
     """A warning when post-processing removed most of the *kidney region* the network labelled.
 
     ``raw``/``clean``: label maps before and after
     :func:`~kidneyseg.postprocessing.postprocess_label` (same shape, ``[i, j, k]``
     or ``[row, col]``); ``spacing`` in mm per axis; the kidney region is every
     voxel of ``kidney_labels`` or ``lesion_labels``.  Returns ``None`` when
-    nothing was labelled or at least :data:`KEPT_SHARE_WARNING` of it was kept;
-    else one sentence with both volumes (mL; mm^2 for 2D images), e.g. a CT
+    nothing was labelled, when all of it together is smaller than ``floor_ml`` (the post-processing floor,
+    same unit: specks on a kidney-free slice, whose removal is the point), or at least
+    :data:`KEPT_SHARE_WARNING` of it was kept; else one sentence with both volumes (mL; mm^2 for 2D images), e.g. a CT
     model trained on contrast-enhanced scans that paints unenhanced kidneys as
     tumour, which the "a lesion must touch kidney" rule then removes.
     """
@@ -435,16 +438,13 @@ def postprocess_warning(raw: np.ndarray, clean: np.ndarray, spacing: Sequence[fl
     raw, clean = raw[box_slices(box)], clean[box_slices(box)]
     raw_region = values_mask(raw, region)
     n_raw = int(raw_region.sum())
-    if n_raw == 0:
+    voxel_mm = float(np.prod([float(s) for s in spacing[: raw.ndim]]))  # mm^3, or mm^2 for 2D images
+    if n_raw == 0 or n_raw * voxel_mm / 1000.0 < floor_ml:
         return None
     n_kept = int(values_mask(clean, region).sum())
     if n_kept >= KEPT_SHARE_WARNING * n_raw:
         return None
-    unit = float(np.prod([float(s) for s in spacing[: raw.ndim]]))
-    if raw.ndim == 3:
-        unit, name = unit / 1000.0, "mL"
-    else:
-        name = "mm^2"
+    unit, name = (voxel_mm / 1000.0, "mL") if raw.ndim == 3 else (voxel_mm, "mm^2")
     n_kid = int(values_mask(raw, tuple(int(v) for v in kidney_labels)).sum())
     msg = (f"post-processing kept {n_kept * unit:.1f} of the {n_raw * unit:.1f} {name} the network labelled as "
            f"kidney or lesion (kidney {n_kid * unit:.1f}, lesions {(n_raw - n_kid) * unit:.1f} {name}): "

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from kidneyseg.errors import InputError, KidneysegError
+from kidneyseg.preprocessing.components import SECOND_KIDNEY_RATIO
 
 #: The ``format`` value of a detections JSON file (:func:`write_detections`).
 DETECTIONS_FORMAT = "kidneyseg-detections"
@@ -106,7 +107,7 @@ def detection_slices(n: int, spacing_mm: float, every_mm: float | None) -> tuple
 
 
 def boxes_to_3d(
-    detections: dict[int, np.ndarray], shape: Sequence[int], *, max_kidneys: int = 2, min_ratio: float = 1.0 / 3.0,
+    detections: dict[int, np.ndarray], shape: Sequence[int], *, max_kidneys: int = 2, min_ratio: float = SECOND_KIDNEY_RATIO,
     slab: int = 1,
 ) -> list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
     """3D box per kidney from per-slice 2D boxes.

@@ -11,12 +11,14 @@ when it is installed, else with :func:`scipy.ndimage.label`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from kidneyseg.labels import CYST, KIDNEY, TUMOR
 from kidneyseg.preprocessing.components import (  # re-exported
+    SECOND_KIDNEY_RATIO,
     component_sizes,
     keep_largest_components,
     label_components,
@@ -37,6 +39,19 @@ def _unit_ml(spacing: Sequence[float], ndim: int) -> float:
             fix="pass case.spacing of the grid the label map lies on",
         )
     return float(np.prod(sp)) / 1000.0
+
+
+def area_floor_ml(min_volume_ml: float) -> float:
+    """The 2D counterpart of a 3D small-blob floor: the area of the disc through the centre of a sphere of
+    ``min_volume_ml`` (mL), in the unit 2D post-processing measures areas in (mm^2 / 1000, the "mL" of a 1 mm
+    slab): the same blob diameter is the floor on a slice as in a volume.  0.5 mL (a 9.8 mm sphere) -> 76 mm^2,
+    0.1 mL -> 26 mm^2.
+
+    >>> round(area_floor_ml(0.5) * 1000, 1)
+    76.2
+    """
+    diameter = (6.0 * float(min_volume_ml) * 1000.0 / math.pi) ** (1.0 / 3.0)  # mm
+    return math.pi * diameter * diameter / 4.0 / 1000.0
 
 
 def remove_small_components(mask: np.ndarray, spacing: Sequence[float], min_volume_ml: float) -> np.ndarray:
@@ -102,7 +117,7 @@ def postprocess_label(
     kidney_labels: Iterable[int] = (KIDNEY,),
     lesion_labels: Iterable[int] = (TUMOR, CYST),
     max_kidneys: int = 2,
-    second_kidney_ratio: float = 1.0 / 3.0,
+    second_kidney_ratio: float | None = None,
     min_volume_ml: float = 0.1,
     fill: bool = True,
     affine: np.ndarray | None = None,
@@ -116,7 +131,14 @@ def postprocess_label(
 
     1. blobs smaller than ``min_volume_ml`` (mL, from ``spacing`` in mm) are removed;
     2. at most ``max_kidneys`` components are kept, a further one only if its
-       volume is at least ``second_kidney_ratio`` of the largest;
+       volume is at least ``second_kidney_ratio`` of the largest (by default
+       1/3 for 3D volumes, 0 for 2D images: one slice cuts the two kidneys at
+       different levels: of the 93 KiTS19 and CURVAS reference slices that
+       show two kidney cross-sections of at least 1 cm^2, the smaller is under a
+       third of the larger on 26, down to 0.03); in volumes (with ``affine``) the
+       kept components must share craniocaudal levels, as two kidneys do
+       (``keep_largest_components(same_level=True)``): on an unenhanced CT a
+       100 mL false "tumour" in the pelvis outranked one kidney;
     3. enclosed holes are filled with the kidney label (``fill``);
     4. lesion voxels (tumour, cyst) are kept only in components that touch
        kidney and hold at least ``min_volume_ml``; dropped lesion voxels become
@@ -157,6 +179,8 @@ def postprocess_label(
         affine = np.asarray(affine, float) @ shift
     if lesions_need_kidney is None:
         lesions_need_kidney = lab.ndim == 3
+    if second_kidney_ratio is None:
+        second_kidney_ratio = SECOND_KIDNEY_RATIO if lab.ndim == 3 else 0.0
     probs = None
     if probabilities is not None:
         probs = {}
@@ -189,7 +213,8 @@ def _postprocess_box(out: np.ndarray, spacing: Sequence[float], kidney_labels: I
         return out
     region_clean = remove_small_components(region, spacing, min_volume_ml)
     if len(kidney_labels) == 1:
-        region_clean = keep_largest_components(region_clean, max_kidneys, second_kidney_ratio, affine)
+        region_clean = keep_largest_components(region_clean, max_kidneys, second_kidney_ratio, affine,
+                                               same_level=True)
     out[region & ~region_clean] = 0
     if len(kidney_labels) > 1:
         # one label per organ (MR: right 2, left 3): its largest face-connected component only, so a blob

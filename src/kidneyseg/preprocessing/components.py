@@ -23,13 +23,27 @@ CONNECTIVITIES = ("full", "face")
 _LUT_MAX = 1 << 20
 
 
+#: A second kidney component (of a volume) is kept only if it holds at least this share of the largest's voxels.
+SECOND_KIDNEY_RATIO = 1.0 / 3.0
+
+#: Up to this many values :func:`values_mask` compares (one ``==`` per value), beyond it looks the values up.
+_COMPARE_MAX = 4
+
+
 def values_mask(label: np.ndarray, values: Iterable[int]) -> np.ndarray:
     """Boolean mask of the voxels of an integer ``label`` array (label map, component labels) whose value is one
-    of ``values``: ``np.isin(label, values)``, by a lookup table when the values are small non-negative
-    integers (a uint8 label map always): about 10x faster on a CT-sized box (0.011 against 0.155 s for
-    300x250x110 voxels, 2 values)."""
+    of ``values``: ``np.isin(label, values)``, computed the fastest way for the case.  Up to
+    :data:`_COMPARE_MAX` values: one vectorised comparison per value (about 10x faster than a lookup table on a
+    uint8 label map: 2 against 20 ms for 300x250x110 voxels, 2 values); more values, when they are small
+    non-negative integers (a uint8 label map always): a lookup table (``np.take``; about 10x faster than
+    ``np.isin`` there); else ``np.isin``."""
     arr = np.asarray(label)
     vals = [int(v) for v in values]
+    if len(vals) <= _COMPARE_MAX:
+        out = np.zeros(arr.shape, dtype=bool)
+        for v in vals:
+            out |= arr == v
+        return out
     if arr.dtype == np.uint8:
         hi = 255
     elif np.issubdtype(arr.dtype, np.integer) and arr.size and int(arr.min()) >= 0 and int(arr.max()) < _LUT_MAX:
@@ -38,7 +52,7 @@ def values_mask(label: np.ndarray, values: Iterable[int]) -> np.ndarray:
         return np.isin(arr, vals)
     lut = np.zeros(hi + 1, dtype=bool)
     lut[[v for v in vals if 0 <= v <= hi]] = True
-    return lut[arr]
+    return np.take(lut, arr)
 
 
 def label_components(mask: np.ndarray, connectivity: str = "full") -> tuple[np.ndarray, int]:
@@ -103,9 +117,9 @@ def _order(lab: np.ndarray, sizes: np.ndarray, affine: np.ndarray | None) -> np.
     return np.lexsort((-world[:, 2], -world[:, 1], -world[:, 0], -sizes))
 
 
-def keep_largest_components(mask: np.ndarray, max_components: int = 2, min_ratio: float = 1.0 / 3.0,
+def keep_largest_components(mask: np.ndarray, max_components: int = 2, min_ratio: float = SECOND_KIDNEY_RATIO,
                             affine: np.ndarray | None = None, connectivity: str = "full",
-                            score: np.ndarray | None = None) -> np.ndarray:
+                            score: np.ndarray | None = None, same_level: bool = False) -> np.ndarray:
     """Keep at most ``max_components`` components of ``mask``.
 
     The largest is always kept (if any); each further one, in decreasing size,
@@ -115,7 +129,17 @@ def keep_largest_components(mask: np.ndarray, max_components: int = 2, min_ratio
     :func:`label_components`.  ``score`` (optional, the mask's shape): a
     per-voxel weight; components are then ranked, and compared with
     ``min_ratio``, by the sum of ``score`` over their voxels instead of their
-    voxel count (equal sums: the larger component first).  Returns a boolean mask.
+    voxel count (equal sums: the larger component first).
+
+    ``same_level`` (volumes with an ``affine``): the kept components must share
+    craniocaudal levels (their extents along the array axis nearest to the
+    body's superior axis overlap), as two kidneys do.  Each of the largest
+    ``max_components + 2`` components is tried as the group's largest, with the
+    smaller components at its level added in decreasing size (the ``min_ratio``
+    rule against it); the group with the most components is kept, of those the
+    one with the most voxels.  A false blob in the pelvis larger than one kidney
+    then cannot push that kidney out, nor one larger than both kidneys together.
+    Returns a boolean mask.
     """
     lab, n = label_components(mask, connectivity)
     if n == 0:
@@ -125,8 +149,37 @@ def keep_largest_components(mask: np.ndarray, max_components: int = 2, min_ratio
         w = np.bincount(lab.ravel(), weights=np.asarray(score, dtype=float).ravel(), minlength=n + 1)[1:]
         sizes = w + sizes / (sizes.max() + 1.0) * 1e-6  # ties -> size
     order = _order(lab, sizes, affine)
+    if same_level and affine is not None and lab.ndim == 3 and max_components > 1 and n > 1:
+        return values_mask(lab, [int(i) + 1 for i in _same_level_group(lab, n, sizes, order, affine,
+                                                                          max_components, min_ratio)])
     keep = [int(order[0]) + 1]
     for idx in order[1:max_components]:
         if sizes[idx] >= min_ratio * sizes[order[0]]:
             keep.append(int(idx) + 1)
     return values_mask(lab, keep)
+
+
+def _same_level_group(lab: np.ndarray, n: int, sizes: np.ndarray, order: np.ndarray, affine: np.ndarray,
+                      max_components: int, min_ratio: float) -> list[int]:
+    """Component indices (0-based) of :func:`keep_largest_components`' ``same_level`` rule."""
+    axis = int(np.argmax(np.abs(np.asarray(affine, dtype=float)[2, :3])))  # array axis nearest to RAS z
+    nz = np.nonzero(lab)
+    which, pos = lab[nz] - 1, nz[axis]
+    lo = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    hi = np.full(n, -1, dtype=np.int64)
+    np.minimum.at(lo, which, pos)
+    np.maximum.at(hi, which, pos)
+    ranked = [int(i) for i in order]
+    best: list[int] = []
+    best_key = (0, 0.0)  # (components, voxels) of the best group so far
+    for k, a in enumerate(ranked[: max_components + 2]):
+        group = [a]
+        for c in ranked[k + 1:]:
+            if len(group) == max_components or sizes[c] < min_ratio * sizes[a]:
+                break
+            if lo[c] <= hi[a] and lo[a] <= hi[c]:
+                group.append(c)
+        key = (len(group), float(sizes[group].sum()))
+        if key > best_key:
+            best, best_key = group, key
+    return best
