@@ -55,3 +55,39 @@ def test_extra_data_of_another_modality_is_refused(tmp_path: Path) -> None:
                       stage_arch_kwargs=TINY, extra_train=[{"data": str(mr), "format": "chaos-mr"}])
     with pytest.raises(InputError, match=r"extra_train\[0\] is not the same kind of data.*modality mr"):
         train_pipeline("ct2d-unet-squeezenet", main, "slices", tmp_path / "m", cfg)
+
+
+@pytest.mark.parametrize("n", [-1, True, "4", 2.0])
+def test_bad_max_background_slices_is_named(n: object) -> None:
+    with pytest.raises(InputError, match=r"extra_train\[0\].*max_background_slices"):
+        TrainConfig(extra_train=[{"data": "x", "format": "kits23", "max_background_slices": n}]).check()
+
+
+def test_extra_volume_set_takes_its_own_number_of_background_slices(tmp_path: Path) -> None:
+    """A 2D stage on an extra volume set adds that set's ``max_background_slices`` label-free slices per case
+    (0: labelled slices only; more than there are: every slice), the main set keeping the config's."""
+    from kidneyseg.data.adapters import load_dataset
+    from kidneyseg.data.phantoms import write_phantom_set
+
+    main = _slices(tmp_path / "main", 2, seed=0)
+    vol = tmp_path / "vol"
+    write_phantom_set(vol, "ct", 1, size=(40, 40, 24), seed=3, progress=False, shapes_root=None)
+    (ref,) = load_dataset(vol, "kits23").cases
+    case = ref.load()
+    n_slices = case.shape[2]
+    n_labelled = int(case.require_label().any(axis=(0, 1)).sum())
+    assert 0 < n_labelled < n_slices  # the phantom has kidney-free slices to choose from
+
+    def train_samples(n_bg: int, name: str) -> tuple[int, int]:
+        cfg = TrainConfig(epochs=1, batch_size=2, folds=2, fold=0, progress=False, threads=1, patch_size=[32, 32],
+                          stage_arch_kwargs=TINY, classes={"0": "background", "1": "kidney", "2": "tumor", "3": "cyst"},
+                          extra_train=[{"data": str(vol), "format": "kits23", "max_background_slices": n_bg}])
+        out = train_pipeline("ct2d-unet-squeezenet", main, "slices", tmp_path / name, cfg)
+        data = json.loads((out / "model.json").read_text())["training"]["data"]
+        stage = json.loads((out / "main" / "model.json").read_text())["stage"]["training"]
+        return int(stage["train_samples"]), len(data["train"])
+
+    none, n_main = train_samples(0, "m0")
+    every, _ = train_samples(1000, "m1")
+    assert none == n_main + n_labelled
+    assert every == n_main + n_slices

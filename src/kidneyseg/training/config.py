@@ -13,7 +13,7 @@ from typing import Any, Union
 from kidneyseg.errors import InputError
 
 #: Keys of one ``extra_train`` entry.
-EXTRA_KEYS = frozenset({"data", "format", "options", "split", "classes", "max_slices"})
+EXTRA_KEYS = frozenset({"data", "format", "options", "split", "classes", "max_slices", "max_background_slices"})
 
 #: Learning-rate schedules of :class:`TrainConfig` (``lr_schedule``).
 LR_SCHEDULES = ("poly", "constant")
@@ -107,7 +107,10 @@ class TrainConfig:
         sets cross-validated together); ``"classes"``: declarations of its merged
         labels, ``{"kidney": ["kidney", "tumor", "cyst"]}`` (partial labels, see
         :func:`kidneyseg.labels.partial_label_groups`); ``"max_slices"``: 2D stages
-        on volumes keep at most this many labelled slices per case, evenly spaced.
+        on volumes keep at most this many labelled slices per case, evenly spaced;
+        ``"max_background_slices"``: 2D stages on volumes add this many slices
+        without any label of the set per case (instead of ``max_background_slices``):
+        kidney-free negatives from whole-body volumes.
     classes:
         The model's output classes as label value -> name (``{"0": "background",
         "1": "kidney", "2": "tumor", "4": "liver"}``) when the data sets label
@@ -196,9 +199,14 @@ class TrainConfig:
                     or not isinstance(extra.get("split", False), bool)
                     or not isinstance(extra.get("classes", {}), dict)
                     or not (extra.get("max_slices") is None or (isinstance(extra["max_slices"], int)
-                                                                 and extra["max_slices"] > 0))):
+                                                                 and extra["max_slices"] > 0))
+                    or not (extra.get("max_background_slices") is None
+                            or (isinstance(extra["max_background_slices"], int)
+                                and not isinstance(extra["max_background_slices"], bool)
+                                and extra["max_background_slices"] >= 0))):
                 raise bad(f"extra_train[{i}]", extra, '{"data": "FOLDER", "format": "LAYOUT"} (optional "options", '
-                          '"split": true/false, "classes": {"label": ["class", ...]}, "max_slices": N > 0)')
+                          '"split": true/false, "classes": {"label": ["class", ...]}, "max_slices": N > 0, '
+                          '"max_background_slices": N >= 0)')
         if self.classes is not None:
             try:
                 values = sorted(int(v) for v in self.classes)

@@ -200,7 +200,7 @@ def _samples(stage: StageDef, cases: list[Case], task: str, mapping: dict[int, i
              cfg: TrainConfig, per_case: dict[str, dict[str, Any]] | None = None,
              detector: tuple[Any, list[Case], float] | None = None) -> list[dict[str, Any]]:
     """Training or validation samples of ``cases``; ``per_case`` (case name -> ``{"mapping", "groups",
-    "max_slices"}``): partial labels, each case's value -> group mapping and ``(G, C)`` group matrix,
+    "max_slices", "max_background_slices"}``): partial labels, each case's value -> group mapping and ``(G, C)`` group matrix,
     attached to its samples as ``"groups"``.  ``detector``: ``(trained detector, cases preprocessed with its plan
     in the order of cases, score threshold)`` for a segmenter that trains on the detector's boxes
     (``train_on: detector``)."""
@@ -213,7 +213,9 @@ def _samples(stage: StageDef, cases: list[Case], task: str, mapping: dict[int, i
         if stage.role == "detector":
             out += S.detector_samples(c, task, max_background=cfg.max_background_slices, seed=cfg.seed + i)
         elif stage.spatial_dims == 2:
-            got = S.slice_samples(c, own.get("mapping", mapping), max_background=cfg.max_background_slices,
+            n_bg = own.get("max_background_slices")
+            got = S.slice_samples(c, own.get("mapping", mapping),
+                                  max_background=cfg.max_background_slices if n_bg is None else int(n_bg),
                                   seed=cfg.seed + i, context=plan.context_slices,
                                   max_slices=own.get("max_slices"))
             if "groups" in own:
@@ -323,7 +325,8 @@ def train_pipeline(
         raw_val += vcases
         extra_names += [c.name for c in cases]
         extra_val += [c.name for c in vcases]
-        own: dict[str, Any] = {"max_slices": extra.get("max_slices")}
+        own: dict[str, Any] = {"max_slices": extra.get("max_slices"),
+                               "max_background_slices": extra.get("max_background_slices")}
         if classes is not None:
             m, g, names = partial_targets(_task(ds_x.task).labels, classes, extra.get("classes"),
                                           where=f"extra_train[{i}] ({extra['data']})")
