@@ -109,8 +109,9 @@ class TrainConfig:
         :func:`kidneyseg.labels.partial_label_groups`); ``"max_slices"``: 2D stages
         on volumes keep at most this many labelled slices per case, evenly spaced;
         ``"max_background_slices"``: 2D stages on volumes add this many slices
-        without any label of the set per case (instead of ``max_background_slices``):
-        kidney-free negatives from whole-body volumes.
+        without foreground per case, instead of ``max_background_slices`` (labels
+        declared background are not foreground): kidney-free negatives from
+        whole-body volumes.
     classes:
         The model's output classes as label value -> name (``{"0": "background",
         "1": "kidney", "2": "tumor", "4": "liver"}``) when the data sets label
