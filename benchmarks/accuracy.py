@@ -80,12 +80,14 @@ def validation_cases(fold_dir: Path, data: Path, fmt: str) -> tuple[dict[str, An
 
 
 def evaluate_fold(fold_dir: Path, data: Path, fmt: str, modality: str, threads: int,
-                  tta: bool = False) -> list[dict[str, Any]]:
-    """Rows (fold, case, region, dice, hd95) of one fold model on its validation cases."""
+                  tta: bool = False, min_confidence_2d: float | None = None) -> list[dict[str, Any]]:
+    """Rows (fold, case, region, dice, hd95) of one fold model on its validation cases, post-processed as the
+    shipped model is (``min_confidence_2d``: the recipe's 2D confidence floor, which fold folders do not
+    carry; ``None``: the fold folder's own setting, normally off)."""
     from kidneyseg.inference import Predictor
 
     tr, names, by_name = validation_cases(fold_dir, data, fmt)
-    pred = Predictor(fold_dir, threads=threads, tta=tta)
+    pred = Predictor(fold_dir, threads=threads, tta=tta, min_confidence_2d=min_confidence_2d)
     rows = []
     for name in names:
         ref, task = by_name[name]
@@ -249,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train", action="store_true", help="train missing fold models first")
     ap.add_argument("--tta", action="store_true", help="mirroring test-time augmentation, as `kidneyseg predict --tta`")
+    ap.add_argument("--no-confidence-floor", action="store_true",
+                    help="score the fold networks without the recipe's 2D confidence floor "
+                         "(RECIPES[modality].postprocess['min_mean_confidence_2d'])")
     ap.add_argument("--json", type=Path, default=None, help="also write every per-case row here")
     ap.add_argument("--example-model", type=Path, default=None,
                     help="CT model scored on the unenhanced TotalSegmentator example (default: the embedded CT default)")
@@ -275,16 +280,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mod}: no trained fold in {args.work / mod} (run with --train)", file=sys.stderr)
             continue
         t0 = time.time()
+        floor = None if args.no_confidence_floor else r.postprocess.get("min_mean_confidence_2d")
         rows: list[dict[str, Any]] = []
         try:
             for fd in fold_dirs:
-                rows += evaluate_fold(fd, data, str(r.fmt), mod, args.threads, tta=args.tta)
+                rows += evaluate_fold(fd, data, str(r.fmt), mod, args.threads, tta=args.tta,
+                                      min_confidence_2d=floor)
         except InputError as e:
             print(f"{mod}: skipped: {e}", file=sys.stderr)
             continue
         cfg = json.loads((fold_dirs[0] / "model.json").read_text())["training"]["config"]
         print(f"\n## {mod}: {r.data}, {len(fold_dirs)} of {r.folds} folds, epochs {cfg['epochs']}, "
               f"{'mirroring TTA, ' if args.tta else ''}"
+              f"{f'2D confidence floor {floor}, ' if floor is not None else ''}"
               f"evaluated in {time.time() - t0:.0f} s\n")
         print(table(rows, mod))
         all_rows[mod] = rows

@@ -219,7 +219,7 @@ CARDS: dict[str, dict[str, Any]] = {
                 "(both sides with their masses: learned as kidney + tumour), liver and pancreas (learned as "
                 "background), clip(HU, 0, 255), in-plane spacing not published (0.8 mm assumed); "
                 "(3) TotalSegmentator subjects: the non-contrast abdominal CT s0009 (1.5 mm, kidneys 32-37 HU; right "
-                "and left kidney learned as kidney + tumour, liver and spleen as background; 40 of its 83 kidney "
+                "and left kidney learned as kidney + tumour, liver and spleen as background; 80 of its 83 kidney "
                 "slices, evenly spaced, and 24 kidney-free slices, most of them lower abdomen and pelvis, as negatives) and the "
                 "kidney-free head/neck and thorax CTs s0002 and s0003 (24 slices each, negatives). The network "
                 "learns background, kidney and tumour only: with liver, pancreas and spleen classes (the recipe "
@@ -472,6 +472,7 @@ def pack(recipe: Recipe, members: list[Path], dest: Path, data_desc: dict[str, A
         "training": {"data": data_desc, "config": top.get("training", {}).get("config"),
                      "members": len(stages), "seconds_per_member": seconds, "seconds_total": total},
         "versions": library_versions(),
+        **({"postprocess": dict(recipe.postprocess)} if recipe.postprocess else {}),
         "card": card,
     })
     text = card_markdown(recipe.modality, card)
@@ -493,7 +494,8 @@ def evaluate(mod: str, recipe: Recipe, members: list[Path], data: Path, threads:
         return accuracy.evaluate_us(members[0], work / mod / "test_phantoms", threads)
     rows: list[dict[str, Any]] = []
     for m in members:
-        rows += accuracy.evaluate_fold(m, data, str(recipe.fmt), mod, threads)
+        rows += accuracy.evaluate_fold(m, data, str(recipe.fmt), mod, threads,
+                                       min_confidence_2d=recipe.postprocess.get("min_mean_confidence_2d"))
     out = {"rows": rows, "table": accuracy.table(rows, mod), "summary": accuracy.summary(rows, mod)}
     if mod == "ct" and shipped is not None and (data.parent / "totalseg_example").is_dir():
         out["example"] = accuracy.evaluate_totalseg_example(shipped, data.parent, threads)

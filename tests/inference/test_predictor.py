@@ -301,3 +301,35 @@ def test_2d_images_get_the_disc_of_the_3d_blob_floor(tmp_path, monkeypatch):
     floors = dict(seen)
     assert floors[2] == pytest.approx(area_floor_ml(0.5)) and floors[3] == 0.5
     assert area_floor_ml(0.5) * 1000 == pytest.approx(76.16, abs=0.01)  # a 9.85 mm sphere's central disc
+
+
+def test_2d_confidence_floor_removes_hesitant_components_from_images_only(tmp_path):
+    """``min_confidence_2d`` (argument, or model.json's ``postprocess`` block) removes kidney-region components of a
+    2D image whose mean probability is below it; volumes are left to the geometric rules (no small-blob floor
+    here: the untrained network labels scattered pixels)."""
+    import json
+
+    from kidneyseg.errors import InputError
+
+    d = kit.slice2d(tmp_path / "s2d", spacing=[2.0, 2.0])
+    rng = np.random.default_rng(0)
+    img = rng.normal(0, 200, (64, 64)).astype(np.float32)
+    image = Case(img, np.diag([0.8, 0.8, 1.0, 1.0]), name="slice")
+    volume = Case(img[..., None].repeat(3, 2), np.diag([0.8, 0.8, 2.0, 1.0]))
+    base = Predictor(d, min_volume_ml=0.0).predict_case(image, probabilities=True)
+    region = np.isin(base.label, (1, 2))
+    assert region.any()  # the untrained network labels some kidney region on noise
+    assert np.array_equal(Predictor(d, min_volume_ml=0.0, min_confidence_2d=0.0).predict_case(image).label, base.label)
+    assert not np.isin(Predictor(d, min_volume_ml=0.0, min_confidence_2d=1.0).predict_case(image).label, (1, 2)).any()
+    vol = Predictor(d, min_volume_ml=0.0).predict_case(volume).label
+    assert np.array_equal(Predictor(d, min_volume_ml=0.0, min_confidence_2d=1.0).predict_case(volume).label, vol)
+    # the model folder's setting is the default, an argument overrides it, a bad one names model.json
+    spec = json.loads((d / "model.json").read_text())
+    (d / "model.json").write_text(json.dumps({**spec, "postprocess": {"min_mean_confidence_2d": 1.0}}))
+    assert Predictor(d, min_volume_ml=0.0).min_confidence_2d == 1.0
+    assert not np.isin(Predictor(d, min_volume_ml=0.0).predict_case(image).label, (1, 2)).any()
+    assert np.array_equal(Predictor(d, min_volume_ml=0.0, min_confidence_2d=0.0).predict_case(image).label, base.label)
+    (d / "model.json").write_text(json.dumps({**spec, "postprocess": {"min_mean_confidence_2d": 1.5}}))
+    with pytest.raises(InputError, match="post-processing setting") as e:
+        Predictor(d, min_volume_ml=0.0)
+    assert "model.json" in str(e.value) and "1.5" in str(e.value)

@@ -282,3 +282,27 @@ def test_fill_holes_and_touching_equal_scipy_on_random_masks(shape, density) -> 
         anchor = rng.random(shape) < 0.02
         np.testing.assert_array_equal(touching(mask, anchor), _old_touching(mask, anchor))
         np.testing.assert_array_equal(touching(mask & ~anchor, anchor), _old_touching(mask & ~anchor, anchor))
+
+
+def test_drop_hesitant_components_known_answer():
+    """Two kidney-region blobs (one kidney + tumour, mean probability 0.95; one kidney, 0.7) and a liver blob:
+    a floor of 0.8 removes the hesitant kidney blob only; the liver and the confident blob stay as they were."""
+    from kidneyseg.errors import GeometryError
+    from kidneyseg.postprocessing import drop_hesitant_components
+
+    lab = np.zeros((12, 12), np.uint8)
+    prob = np.zeros((12, 12), np.float32)
+    lab[1:4, 1:4], lab[2, 2] = 1, 2  # confident: kidney with a tumour pixel
+    prob[1:4, 1:4] = 0.95
+    lab[7:10, 7:10] = 1  # hesitant: mean 0.7 (one pixel at 0.98 does not save it)
+    prob[7:10, 7:10] = 0.665
+    prob[8, 8] = 0.98
+    lab[1:3, 8:11] = 5  # another organ: never touched
+    out = drop_hesitant_components(lab, prob, 0.8, kidney_labels=(1,), lesion_labels=(2,))
+    expect = lab.copy()
+    expect[7:10, 7:10] = 0
+    assert np.array_equal(out, expect) and out.dtype == np.uint8
+    assert np.array_equal(drop_hesitant_components(lab, prob, 0.6, (1,), (2,)), lab)
+    assert np.array_equal(drop_hesitant_components(lab, prob, 0.96, (1,), (2,)), np.where(np.isin(lab, (1, 2)), 0, lab))
+    with pytest.raises(GeometryError, match="does not match"):
+        drop_hesitant_components(lab, prob[:5], 0.8)

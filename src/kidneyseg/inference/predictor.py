@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,12 @@ class Predictor:
     min_volume_ml:
         Small-blob threshold for post-processing (mL).  2D images: the area of the disc through the centre of
         a sphere of that volume (:func:`kidneyseg.postprocessing.area_floor_ml`; 0.5 mL -> 76 mm^2).
+    min_confidence_2d:
+        On 2D images, kidney-region components whose mean probability (kidney + lesion classes) is below this
+        are removed before the other post-processing steps
+        (:func:`kidneyseg.postprocessing.drop_hesitant_components`); ``None``: the first model folder's
+        ``postprocess.min_mean_confidence_2d`` (model.json; the CT default sets it), else off.  Volumes are
+        never filtered so: there the two largest components at one level decide.
     device:
         ``"cpu"`` or a torch device string.
     runtime:
@@ -139,6 +145,7 @@ class Predictor:
         min_volume_ml: float = 0.5,
         device: str = "cpu",
         runtime: str | None = None,
+        min_confidence_2d: float | None = None,
     ) -> None:
         from kidneyseg._optional import require
         from kidneyseg.models import onnx as onnx_rt
@@ -187,6 +194,8 @@ class Predictor:
         self.min_volume_ml = float(min_volume_ml)
         self.device = device
         self.modality = str(self.models[0].spec.get("modality") or "")
+        self.min_confidence_2d = (min_confidence_2d if min_confidence_2d is not None
+                                  else model_min_confidence_2d(self.models[0].spec, self.models[0].dir))
 
     # ------------------------------------------------------------------ public
     @property
@@ -230,7 +239,10 @@ class Predictor:
         in_box = (uncertainty == "structures" and not probabilities and len(self.models) == 1 and not side_labels
                   and len(self.models[0].stages) == 1 and _inference_mode(self.models[0]) not in
                   ("cascade3d", "detect-segment"))
-        need_probs = probabilities or bool(uncertainty and not in_box) or len(self.models) > 1 or side_labels
+        # 2D images of a model with a confidence floor: the kidney region's mean probability per component
+        hesitant_rule = self.postprocess and case.ndim == 2 and self.min_confidence_2d is not None and bool(kid)
+        need_probs = (probabilities or bool(uncertainty and not in_box) or len(self.models) > 1 or side_labels
+                      or hesitant_rule)
         self._network_grid: list[tuple[Case, np.ndarray]] | None = [] if in_box else None
         warnings: list[str] = []  # the pipelines' own (a detector that found nothing), then post-processing's
         detections: list[Any] = []  # the kidney boxes of each ct-detect-vnet model
@@ -252,6 +264,13 @@ class Predictor:
 
             les = values_named(self.labels, LESION_NAMES)
             if kid:
+                if hesitant_rule and acc is not None and self.min_confidence_2d is not None:
+                    from kidneyseg.postprocessing import drop_hesitant_components
+
+                    region_p = np.sum([acc[values.index(v)] for v in (*kid, *les) if v in values], axis=0)
+                    label = drop_hesitant_components(label, region_p, self.min_confidence_2d, kid, les)
+                # the warning speaks of the geometric rules below (a hesitant blob on a kidney-free slice is
+                # removed on purpose, as specks are)
                 raw = label
                 side_probs = ({v: acc[values.index(v)] for v in kid if v in values}
                               if side_labels and acc is not None else None)
@@ -409,6 +428,23 @@ class Predictor:
 
 #: :func:`postprocess_warning` speaks when post-processing keeps less than this share of the kidney region.
 KEPT_SHARE_WARNING = 0.5
+
+
+def model_min_confidence_2d(spec: Mapping[str, Any], model_dir: Any = None) -> float | None:
+    """The 2D confidence floor a model folder asks for: ``model.json``'s ``postprocess.min_mean_confidence_2d``
+    (a number in 0..1), else ``None`` (off)."""
+    block = spec.get("postprocess")
+    if block is None:
+        return None
+    value = block.get("min_mean_confidence_2d") if isinstance(block, Mapping) else block
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise InputError("bad post-processing setting in model.json",
+                         path=(Path(model_dir) / "model.json") if model_dir is not None else None,
+                         found=block, expected='{"min_mean_confidence_2d": a number in 0..1}',
+                         fix="correct or remove the model.json's postprocess block")
+    return float(value)
 
 
 def postprocess_warning(raw: np.ndarray, clean: np.ndarray, spacing: Sequence[float], kidney_labels: Sequence[int],

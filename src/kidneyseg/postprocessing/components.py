@@ -110,6 +110,39 @@ def touching(mask: np.ndarray, anchor: np.ndarray) -> np.ndarray:
     return mask & values_mask(lab, hit)
 
 
+def drop_hesitant_components(label: np.ndarray, region_probability: np.ndarray, min_mean: float,
+                             kidney_labels: Iterable[int] = (KIDNEY,),
+                             lesion_labels: Iterable[int] = (TUMOR, CYST)) -> np.ndarray:
+    """Remove the components of the kidney region (kidney + lesion labels, full connectivity) whose mean
+    region probability is below ``min_mean``.
+
+    ``label``: uint8 label map (``[row, col]`` or ``[i, j, k]``); ``region_probability``: the network's
+    probability of the kidney region (kidney + lesion classes summed, 0..1) on the same grid.  Removed voxels
+    become background.  Meant for 2D images, where no 3D context (the two largest components at one level)
+    tells a false blob from a kidney: on CT slices a false kidney on the enhanced spleen is found with a
+    hesitant mean probability (about 0.75-0.9) while true kidney cross-sections average above 0.9
+    (docs/experiments.md, 2026-12-06).  Returns a new uint8 array.
+    """
+    lab = np.asarray(label)
+    prob = np.asarray(region_probability, dtype=np.float32)
+    if prob.shape != lab.shape:
+        from kidneyseg.errors import GeometryError
+
+        raise GeometryError("region probability does not match the label map", found=prob.shape,
+                            expected=lab.shape, fix="pass the probabilities on the label map's grid")
+    out = lab.astype(np.uint8, copy=True)
+    region = values_mask(out, tuple(int(v) for v in kidney_labels) + tuple(int(v) for v in lesion_labels))
+    if not region.any():
+        return out
+    cl, n = label_components(region)
+    sizes = np.bincount(cl.ravel(), minlength=n + 1)[1:]
+    sums = np.bincount(cl.ravel(), weights=prob.ravel(), minlength=n + 1)[1:]
+    hesitant = [i + 1 for i in range(n) if sums[i] < float(min_mean) * sizes[i]]
+    if hesitant:
+        out[values_mask(cl, hesitant)] = 0
+    return out
+
+
 def postprocess_label(
     label: np.ndarray,
     spacing: Sequence[float],
