@@ -439,7 +439,7 @@ def model_min_confidence_2d(spec: Mapping[str, Any], model_dir: Any = None) -> f
     value = block.get("min_mean_confidence_2d") if isinstance(block, Mapping) else block
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+    if not isinstance(block, Mapping) or isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
         raise InputError("bad post-processing setting in model.json",
                          path=(Path(model_dir) / "model.json") if model_dir is not None else None,
                          found=block, expected='{"min_mean_confidence_2d": a number in 0..1}',

@@ -135,7 +135,7 @@ def drop_hesitant_components(label: np.ndarray, region_probability: np.ndarray, 
     if not region.any():
         return out
     cl, n = label_components(region)
-    sizes = np.bincount(cl.ravel(), minlength=n + 1)[1:]
+    sizes = component_sizes(cl, n)
     sums = np.bincount(cl.ravel(), weights=prob.ravel(), minlength=n + 1)[1:]
     hesitant = [i + 1 for i in range(n) if sums[i] < float(min_mean) * sizes[i]]
     if hesitant:
