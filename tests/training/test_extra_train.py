@@ -91,3 +91,32 @@ def test_extra_volume_set_takes_its_own_number_of_background_slices(tmp_path: Pa
     every, _ = train_samples(1000, "m1")
     assert none == n_main + n_labelled
     assert every == n_main + n_slices
+
+
+@pytest.mark.parametrize("bad", [0, True, "2", 1.5])
+def test_bad_repeat_is_named(bad: object) -> None:
+    with pytest.raises(InputError, match=r"extra_train\[0\].*repeat"):
+        TrainConfig(extra_train=[{"data": "x", "format": "slices", "repeat": bad}]).check()
+    with pytest.raises(InputError, match=r"'repeat'"):
+        TrainConfig(repeat=bad).check()  # type: ignore[arg-type]
+
+
+def test_repeat_draws_a_set_more_often_in_training_only(tmp_path: Path) -> None:
+    """``repeat`` (main set) and an extra set's ``"repeat"`` list that set's training samples N times per
+    epoch; validation samples are never repeated."""
+    main = _slices(tmp_path / "main", 2, seed=0)
+    extra = _slices(tmp_path / "extra", 2, seed=5)
+
+    def counts(repeat: int, extra_repeat: int, name: str) -> tuple[int, int, int, int]:
+        cfg = TrainConfig(epochs=1, batch_size=2, folds=2, fold=0, progress=False, threads=1, patch_size=[32, 32],
+                          stage_arch_kwargs=TINY, repeat=repeat,
+                          extra_train=[{"data": str(extra), "format": "slices", "repeat": extra_repeat}])
+        out = train_pipeline("ct2d-unet-squeezenet", main, "slices", tmp_path / name, cfg)
+        data = json.loads((out / "model.json").read_text())["training"]["data"]
+        stage = json.loads((out / "main" / "model.json").read_text())["stage"]["training"]
+        return int(stage["train_samples"]), int(stage["val_samples"]), len(data["train"]), len(data["extra_train"])
+
+    n_train, n_val, n_main, n_extra = counts(1, 1, "a")
+    assert n_train == n_main + n_extra and n_main > 0 and n_extra > 0
+    assert counts(2, 1, "b")[:2] == (2 * n_main + n_extra, n_val)
+    assert counts(1, 3, "c")[:2] == (n_main + 3 * n_extra, n_val)

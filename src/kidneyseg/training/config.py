@@ -13,7 +13,8 @@ from typing import Any, Union
 from kidneyseg.errors import InputError
 
 #: Keys of one ``extra_train`` entry.
-EXTRA_KEYS = frozenset({"data", "format", "options", "split", "classes", "max_slices", "max_background_slices"})
+EXTRA_KEYS = frozenset({"data", "format", "options", "split", "classes", "max_slices", "max_background_slices",
+                        "repeat"})
 
 #: Learning-rate schedules of :class:`TrainConfig` (``lr_schedule``).
 LR_SCHEDULES = ("poly", "constant")
@@ -111,7 +112,13 @@ class TrainConfig:
         ``"max_background_slices"``: 2D stages on volumes add this many slices
         without foreground per case, instead of ``max_background_slices`` (labels
         declared background are not foreground): kidney-free negatives from
-        whole-body volumes.
+        whole-body volumes; ``"repeat"``: N >= 1, the set's training samples are
+        drawn N times per epoch (instead of ``repeat``): weighs a small set against
+        larger ones.
+    repeat:
+        The main data set's training samples are drawn this many times per epoch
+        (each ``extra_train`` set has its own ``"repeat"``, default 1); an epoch
+        grows with it.
     classes:
         The model's output classes as label value -> name (``{"0": "background",
         "1": "kidney", "2": "tumor", "4": "liver"}``) when the data sets label
@@ -137,6 +144,7 @@ class TrainConfig:
     contrast_phase_prob: float = 0.0
     samples_per_case: int = 1
     max_background_slices: int = 4
+    repeat: int = 1
     ensemble_training: str = "members-then-fusion"
     fusion_epochs: int | None = None
     patch_size: list[int] | None = None
@@ -186,6 +194,8 @@ class TrainConfig:
             raise bad("contrast_phase_prob", self.contrast_phase_prob, "0..1")
         if self.val_every < 1:
             raise bad("val_every", self.val_every, ">= 1")
+        if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 1:
+            raise bad("repeat", self.repeat, "a whole number >= 1")
         if self.init not in ("default", "kaiming"):
             raise bad("init", self.init, "default or kaiming")
         if self.ensemble_training not in ("members-then-fusion", "end-to-end"):
@@ -204,10 +214,13 @@ class TrainConfig:
                     or not (extra.get("max_background_slices") is None
                             or (isinstance(extra["max_background_slices"], int)
                                 and not isinstance(extra["max_background_slices"], bool)
-                                and extra["max_background_slices"] >= 0))):
+                                and extra["max_background_slices"] >= 0))
+                    or not (extra.get("repeat") is None
+                            or (isinstance(extra["repeat"], int) and not isinstance(extra["repeat"], bool)
+                                and extra["repeat"] >= 1))):
                 raise bad(f"extra_train[{i}]", extra, '{"data": "FOLDER", "format": "LAYOUT"} (optional "options", '
                           '"split": true/false, "classes": {"label": ["class", ...]}, "max_slices": N > 0, '
-                          '"max_background_slices": N >= 0)')
+                          '"max_background_slices": N >= 0, "repeat": N >= 1)')
         if self.classes is not None:
             try:
                 values = sorted(int(v) for v in self.classes)

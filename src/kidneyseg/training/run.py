@@ -198,20 +198,22 @@ def _facts(stage: StageDef, cfg: TrainConfig) -> dict[str, Any]:
 
 def _samples(stage: StageDef, cases: list[Case], task: str, mapping: dict[int, int], plan: Plan,
              cfg: TrainConfig, per_case: dict[str, dict[str, Any]] | None = None,
-             detector: tuple[Any, list[Case], float] | None = None) -> list[dict[str, Any]]:
+             detector: tuple[Any, list[Case], float] | None = None, *, training: bool = False) -> list[dict[str, Any]]:
     """Training or validation samples of ``cases``; ``per_case`` (case name -> ``{"mapping", "groups",
-    "max_slices", "max_background_slices"}``): partial labels, each case's value -> group mapping and ``(G, C)`` group matrix,
-    attached to its samples as ``"groups"``.  ``detector``: ``(trained detector, cases preprocessed with its plan
-    in the order of cases, score threshold)`` for a segmenter that trains on the detector's boxes
-    (``train_on: detector``)."""
+    "max_slices", "max_background_slices", "repeat"}``): partial labels, each case's value -> group mapping and
+    ``(G, C)`` group matrix, attached to its samples as ``"groups"``.  ``detector``: ``(trained detector, cases
+    preprocessed with its plan in the order of cases, score threshold)`` for a segmenter that trains on the
+    detector's boxes (``train_on: detector``).  ``training``: each case's samples are listed ``repeat`` times (its
+    set's ``"repeat"``, the main set's ``cfg.repeat``), so a set is drawn that many times as often per epoch."""
     from kidneyseg.training import samples as S
 
     facts = _facts(stage, cfg)
     out: list[dict[str, Any]] = []
     for i, c in enumerate(cases):
         own = (per_case or {}).get(c.name, {})
+        got: list[dict[str, Any]]
         if stage.role == "detector":
-            out += S.detector_samples(c, task, max_background=cfg.max_background_slices, seed=cfg.seed + i)
+            got = S.detector_samples(c, task, max_background=cfg.max_background_slices, seed=cfg.seed + i)
         elif stage.spatial_dims == 2:
             n_bg = own.get("max_background_slices")
             got = S.slice_samples(c, own.get("mapping", mapping),
@@ -221,18 +223,18 @@ def _samples(stage: StageDef, cases: list[Case], task: str, mapping: dict[int, i
             if "groups" in own:
                 for smp in got:
                     smp["groups"] = own["groups"]
-            out += got
         elif stage.role == "segmenter" and detector is not None:
-            out += S.detector_crop_samples(c, detector[1][i], detector[0], task, mapping,
-                                           float(facts.get("crop_margin_mm", 10.0)), list(plan.patch_size),
-                                           score_threshold=detector[2], every_mm=facts.get("detect_every_mm"))
+            got = S.detector_crop_samples(c, detector[1][i], detector[0], task, mapping,
+                                          float(facts.get("crop_margin_mm", 10.0)), list(plan.patch_size),
+                                          score_threshold=detector[2], every_mm=facts.get("detect_every_mm"))
         elif stage.role in ("fine", "lesion", "segmenter"):
-            out += S.crop_samples(
+            got = S.crop_samples(
                 c, task, mapping, float(facts.get("crop_margin_mm", 10.0)), with_mask=stage.role == "lesion",
                 resize_to=list(plan.patch_size) if facts.get("resize_to_patch") else None,
             )
         else:
-            out.append(S.volume_sample(c, mapping))
+            got = [S.volume_sample(c, mapping)]
+        out += got * (int(own.get("repeat") or cfg.repeat) if training else 1)
     return out
 
 
@@ -326,7 +328,8 @@ def train_pipeline(
         extra_names += [c.name for c in cases]
         extra_val += [c.name for c in vcases]
         own: dict[str, Any] = {"max_slices": extra.get("max_slices"),
-                               "max_background_slices": extra.get("max_background_slices")}
+                               "max_background_slices": extra.get("max_background_slices"),
+                               "repeat": int(extra.get("repeat", 1))}
         if classes is not None:
             m, g, names = partial_targets(_task(ds_x.task).labels, classes, extra.get("classes"),
                                           where=f"extra_train[{i}] ({extra['data']})")
@@ -391,7 +394,7 @@ def train_pipeline(
             det_module, det_plan, det_threshold = trained_detector
             det_train = (det_module, _preprocess(raw_train, det_plan, cache_train), det_threshold)
             det_val = (det_module, _preprocess(raw_val, det_plan, cache_val), det_threshold)
-        train_samples = _samples(stage, tr, task, mapping, plan, cfg, per_case, det_train)
+        train_samples = _samples(stage, tr, task, mapping, plan, cfg, per_case, det_train, training=True)
         val_samples = _samples(stage, va, task, mapping, plan, cfg, per_case, det_val)
         crop_stage = stage.role in ("fine", "lesion") and "patch_size" not in stage.plan
         if crop_stage and cfg.patch_size is None and "patch_size" not in cfg.stage_plans.get(stage.name, {}):
