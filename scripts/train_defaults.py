@@ -206,10 +206,8 @@ def extra_phantoms(recipe: Recipe, shared: Path, out: Path) -> Path | None:
 CARDS: dict[str, dict[str, Any]] = {
     "ct": {
         "title": "CT default v2: kidney and tumour, slice-wise 2D U-Net with an ImageNet EfficientNet-Lite0 encoder",
-        "training_note": "Wall time of this run: the {networks} networks (folds and the all-cases network) trained "
-                         "side by side as one-thread processes (`python scripts/train_defaults.py --modality ct --jobs "
-                         "{jobs}`; `make models` uses --jobs 6) and finished together in {wall_min:.1f} min ({wall_s:.0f} "
-                         "s){reuse_note}, {epochs} epochs of batches of {batch_size} slices",
+        "training_note": "Wall time of this run: {run_note}{reuse_note}, {epochs} epochs of batches of {batch_size} "
+                         "slices",
         "data": "Every labelled CT in ../shared/data, trained together with partial labels "
                 "(kidneyseg.labels.partial_label_groups, marginal Dice + cross-entropy): "
                 "(1) KiTS19 slices, kits19_slices (31) and kits19_slices_more (40): 71 real axial contrast CT slices "
@@ -275,10 +273,7 @@ CARDS: dict[str, dict[str, Any]] = {
     },
     "mr": {
         "title": "MR default: right and left kidney on T2, slice-wise 2D U-Net",
-        "training_note": "Wall time of this run: the {networks} fold networks trained side by side as one-thread "
-                         "processes (`python scripts/train_defaults.py --modality mr --jobs {jobs}`; `make models` "
-                         "uses --jobs 6) and finished together in {wall_min:.1f} min ({wall_s:.0f} s){reuse_note}, {epochs} "
-                         "epochs each",
+        "training_note": "Wall time of this run: {run_note}{reuse_note}, {epochs} epochs each",
         "data": "CHAOS T2-SPIR in ../shared/data/chaos_t2: 15 real abdominal MR volumes (256x256x31-46, "
                 "1.25x1.25x7.7 mm) with manual radiologist labels. The network learns liver (1), right kidney (2), "
                 "left kidney (3) and spleen (4) on axial slices of the RAS-reoriented volume (no left/right flips "
@@ -342,7 +337,7 @@ def _rows_dice(rows: list[dict[str, Any]], case_prefix: str, region: str) -> flo
     return float(np.mean(ds)) if ds else float("nan")
 
 
-def reuse_note(reused: list[Path]) -> str:
+def reuse_note(reused: list[Path], *, more: bool = True) -> str:
     """What the card says of networks an earlier run left in the work folder (their own recorded training time)."""
     if not reused:
         return ""
@@ -352,8 +347,23 @@ def reuse_note(reused: list[Path]) -> str:
             secs.append(f"{d.name} {float(json.loads((d / 'model.json').read_text())['training']['seconds']):.0f} s")
         except (OSError, KeyError, TypeError, ValueError):
             secs.append(f"{d.name} (time not recorded)")
-    return (f"; {len(reused)} more network(s) were trained by an earlier run into the same work folder and reused "
+    return (f"; {len(reused)} {'more ' if more else ''}network(s) were trained by an earlier run into the same work "
+            "folder and reused "
             f"({', '.join(secs)} of training each, as their model.json records)")
+
+
+#: What the networks a run trains are, per modality (the card's wall-time sentence).
+_RUN_NETWORKS = {"ct": "networks (folds and the all-cases network)", "mr": "fold networks"}
+
+
+def run_note(mod: str, networks: int, jobs: int, wall_s: float) -> str:
+    """The card's sentence on this run's own training: how many networks, side by side, in what wall time; a run
+    that trained none (it packed networks an earlier run left in the work folder) says so."""
+    if networks == 0:
+        return f"no network was trained ({wall_s:.0f} s: packing and evaluation only)"
+    return (f"the {networks} {_RUN_NETWORKS.get(mod, 'networks')} trained side by side as one-thread processes "
+            f"(`python scripts/train_defaults.py --modality {mod} --jobs {jobs}`; `make models` uses --jobs 6) and "
+            f"finished together in {wall_s / 60:.1f} min ({wall_s:.0f} s)")
 
 
 def card_facts(mod: str, recipe: Recipe, cfg: dict[str, Any], ev: dict[str, Any], wall_s: float, networks: int,
@@ -364,7 +374,7 @@ def card_facts(mod: str, recipe: Recipe, cfg: dict[str, Any], ev: dict[str, Any]
     (trained before, so not in ``wall_s``).
     """
     facts: dict[str, Any] = {"wall_s": wall_s, "wall_min": wall_s / 60, "networks": networks, "jobs": jobs,
-                             "reuse_note": reuse_note(reused or []),
+                             "reuse_note": reuse_note(reused or [], more=networks > 0), "run_note": run_note(mod, networks, jobs, wall_s),
                              "epochs": cfg.get("epochs"), "batch_size": cfg.get("batch_size"),
                              "contrast_phase_prob": cfg.get("contrast_phase_prob"),
                              "fusion_epochs": cfg.get("fusion_epochs")}

@@ -204,3 +204,7 @@ def test_cards_say_which_networks_an_earlier_run_trained(td, tmp_path):
     fresh = td.fill_card(td.CARDS["ct"], td.card_facts("ct", RECIPES["ct"], {"epochs": 3, "batch_size": 2}, ev,
                                                         60.0, 6, 4))
     assert "earlier run" not in fresh["training_note"]
+    repack = td.fill_card(td.CARDS["ct"], td.card_facts("ct", RECIPES["ct"], {"epochs": 3, "batch_size": 2}, ev,
+                                                         2.0, 0, 1, [old]))
+    assert "no network was trained" in repack["training_note"] and "the 0 networks" not in repack["training_note"]
+    assert "fold_0 773 s" in repack["training_note"]
