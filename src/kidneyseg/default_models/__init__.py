@@ -173,6 +173,8 @@ RECIPES: dict[str, Recipe] = {
         #   40, both with the 2D confidence floor below: CURVAS kidney 0.885 vs 0.860, unenhanced example (fold_all)
         #   0.840 vs 0.811 and 5 of 6 networks pass it without warning (vs 4 of 6), KiTS19 kidney+masses 0.779 vs
         #   0.816, tumour 0.612 vs 0.637: adopted for the other-source contrast CT and the unenhanced CT
+        # KiTS19 drawn twice per epoch (repeat 2 on both KiTS19 folders, 2026-12-06): KiTS19 0.766, tumour 0.592,
+        #   CURVAS 0.868 against 0.779 / 0.612 / 0.885: not adopted (docs/experiments.md)
         # v1 (small MONAI U-Net from scratch, KiTS19 31 slices only): 0.690 / 0.547, no kidney on unenhanced CT;
         #   its experiments (epochs, patch size, flips, contrast-phase simulation, phantoms) are in git history
         config={"epochs": 30, "batch_size": 8, "lr": 1e-3, "lr_schedule": "poly", "val_every": 30,
