@@ -175,6 +175,7 @@ RECIPES: dict[str, Recipe] = {
         #   0.816, tumour 0.612 vs 0.637: adopted for the other-source contrast CT and the unenhanced CT
         # KiTS19 drawn twice per epoch (repeat 2 on both KiTS19 folders, 2026-12-06): KiTS19 0.766, tumour 0.592,
         #   CURVAS 0.868 against 0.779 / 0.612 / 0.885: not adopted (docs/experiments.md)
+        # contrast_phase_prob 0.2 instead of 0.5 (2026-12-06): KiTS19 0.767, tumour 0.598, CURVAS 0.889: not adopted
         # v1 (small MONAI U-Net from scratch, KiTS19 31 slices only): 0.690 / 0.547, no kidney on unenhanced CT;
         #   its experiments (epochs, patch size, flips, contrast-phase simulation, phantoms) are in git history
         config={"epochs": 30, "batch_size": 8, "lr": 1e-3, "lr_schedule": "poly", "val_every": 30,
