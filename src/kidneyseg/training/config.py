@@ -20,6 +20,11 @@ EXTRA_KEYS = frozenset({"data", "format", "options", "split", "classes", "max_sl
 LR_SCHEDULES = ("poly", "constant")
 
 
+def _whole_or_none(value: Any, minimum: int) -> bool:
+    """``value`` is absent (``None``) or a whole number (not a bool) >= ``minimum``: an ``extra_train`` count."""
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= minimum)
+
+
 def lr_at(base_lr: float, epoch: int, epochs: int, schedule: str) -> float:
     """Learning rate of epoch ``epoch`` (0-based) of ``epochs``: ``poly`` decays as nnU-Net does."""
     if schedule == "constant":
@@ -194,8 +199,8 @@ class TrainConfig:
             raise bad("contrast_phase_prob", self.contrast_phase_prob, "0..1")
         if self.val_every < 1:
             raise bad("val_every", self.val_every, ">= 1")
-        if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 1:
-            raise bad("repeat", self.repeat, "a whole number >= 1")
+        if self.repeat < 1:  # its type is checked above (check_types)
+            raise bad("repeat", self.repeat, ">= 1")
         if self.init not in ("default", "kaiming"):
             raise bad("init", self.init, "default or kaiming")
         if self.ensemble_training not in ("members-then-fusion", "end-to-end"):
@@ -211,13 +216,8 @@ class TrainConfig:
                     or not isinstance(extra.get("classes", {}), dict)
                     or not (extra.get("max_slices") is None or (isinstance(extra["max_slices"], int)
                                                                  and extra["max_slices"] > 0))
-                    or not (extra.get("max_background_slices") is None
-                            or (isinstance(extra["max_background_slices"], int)
-                                and not isinstance(extra["max_background_slices"], bool)
-                                and extra["max_background_slices"] >= 0))
-                    or not (extra.get("repeat") is None
-                            or (isinstance(extra["repeat"], int) and not isinstance(extra["repeat"], bool)
-                                and extra["repeat"] >= 1))):
+                    or not _whole_or_none(extra.get("max_background_slices"), 0)
+                    or not _whole_or_none(extra.get("repeat"), 1)):
                 raise bad(f"extra_train[{i}]", extra, '{"data": "FOLDER", "format": "LAYOUT"} (optional "options", '
                           '"split": true/false, "classes": {"label": ["class", ...]}, "max_slices": N > 0, '
                           '"max_background_slices": N >= 0, "repeat": N >= 1)')
