@@ -219,6 +219,25 @@ def test_fusion_kernel_must_be_odd() -> None:
     assert str(exc.value) == "fusion_kernel must be odd; found 2; expected 1 or 3. Fix: set arch_kwargs.fusion_kernel to 1 or 3"
 
 
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_concat_fusion_starts_as_the_mean_of_the_member_logits(kernel) -> None:  # type: ignore[no-untyped-def]
+    from kidneyseg.models.ensemble import ConcatFusionEnsemble
+
+    torch.manual_seed(0)
+    net = ConcatFusionEnsemble(SMALL_MEMBERS, out_channels=3, fusion_kernel=kernel).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        logits = net.member_logits(x)
+        expected = torch.stack(logits).mean(dim=0)
+        assert torch.allclose(net(x), expected, atol=1e-5)
+    # the random start of PyTorch is still there on request, and an unknown name is refused
+    torch.manual_seed(0)
+    rnd = ConcatFusionEnsemble(SMALL_MEMBERS, out_channels=3, fusion_kernel=kernel, fusion_init="random")
+    assert not torch.allclose(rnd.fusion.weight, net.fusion.weight)
+    with pytest.raises(KidneysegError, match="unknown fusion_init; found avg; expected 'mean' or 'random'"):
+        ConcatFusionEnsemble(SMALL_MEMBERS, fusion_init="avg")
+
+
 def test_members_min_size_is_the_largest_members() -> None:
     from kidneyseg.models.registry import members_min_size
 
