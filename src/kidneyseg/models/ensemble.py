@@ -139,7 +139,7 @@ class ConcatFusionEnsemble(nn.Module):
             m = len(self.members)
             with torch.no_grad():
                 self.fusion.weight.zero_()
-                self.fusion.bias.zero_()
+                self.fusion.bias.zero_()  # type: ignore[union-attr]  # nn.Conv2d built with a bias
                 for j in range(m):  # input channel j * C + c is member j's logit of class c
                     for c in range(out_channels):
                         self.fusion.weight[c, j * out_channels + c, k // 2, k // 2] = 1.0 / m
