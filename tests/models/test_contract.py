@@ -238,6 +238,18 @@ def test_concat_fusion_starts_as_the_mean_of_the_member_logits(kernel) -> None: 
         ConcatFusionEnsemble(SMALL_MEMBERS, fusion_init="avg")
 
 
+def test_a_resnet_encoder_cut_to_fewer_stages_holds_only_what_runs() -> None:
+    from kidneyseg.models.registry import create_model
+
+    full = create_model("deeplabv3plus-resnet18", in_channels=1, out_channels=2)
+    cut = create_model("deeplabv3plus-resnet18", in_channels=1, out_channels=2, encoder_depth=4)
+    assert any(".layer4." in k for k in full.state_dict())
+    assert not any(".layer4." in k for k in cut.state_dict())
+    assert any(".layer3." in k for k in cut.state_dict())
+    with torch.no_grad():
+        assert cut.eval()(torch.zeros(1, 1, 64, 96)).shape == (1, 2, 64, 96)
+
+
 def test_members_min_size_is_the_largest_members() -> None:
     from kidneyseg.models.registry import members_min_size
 

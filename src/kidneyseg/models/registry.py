@@ -145,6 +145,11 @@ def _smp(arch: str, encoder: str, multiple: int) -> Callable[..., nn.Module]:
         net = getattr(smp, arch)(
             encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=out_channels, **kwargs
         )
+        # a ResNet encoder cut to encoder_depth < 5 never runs its later stages (layer{d}..layer4), but smp keeps
+        # them: removed, so the weights file holds what runs (DeepLabV3+ ResNet-18 at depth 4: 8.4 M fewer)
+        for i in range(int(kwargs.get("encoder_depth", 5)), 5):
+            if hasattr(net.encoder, "layer1") and hasattr(net.encoder, f"layer{i}"):
+                delattr(net.encoder, f"layer{i}")
         if dropout:
             net.segmentation_head = tnn.Sequential(tnn.Dropout2d(float(dropout)), net.segmentation_head)
         return PadToMultiple(net, multiple, 2)
