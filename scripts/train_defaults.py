@@ -319,7 +319,9 @@ CARDS: dict[str, dict[str, Any]] = {
             "Real ultrasound differs from the phantoms (texture, artefacts, devices, annotations burnt into "
             "images): expect poor results on real images.",
             "Shipped with smaller members than the published method (DeepLabV3+ MobileNetV2 instead of "
-            "DeepLabV3+ ResNet-152, LinkNet MobileNetV2 instead of LinkNet ResNet-34) to fit the 60 MB budget.",
+            "DeepLabV3+ ResNet-152, LinkNet MobileNetV2 instead of LinkNet ResNet-34) to fit the 60 MB budget, "
+            "and lighter ones for speed: the DeepLabV3+ ResNet-18 runs the first four stages of its encoder "
+            "(the fifth is not kept) and both DeepLabV3+ decoders have 128 channels.",
             "Trained at {phantom_size} for {epochs} epochs ({fusion_epochs} of them fusion) on {phantoms} phantoms "
             "on 2 CPU cores.",
             "The phantom PNGs carry no pixel spacing, so the model works on 1 mm pixels with the kidney about "
