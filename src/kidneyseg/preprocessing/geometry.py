@@ -228,6 +228,15 @@ def _resample_label_nearest(array: np.ndarray, new_shape: tuple[int, ...]) -> np
     return out
 
 
+def _axis_stencil(x: np.ndarray, n: int) -> tuple[slice, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Linear stencil of one axis sampled at coordinates ``x`` (already clamped to ``0..n-1``): the source slice
+    it reads and, local to that slice, the lower / upper indices and the upper weight (for :func:`_interp`)."""
+    i0 = np.floor(x).astype(np.intp)
+    i1 = np.minimum(i0 + 1, int(n) - 1)
+    s_lo = int(i0.min())
+    return slice(s_lo, int(i1.max()) + 1), (i0 - s_lo, i1 - s_lo, (x - i0).astype(np.float32))
+
+
 def _linear_stencil(
     shape: Sequence[int], new_shape: Sequence[int], box: Box
 ) -> tuple[list[slice], list[slice], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
@@ -243,14 +252,10 @@ def _linear_stencil(
         f = n_old / n_new
         o_lo = max(0, int(np.floor((lo - 1 + 0.5) / f - 0.5)))
         o_hi = min(int(n_new), int(np.ceil((hi + 0.5) / f - 0.5)) + 1)  # hi exclusive: last voxel hi - 1
-        x = _sample_coords(int(n_old), int(n_new), o_lo, o_hi)
-        i0 = np.floor(x).astype(np.intp)
-        i1 = np.minimum(i0 + 1, int(n_old) - 1)
-        w = (x - i0).astype(np.float32)
-        s_lo, s_hi = int(i0.min()), int(i1.max()) + 1
-        src_sl.append(slice(s_lo, s_hi))
+        sl, stencil = _axis_stencil(_sample_coords(int(n_old), int(n_new), o_lo, o_hi), int(n_old))
+        src_sl.append(sl)
         dst_sl.append(slice(o_lo, o_hi))
-        weights.append((i0 - s_lo, i1 - s_lo, w))
+        weights.append(stencil)
     return src_sl, dst_sl, weights
 
 
@@ -519,8 +524,6 @@ def undo_probabilities_box(case: Case, probs: np.ndarray, box: Sequence[tuple[in
     cost of the box alone.  A history with a crop (whose undo pads with zeros) takes the whole-grid undo.
     Returns float32 ``(C, *box shape)``.
     """
-    from scipy import ndimage
-
     p = np.asarray(probs)
     if tuple(p.shape[1:]) != case.shape:
         raise KidneysegError("probabilities to undo do not lie on the case grid", found=tuple(p.shape),
@@ -542,16 +545,16 @@ def undo_probabilities_box(case: Case, probs: np.ndarray, box: Sequence[tuple[in
         src, weights = [], []
         for ax, (lo, hi) in enumerate(box):
             n = int(case.shape[ax])
-            x = np.clip(shift[ax] + zoom[ax] * np.arange(lo, hi, dtype=np.float64), 0.0, n - 1.0)
-            i0 = np.floor(x).astype(np.intp)
-            i1 = np.minimum(i0 + 1, n - 1)
-            s_lo = int(i0.min())
-            src.append(slice(s_lo, int(i1.max()) + 1))
-            weights.append((i0 - s_lo, i1 - s_lo, (x - i0).astype(np.float32)))
+            axis_src, stencil = _axis_stencil(
+                np.clip(shift[ax] + zoom[ax] * np.arange(lo, hi, dtype=np.float64), 0.0, n - 1.0), n)
+            src.append(axis_src)
+            weights.append(stencil)
         out = np.empty((p.shape[0],) + shape, dtype=np.float32)
         for c in range(p.shape[0]):
             out[c] = _interp(np.asarray(p[c][tuple(src)], dtype=np.float32), weights)
         return out
+    from scipy import ndimage
+
     idx = np.indices(shape, dtype=np.float32).reshape(ndim, -1)
     idx += np.asarray([lo for lo, _ in box], dtype=np.float32)[:, None]
     if ndim == 3:
